@@ -1,0 +1,3 @@
+"""mks-drill: the stack fixtures and drill settings come from the fixtures package's plugin."""
+
+pytest_plugins = ["fixtures.plugin"]

@@ -1,0 +1,152 @@
+"""The one wrapper for external commands: argv only (no shell), a timeout always, errors with output.
+
+When the harness runs as root, PostgreSQL and the services run as an unprivileged user; `run_as`
+names that user and the command is started with its uid, gid and groups.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from recovery.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account that runs servers and their tools; `None` fields mean "the current user"."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    groups: tuple[int, ...] = field(default=())
+
+    @classmethod
+    def current(cls) -> RunAs:
+        entry = pwd.getpwuid(os.getuid())
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+    @classmethod
+    def named(cls, name: str) -> RunAs:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise CommandError([], None, "", "", f"no such user {name!r} to run the services as") from None
+        groups = tuple(os.getgrouplist(name, entry.pw_gid))
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, groups)
+
+    @property
+    def is_current(self) -> bool:
+        return self.uid == os.getuid()
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    timeout: float,
+    run_as: RunAs | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    input_text: str | None = None,
+    check: bool = True,
+) -> CommandResult:
+    """Run argv and wait at most `timeout` seconds; raise CommandError unless it succeeds (when check)."""
+    args = [os.fspath(a) for a in argv]
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    kwargs = _identity_kwargs(run_as)
+    full_env = dict(os.environ)
+    if run_as is not None and not run_as.is_current:
+        full_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
+    if env:
+        full_env.update(env)
+    started = time.monotonic()
+    log.debug("run %s", args)
+    try:
+        proc = subprocess.run(
+            args,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            env=full_env,
+            cwd=cwd,
+            check=False,
+            **kwargs,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(args, None, _text(exc.stdout), _text(exc.stderr), f"timed out after {timeout:g}s") from None
+    except OSError as exc:
+        raise CommandError(args, None, "", str(exc), "could not start") from None
+    result = CommandResult(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    if check and proc.returncode != 0:
+        raise CommandError(args, proc.returncode, proc.stdout, proc.stderr, f"exit status {proc.returncode}")
+    return result
+
+
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    run_as: RunAs | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stdout_path: str | os.PathLike[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running process (a supervisor); the caller owns it and must stop it."""
+    args = [os.fspath(a) for a in argv]
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    out = open(stdout_path, "ab") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            args,
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **_identity_kwargs(run_as),
+        )
+    except OSError as exc:
+        raise CommandError(args, None, "", str(exc), "could not start") from None
+    finally:
+        if stdout_path:
+            out.close()  # type: ignore[union-attr]
+
+
+def _identity_kwargs(run_as: RunAs | None) -> dict[str, object]:
+    if run_as is None or run_as.is_current:
+        return {}
+    if os.geteuid() != 0:
+        raise CommandError([], None, "", "", f"only root can run commands as {run_as.name}")
+    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

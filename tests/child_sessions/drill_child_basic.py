@@ -1,0 +1,25 @@
+"""Run by tests/test_isolation.py in a child pytest session (not collected by the parent)."""
+
+import os
+import time
+from pathlib import Path
+
+
+def test_a_stack_is_used(stack):
+    with stack.client() as client:
+        assert stack.health(client) == 200
+        token = stack.login(client)
+        response = client.post("/api/v1/upload", headers={"Authorization": f"Bearer {token}"},
+                               files={"file": ("child.txt", b"written by the child session")})
+        assert response.status_code == 201
+
+
+def test_waits_to_be_interrupted(stack, reports_dir):
+    if not os.environ.get("MKS_CHILD_WAIT"):
+        return
+    (Path(reports_dir) / "child-ready").write_text(str(stack.root))
+    time.sleep(120)
+
+
+def test_settings_only(drill_settings):
+    assert drill_settings.base_dir.is_dir() or not drill_settings.base_dir.exists()

@@ -1,0 +1,104 @@
+"""The harness leaves nothing running and writes nothing outside its sandbox roots and reports folder.
+
+Each test runs a child pytest session against a private base dir and reports folder, then looks
+at the machine from outside: the processes that remain, the files that changed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures.sandbox import processes_in
+
+pytestmark = pytest.mark.stack
+
+PROJECT = Path(__file__).resolve().parents[1]
+CHILD = PROJECT / "tests/child_sessions/drill_child_basic.py"
+# pseudo and volatile file systems, and the package caches that other tenants of the machine use
+NOT_SCANNED = ("/proc", "/sys", "/dev", "/run", "/var/cache/apt", "/var/lib/apt", "/var/lib/dpkg")
+
+
+def _child(base: Path, reports: Path, test: str, **env: str) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"{CHILD}::{test}",
+            "--drill-base-dir", str(base), "--drill-reports", str(reports), "--drill-scale", "0.3"]
+    return subprocess.Popen(argv, cwd=PROJECT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _changed_since(marker: Path, allowed: list[Path]) -> list[str]:
+    """Files and dirs under / (one file system) changed after marker, outside the allowed roots."""
+    prune = [*NOT_SCANNED, *map(str, allowed)]
+    argv = ["find", "/", "-xdev"]
+    for path in prune:
+        argv += ["-path", path, "-prune", "-o"]
+    argv += ["(", "-newer", str(marker), "-o", "-cnewer", str(marker), ")", "-print"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False).stdout
+    return [line for line in out.splitlines() if line and not any(line.startswith(str(a)) for a in allowed)]
+
+
+@pytest.fixture
+def private_dirs(tmp_path_factory):
+    top = tmp_path_factory.mktemp("isolation")
+    base, reports = top / "sandboxes", top / "reports"
+    reports.mkdir()
+    yield top, base, reports
+    for pid in processes_in(base) if base.exists() else []:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_session_leaves_no_process_and_writes_only_inside_its_roots(private_dirs):
+    top, base, reports = private_dirs
+    marker = top / "marker"
+    marker.write_text("")
+    time.sleep(1.1)  # mtimes have one-second granularity on some file systems
+    child = _child(base, reports, "test_a_stack_is_used")
+    output = child.communicate(timeout=600)[0].decode(errors="replace")
+    assert child.returncode == 0, output
+    assert processes_in(base) == [], "processes outlived the session"
+    assert not [p for p in base.iterdir()], "a sandbox root was left behind"
+    changed = _changed_since(marker, [top])
+    assert changed == [], f"written outside the sandbox and reports folder: {changed[:20]}"
+
+
+def test_a_terminated_run_still_tears_its_stack_down(private_dirs):
+    _top, base, reports = private_dirs
+    child = _child(base, reports, "test_waits_to_be_interrupted", MKS_CHILD_WAIT="1")
+    ready = reports / "child-ready"
+    deadline = time.monotonic() + 180
+    while not ready.exists():
+        assert child.poll() is None, child.stdout.read().decode(errors="replace")
+        assert time.monotonic() < deadline, "the child stack did not come up"
+        time.sleep(0.2)
+    root = Path(ready.read_text())
+    assert processes_in(root), "the stack should be running now"
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=120)
+    assert processes_in(base) == []
+    assert not root.exists()
+
+
+def test_a_killed_run_is_cleaned_up_at_the_next_start(private_dirs):
+    _top, base, reports = private_dirs
+    child = _child(base, reports, "test_waits_to_be_interrupted", MKS_CHILD_WAIT="1")
+    ready = reports / "child-ready"
+    deadline = time.monotonic() + 180
+    while not ready.exists():
+        assert child.poll() is None, child.stdout.read().decode(errors="replace")
+        assert time.monotonic() < deadline, "the child stack did not come up"
+        time.sleep(0.2)
+    root = Path(ready.read_text())
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    assert processes_in(root), "a SIGKILLed harness leaves its servers behind (nothing can run then)"
+    follow_up = _child(base, reports, "test_settings_only")
+    output = follow_up.communicate(timeout=300)[0].decode(errors="replace")
+    assert follow_up.returncode == 0, output
+    assert processes_in(base) == []
+    assert not root.exists()
