@@ -7,9 +7,11 @@ at the machine from outside: the processes that remain, the files that changed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,13 +46,16 @@ def _changed_since(marker: Path, allowed: list[Path]) -> list[str]:
 
 
 @pytest.fixture
-def private_dirs(tmp_path_factory):
-    top = tmp_path_factory.mktemp("isolation")
+def private_dirs():
+    # under /tmp itself, not pytest's 0700 tmp dir: the service account must reach the sandboxes
+    top = Path(tempfile.mkdtemp(prefix="mks-drill-isolation-"))
+    top.chmod(0o711)
     base, reports = top / "sandboxes", top / "reports"
     reports.mkdir()
     yield top, base, reports
     for pid in processes_in(base) if base.exists() else []:
         os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def test_a_session_leaves_no_process_and_writes_only_inside_its_roots(private_dirs):

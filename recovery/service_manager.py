@@ -1,0 +1,187 @@
+"""The service manager the runbook speaks to (systemctl status|start|stop|restart|reload|is-active).
+
+`SystemdServiceManager` is for real hosts; `SupervisorServiceManager` drives supervisord, which runs
+the services of a sandbox with the same meaning (an automatic restart like systemd Restart=always).
+"""
+
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from recovery.commands import run
+from recovery.errors import RecoveryError
+
+
+class ServiceError(RecoveryError):
+    """The service manager could not do what was asked of a service."""
+
+
+# supervisord process states -> the words systemctl uses
+_ACTIVE_STATE = {
+    "RUNNING": "active",
+    "STARTING": "activating",
+    "BACKOFF": "activating",
+    "STOPPING": "deactivating",
+    "STOPPED": "inactive",
+    "EXITED": "inactive",
+    "FATAL": "failed",
+    "UNKNOWN": "failed",
+}
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    active_state: str  # active | activating | deactivating | inactive | failed
+    pid: int | None
+    detail: str  # the manager's own words for the state
+    log_file: str | None
+
+    @property
+    def is_active(self) -> bool:
+        return self.active_state == "active"
+
+
+class ServiceManager(Protocol):
+    def status(self, name: str) -> ServiceStatus: ...
+    def start(self, name: str) -> None: ...
+    def stop(self, name: str) -> None: ...
+    def restart(self, name: str) -> None: ...
+    def reload(self, name: str) -> None: ...
+    def is_active(self, name: str) -> bool: ...
+    def main_pid(self, name: str) -> int | None: ...
+    def log_tail(self, name: str, lines: int = 20) -> str: ...
+
+
+class SupervisorServiceManager:
+    """ServiceManager over supervisord's XML-RPC socket; start waits for the program's startsecs."""
+
+    def __init__(self, socket: Path, log_dir: Path, reload_signals: Mapping[str, str]):
+        self.socket = socket
+        self.log_dir = log_dir
+        self.reload_signals = dict(reload_signals)  # the known programs, and how each reloads
+
+    def rpc(self) -> xmlrpc.client.ServerProxy:
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, f"unix://{self.socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def _call(self, name: str, action: str, *args: object) -> object:
+        if name not in self.reload_signals:
+            raise ServiceError(f"unknown service {name!r}; known: {', '.join(self.reload_signals)}")
+        try:
+            return getattr(self.rpc().supervisor, action)(*args)
+        except xmlrpc.client.Fault as fault:
+            raise ServiceError(
+                f"{action} {name} failed: {fault.faultString}\n--- {name} log ---\n{self.log_tail(name)}"
+            ) from None
+        except OSError as exc:
+            raise ServiceError(f"supervisord at {self.socket} does not answer: {exc}") from None
+
+    def status(self, name: str) -> ServiceStatus:
+        info = self._call(name, "getProcessInfo", name)
+        assert isinstance(info, dict)
+        state = info["statename"]
+        active = _ACTIVE_STATE.get(state, "failed")
+        if state == "EXITED" and info.get("exitstatus") != 0:
+            active = "failed"
+        return ServiceStatus(
+            name=name,
+            active_state=active,
+            pid=info["pid"] or None,
+            detail=f"{state} {info.get('description', '')}".strip(),
+            log_file=info.get("stdout_logfile") or None,
+        )
+
+    def is_active(self, name: str) -> bool:
+        return self.status(name).is_active
+
+    def start(self, name: str) -> None:
+        if self.status(name).active_state in ("active", "activating"):
+            return
+        self._call(name, "startProcess", name, True)
+
+    def stop(self, name: str) -> None:
+        if self.status(name).active_state in ("inactive", "failed"):
+            return
+        self._call(name, "stopProcess", name, True)
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self._call(name, "startProcess", name, True)
+
+    def reload(self, name: str) -> None:
+        if not self.is_active(name):
+            raise ServiceError(f"cannot reload {name}: it is not active ({self.status(name).detail})")
+        self._call(name, "signalProcess", name, self.reload_signals[name])
+
+    def main_pid(self, name: str) -> int | None:
+        return self.status(name).pid
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        from recovery.journal import tail
+
+        return tail(self.log_file(name), lines)
+
+    def wait_active(self, name: str, timeout: float = 30.0) -> ServiceStatus:
+        """Wait until the service is active (after an automatic restart, for example)."""
+        deadline = time.monotonic() + timeout
+        status = self.status(name)
+        while not status.is_active:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{name} not active after {timeout:g}s: {status.detail}\n{self.log_tail(name)}")
+            time.sleep(0.1)
+            status = self.status(name)
+        return status
+
+
+class SystemdServiceManager:
+    """ServiceManager over systemctl, for operators on real hosts."""
+
+    def __init__(self, use_sudo: bool = False, timeout: float = 120.0):
+        self.prefix = ["sudo", "-n"] if use_sudo else []
+        self.timeout = timeout
+
+    def _systemctl(self, *args: str, check: bool = True) -> str:
+        try:
+            return run([*self.prefix, "systemctl", *args], timeout=self.timeout, check=check).stdout
+        except RecoveryError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def status(self, name: str) -> ServiceStatus:
+        out = self._systemctl("show", name, "--property=ActiveState,SubState,MainPID", check=False)
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        pid = int(props.get("MainPID", "0") or 0)
+        return ServiceStatus(name, props.get("ActiveState", "unknown"), pid or None,
+                             f"{props.get('ActiveState', '?')} ({props.get('SubState', '?')})", None)
+
+    def start(self, name: str) -> None:
+        self._systemctl("start", name)
+
+    def stop(self, name: str) -> None:
+        self._systemctl("stop", name)
+
+    def restart(self, name: str) -> None:
+        self._systemctl("restart", name)
+
+    def reload(self, name: str) -> None:
+        self._systemctl("reload", name)
+
+    def is_active(self, name: str) -> bool:
+        return self.status(name).is_active
+
+    def main_pid(self, name: str) -> int | None:
+        return self.status(name).pid
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        return run([*self.prefix, "journalctl", "-u", name, "-n", str(lines), "--no-pager"],
+                   timeout=30, check=False).stdout

@@ -1,0 +1,136 @@
+"""What a recovery acts on: paths, service names, database, URLs; loaded from a target file.
+
+`examples/target-production.yml` has the runbook's production paths; a sandbox writes its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recovery.errors import RecoveryError
+from recovery.service_manager import ServiceManager, SupervisorServiceManager, SystemdServiceManager
+
+
+class TargetError(RecoveryError):
+    """The target file is missing, malformed or incomplete."""
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    host: str = "127.0.0.1"
+    port: int = 5432
+    name: str = "mks_db"
+    user: str = "mks_user"
+    superuser: str = "postgres"
+    passfile: str | None = None  # libpq password file; passwords never live in the target file
+    bindir: str = "/usr/lib/postgresql/15/bin"
+    major: int = 15
+    config_dir: str = "/etc/postgresql/15/main"
+    data_dir: str = "/var/lib/postgresql/15/main"
+    log_file: str = "/var/log/postgresql/postgresql-15-main.log"
+
+    def env(self) -> dict[str, str]:
+        env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGCONNECT_TIMEOUT": "5"}
+        if self.passfile:
+            env["PGPASSFILE"] = self.passfile
+        return env
+
+    def tool(self, name: str) -> str:
+        return str(Path(self.bindir) / name)
+
+
+@dataclass(frozen=True)
+class ServicesTarget:
+    backend: str = "mks-backend"
+    database: str = "postgresql"
+    web: str = "nginx"
+    manager: str = "systemd"  # systemd | supervisor
+    supervisor_socket: str | None = None
+    supervisor_log_dir: str | None = None
+    use_sudo: bool = False
+
+
+@dataclass(frozen=True)
+class PathsTarget:
+    backup_dir: str = "/backup/mks"
+    wal_archive: str = "/backup/mks/wal"
+    uploads_dir: str = "/opt/mks/uploads"
+    backend_dir: str = "/opt/mks/backend"
+    config_file: str = "/etc/mks/config.yml"
+    nginx_config: str = "/etc/nginx/nginx.conf"
+    nginx_site: str = "/etc/nginx/sites-available/mks"
+    certificate: str = "/etc/letsencrypt/live/example.com/cert.pem"
+    scratch_dir: str = "/var/tmp/mks-recovery"  # staging and safety copies live here
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str = "production"
+    run_as: str | None = None  # the account for PostgreSQL tools when running as root
+    database: DatabaseTarget = field(default_factory=DatabaseTarget)
+    services: ServicesTarget = field(default_factory=ServicesTarget)
+    paths: PathsTarget = field(default_factory=PathsTarget)
+    backend_url: str = "http://localhost:5100"
+    public_url: str = "https://example.com"
+    ca_file: str | None = None
+    nginx_binary: str = "/usr/sbin/nginx"
+    nginx_args: list[str] = field(default_factory=list)  # e.g. -p PREFIX -c CONF in a sandbox
+    renew_command: list[str] = field(default_factory=lambda: ["certbot", "renew", "--quiet"])
+
+    def service_manager(self) -> ServiceManager:
+        services = self.services
+        if services.manager == "supervisor":
+            if not services.supervisor_socket or not services.supervisor_log_dir:
+                raise TargetError("services.manager supervisor needs supervisor_socket and supervisor_log_dir")
+            names = {services.backend: "HUP", services.database: "HUP", services.web: "HUP"}
+            return SupervisorServiceManager(Path(services.supervisor_socket), Path(services.supervisor_log_dir),
+                                            names)
+        if services.manager == "systemd":
+            return SystemdServiceManager(use_sudo=services.use_sudo)
+        raise TargetError(f"unknown services.manager {services.manager!r} (systemd or supervisor)")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_as_dict(self), sort_keys=False, allow_unicode=True)
+
+
+def _as_dict(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {f.name: _as_dict(getattr(obj, f.name)) for f in fields(obj)}
+    return obj
+
+
+def load_target(path: str | Path) -> Target:
+    """Read a target file; unknown keys and wrong types are errors that name the file and key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise TargetError(f"{path}: target file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise TargetError(f"{path}{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise TargetError(f"{path}: the top level must be a mapping")
+    return _build(Target, data, str(path), "")
+
+
+def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise TargetError(f"{source}: unknown key {prefix}{sorted(unknown)[0]}")
+    values: dict[str, Any] = {}
+    nested = {"database": DatabaseTarget, "services": ServicesTarget, "paths": PathsTarget}
+    for key, value in data.items():
+        if cls is Target and key in nested:
+            if not isinstance(value, dict):
+                raise TargetError(f"{source}: {prefix}{key} must be a mapping")
+            values[key] = _build(nested[key], value, source, f"{prefix}{key}.")
+        else:
+            values[key] = value
+    return cls(**values)
