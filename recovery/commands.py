@@ -97,7 +97,9 @@ def run(
             **kwargs,
         )
     except subprocess.TimeoutExpired as exc:
-        raise CommandError(args, None, _text(exc.stdout), _text(exc.stderr), f"timed out after {timeout:g}s") from None
+        raise CommandError(
+            args, None, _text(exc.stdout), _text(exc.stderr), f"timed out after {timeout:g}s"
+        ) from None
     except OSError as exc:
         raise CommandError(args, None, "", str(exc), "could not start") from None
     result = CommandResult(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)

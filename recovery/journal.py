@@ -67,18 +67,31 @@ class Step:
         self.journal = journal
         self.record = record
 
-    def run(self, argv: Sequence[str], *, timeout: float, run_as: RunAs | None = None,
-            env: dict[str, str] | None = None, cwd: str | Path | None = None, check: bool = True,
-            input_text: str | None = None) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        run_as: RunAs | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        check: bool = True,
+        input_text: str | None = None,
+    ) -> CommandResult:
         try:
-            result = run(argv, timeout=timeout, run_as=run_as, env=env, cwd=cwd, check=check,
-                         input_text=input_text)
+            result = run(
+                argv, timeout=timeout, run_as=run_as, env=env, cwd=cwd, check=check, input_text=input_text
+            )
         except CommandError as exc:
-            self.record.commands.append(self.journal.command_record(
-                exc.argv, exc.returncode, 0.0, exc.stdout, exc.stderr))
+            self.record.commands.append(
+                self.journal.command_record(exc.argv, exc.returncode, 0.0, exc.stdout, exc.stderr)
+            )
             raise
-        self.record.commands.append(self.journal.command_record(
-            result.argv, result.returncode, result.seconds, result.stdout, result.stderr))
+        self.record.commands.append(
+            self.journal.command_record(
+                result.argv, result.returncode, result.seconds, result.stdout, result.stderr
+            )
+        )
         return result
 
     def note(self, key: str, value: Any) -> None:
@@ -109,10 +122,16 @@ class Journal:
             return {k: self.mask(v) for k, v in value.items()}
         return value
 
-    def command_record(self, argv: list[str], returncode: int | None, seconds: float,
-                       stdout: str, stderr: str) -> CommandRecord:
-        return CommandRecord(self.mask(list(argv)), returncode, round(seconds, 3),
-                             self.mask(stdout[-OUTPUT_LIMIT:]), self.mask(stderr[-OUTPUT_LIMIT:]))
+    def command_record(
+        self, argv: list[str], returncode: int | None, seconds: float, stdout: str, stderr: str
+    ) -> CommandRecord:
+        return CommandRecord(
+            self.mask(list(argv)),
+            returncode,
+            round(seconds, 3),
+            self.mask(stdout[-OUTPUT_LIMIT:]),
+            self.mask(stderr[-OUTPUT_LIMIT:]),
+        )
 
     @contextmanager
     def step(self, name: str, title: str) -> Iterator[Step]:

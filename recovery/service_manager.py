@@ -138,7 +138,9 @@ class SupervisorServiceManager:
         status = self.status(name)
         while not status.is_active:
             if time.monotonic() > deadline:
-                raise ServiceError(f"{name} not active after {timeout:g}s: {status.detail}\n{self.log_tail(name)}")
+                raise ServiceError(
+                    f"{name} not active after {timeout:g}s: {status.detail}\n{self.log_tail(name)}"
+                )
             time.sleep(0.1)
             status = self.status(name)
         return status
@@ -161,8 +163,13 @@ class SystemdServiceManager:
         out = self._systemctl("show", name, "--property=ActiveState,SubState,MainPID", check=False)
         props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         pid = int(props.get("MainPID", "0") or 0)
-        return ServiceStatus(name, props.get("ActiveState", "unknown"), pid or None,
-                             f"{props.get('ActiveState', '?')} ({props.get('SubState', '?')})", None)
+        return ServiceStatus(
+            name,
+            props.get("ActiveState", "unknown"),
+            pid or None,
+            f"{props.get('ActiveState', '?')} ({props.get('SubState', '?')})",
+            None,
+        )
 
     def start(self, name: str) -> None:
         self._systemctl("start", name)
@@ -183,5 +190,6 @@ class SystemdServiceManager:
         return self.status(name).pid
 
     def log_tail(self, name: str, lines: int = 20) -> str:
-        return run([*self.prefix, "journalctl", "-u", name, "-n", str(lines), "--no-pager"],
-                   timeout=30, check=False).stdout
+        return run(
+            [*self.prefix, "journalctl", "-u", name, "-n", str(lines), "--no-pager"], timeout=30, check=False
+        ).stdout

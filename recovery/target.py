@@ -85,10 +85,13 @@ class Target:
         services = self.services
         if services.manager == "supervisor":
             if not services.supervisor_socket or not services.supervisor_log_dir:
-                raise TargetError("services.manager supervisor needs supervisor_socket and supervisor_log_dir")
+                raise TargetError(
+                    "services.manager supervisor needs supervisor_socket and supervisor_log_dir"
+                )
             names = {services.backend: "HUP", services.database: "HUP", services.web: "HUP"}
-            return SupervisorServiceManager(Path(services.supervisor_socket), Path(services.supervisor_log_dir),
-                                            names)
+            return SupervisorServiceManager(
+                Path(services.supervisor_socket), Path(services.supervisor_log_dir), names
+            )
         if services.manager == "systemd":
             return SystemdServiceManager(use_sudo=services.use_sudo)
         raise TargetError(f"unknown services.manager {services.manager!r} (systemd or supervisor)")

@@ -24,12 +24,19 @@ RTO_SECONDS = 60.0  # RTO-1 allows an hour; an automatic restart that needs a mi
 
 def _counts(stack) -> dict[str, int]:
     with psycopg.connect(stack.pg.conninfo(APP_DB)) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("users", "projects", "documents")}
+        return {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("users", "projects", "documents")
+        }
 
 
 def test_backend_crash_is_recovered_automatically(stack, reports_dir):
-    journal = Journal("weekly-auto-recovery", "サービス停止テスト: 自動復旧", stack.target().name,
-                      secrets=stack.secrets.values())
+    journal = Journal(
+        "weekly-auto-recovery",
+        "サービス停止テスト: 自動復旧",
+        stack.target().name,
+        secrets=stack.secrets.values(),
+    )
     services = stack.services
     with journal.step("baseline", "ベースライン確認") as step:
         with stack.client() as client:

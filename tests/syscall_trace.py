@@ -12,8 +12,14 @@ import re
 from dataclasses import dataclass
 
 STRACE_ARGS = [
-    "-f", "-qq", "-y", "--seccomp-bpf", "-s", "512",
-    "-e", "trace=%file,%process,fchdir,bind",
+    "-f",
+    "-qq",
+    "-y",
+    "--seccomp-bpf",
+    "-s",
+    "512",
+    "-e",
+    "trace=%file,%process,fchdir,bind",
 ]
 _LINE = re.compile(r"^(\d+)\s+(.*)$")
 _CALL = re.compile(r"^(\w+)\((.*)\)\s+=\s+(-?\d+|\?)(.*)$")
@@ -23,14 +29,32 @@ _FD_PATH = re.compile(r"^(?:\d+|AT_FDCWD)(?:<([^>]*)>)?")
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC")
 # syscalls that change the file system; the path arguments that they change
 _PATH_CALLS = {
-    "mkdir": (0,), "rmdir": (0,), "unlink": (0,), "rename": (0, 1), "link": (1,), "symlink": (1,),
-    "chmod": (0,), "chown": (0,), "lchown": (0,), "truncate": (0,), "mknod": (0,), "utime": (0,),
-    "utimes": (0,), "creat": (0,),
+    "mkdir": (0,),
+    "rmdir": (0,),
+    "unlink": (0,),
+    "rename": (0, 1),
+    "link": (1,),
+    "symlink": (1,),
+    "chmod": (0,),
+    "chown": (0,),
+    "lchown": (0,),
+    "truncate": (0,),
+    "mknod": (0,),
+    "utime": (0,),
+    "utimes": (0,),
+    "creat": (0,),
 }
 _AT_CALLS = {  # (dirfd index, path index) pairs
-    "mkdirat": ((0, 1),), "unlinkat": ((0, 1),), "renameat": ((0, 1), (2, 3)), "renameat2": ((0, 1), (2, 3)),
-    "linkat": ((2, 3),), "symlinkat": ((1, 2),), "fchmodat": ((0, 1),), "fchownat": ((0, 1),),
-    "mknodat": ((0, 1),), "utimensat": ((0, 1),),
+    "mkdirat": ((0, 1),),
+    "unlinkat": ((0, 1),),
+    "renameat": ((0, 1), (2, 3)),
+    "renameat2": ((0, 1), (2, 3)),
+    "linkat": ((2, 3),),
+    "symlinkat": ((1, 2),),
+    "fchmodat": ((0, 1),),
+    "fchownat": ((0, 1),),
+    "mknodat": ((0, 1),),
+    "utimensat": ((0, 1),),
 }
 
 
@@ -42,8 +66,12 @@ class Write:
 
 
 def _unescape(text: str) -> str:
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1").decode(
-        "utf-8", "replace")
+    return (
+        text.encode("latin-1", "backslashreplace")
+        .decode("unicode_escape")
+        .encode("latin-1")
+        .decode("utf-8", "replace")
+    )
 
 
 def _split_args(args: str) -> list[str]:
@@ -117,8 +145,11 @@ class _Tracker:
             if any(flag in flags for flag in _WRITE_FLAGS):
                 decoded = re.match(r"<([^>]*)>", rest.strip())
                 path = _string(args[1] if call != "open" else args[0]) or ""
-                resolved = decoded.group(1) if decoded else self.resolve(
-                    pid, self.dirfd_base(pid, args[0]) if call != "open" else None, path)
+                resolved = (
+                    decoded.group(1)
+                    if decoded
+                    else self.resolve(pid, self.dirfd_base(pid, args[0]) if call != "open" else None, path)
+                )
                 self.writes.append(Write(pid, call, resolved))
         elif call in _PATH_CALLS:
             for index in _PATH_CALLS[call]:
@@ -164,10 +195,13 @@ def outside(writes: list[Write], allowed: list[str]) -> list[Write]:
     segment is memory, not a file, and is tolerated only when the trace shows it removed again.
     """
     harmless = ("/dev/null", "/dev/tty", "/dev/pts/", "/proc/", "/dev/urandom")
-    removed_segments = {w.path for w in writes if w.call == "unlink" and w.path.startswith("/dev/shm/PostgreSQL.")}
+    removed_segments = {
+        w.path for w in writes if w.call == "unlink" and w.path.startswith("/dev/shm/PostgreSQL.")
+    }
     roots = [os.path.normpath(a) for a in allowed]
     return [
-        w for w in writes
+        w
+        for w in writes
         if not w.path.startswith(harmless)
         and w.path not in removed_segments
         and not any(w.path == r or w.path.startswith(r + "/") for r in roots)

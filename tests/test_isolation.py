@@ -26,16 +26,33 @@ PROJECT = Path(__file__).resolve().parents[1]
 CHILD = PROJECT / "tests/child_sessions/drill_child_basic.py"
 
 
-def _child(base: Path, reports: Path, test: str, trace: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"{CHILD}::{test}",
-            "--drill-base-dir", str(base), "--drill-reports", str(reports), "--drill-scale", "0.3"]
+def _child(
+    base: Path, reports: Path, test: str, trace: Path | None = None, **env: str
+) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        f"{CHILD}::{test}",
+        "--drill-base-dir",
+        str(base),
+        "--drill-reports",
+        str(reports),
+        "--drill-scale",
+        "0.3",
+    ]
     if trace is not None:
         argv = ["strace", *STRACE_ARGS, "-o", str(trace), *argv]
     # pytest's own capture files go to TMPDIR: give the child run a private one beside its reports
     tmp = reports.parent / "tmp"
     tmp.mkdir(exist_ok=True)
     child_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(tmp), **env}
-    return subprocess.Popen(argv, cwd=PROJECT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        argv, cwd=PROJECT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
 
 @pytest.fixture
@@ -62,10 +79,13 @@ def test_a_session_leaves_no_process_and_writes_only_inside_its_roots(private_di
     assert not list(base.iterdir()), "a sandbox root was left behind"
     writes = writes_in(trace.read_text(errors="replace"), str(PROJECT))
     assert len(writes) > 100, "the trace saw too little to be trusted"
-    assert any(w.path.startswith(f"{base}/") and "pg_wal" in w.path for w in writes), "server writes not traced"
+    assert any(w.path.startswith(f"{base}/") and "pg_wal" in w.path for w in writes), (
+        "server writes not traced"
+    )
     stray = outside(writes, [str(top)])
     assert stray == [], "written outside the sandbox and reports folder:\n" + "\n".join(
-        f"{w.pid} {w.call} {w.path}" for w in stray[:30])
+        f"{w.pid} {w.call} {w.path}" for w in stray[:30]
+    )
 
 
 def test_a_terminated_run_still_tears_its_stack_down(private_dirs):

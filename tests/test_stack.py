@@ -28,14 +28,16 @@ def test_stack_serves_the_api_over_tls_verified_against_the_sandbox_ca(stack):
         assert projects.status_code == 200
         assert projects.json()["count"] > 0
         content = "復旧テスト用のファイル\n".encode() * 100
-        upload = client.post("/api/v1/upload", headers=auth,
-                             files={"file": ("設計書 第1版.txt", content, "text/plain")})
+        upload = client.post(
+            "/api/v1/upload", headers=auth, files={"file": ("設計書 第1版.txt", content, "text/plain")}
+        )
         assert upload.status_code == 201, upload.text
         body = upload.json()
     assert body["sha256"] == hashlib.sha256(content).hexdigest()
     with psycopg.connect(stack.pg.conninfo(APP_DB)) as conn:
-        row = conn.execute("SELECT sha256, size_bytes, filename, stored_name FROM documents WHERE id = %s",
-                           (body["id"],)).fetchone()
+        row = conn.execute(
+            "SELECT sha256, size_bytes, filename, stored_name FROM documents WHERE id = %s", (body["id"],)
+        ).fetchone()
     assert row is not None
     assert (row[0], row[1], row[2]) == (body["sha256"], len(content), "設計書 第1版.txt")
     stored = stack.uploads_dir / row[3]
@@ -89,8 +91,12 @@ def test_two_stacks_run_side_by_side_without_clashing(stack_factory):
     with old.client() as a, new.client() as b:
         assert stack_health_pair(old, a, new, b) == (200, 200)
         token = new.login(b)
-        b.post("/api/v1/upload", headers={"Authorization": f"Bearer {token}"}, files={"file": ("x.txt", b"x")})
-        count_old = a.get("/api/v1/projects", headers={"Authorization": f"Bearer {old.login(a)}"}).json()["count"]
+        b.post(
+            "/api/v1/upload", headers={"Authorization": f"Bearer {token}"}, files={"file": ("x.txt", b"x")}
+        )
+        count_old = a.get("/api/v1/projects", headers={"Authorization": f"Bearer {old.login(a)}"}).json()[
+            "count"
+        ]
         count_new = b.get("/api/v1/projects", headers={"Authorization": f"Bearer {token}"}).json()["count"]
     assert count_old > 0 and count_new == 0  # the new server is empty: it was not seeded
     old.services.stop("nginx")

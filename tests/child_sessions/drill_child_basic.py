@@ -9,8 +9,11 @@ def test_a_stack_is_used(stack):
     with stack.client() as client:
         assert stack.health(client) == 200
         token = stack.login(client)
-        response = client.post("/api/v1/upload", headers={"Authorization": f"Bearer {token}"},
-                               files={"file": ("child.txt", b"written by the child session")})
+        response = client.post(
+            "/api/v1/upload",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"file": ("child.txt", b"written by the child session")},
+        )
         assert response.status_code == 201
 
 
