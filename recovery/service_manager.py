@@ -41,6 +41,7 @@ class ServiceStatus:
     pid: int | None
     detail: str  # the manager's own words for the state
     log_file: str | None
+    manager_state: str = ""  # the manager's own state name (supervisord: RUNNING, BACKOFF, FATAL, ...)
 
     @property
     def is_active(self) -> bool:
@@ -97,6 +98,7 @@ class SupervisorServiceManager:
             pid=info["pid"] or None,
             detail=f"{state} {info.get('description', '')}".strip(),
             log_file=info.get("stdout_logfile") or None,
+            manager_state=state,
         )
 
     def is_active(self, name: str) -> bool:
@@ -106,6 +108,11 @@ class SupervisorServiceManager:
         if self.status(name).active_state in ("active", "activating"):
             return
         self._call(name, "startProcess", name, True)
+
+    def start_nowait(self, name: str) -> None:
+        """Spawn and return at once; the caller waits for readiness with a real request."""
+        if self.status(name).active_state not in ("active", "activating"):
+            self._call(name, "startProcess", name, False)
 
     def stop(self, name: str) -> None:
         if self.status(name).active_state in ("inactive", "failed"):

@@ -1,0 +1,154 @@
+"""Stack start (until the first healthy response through nginx over TLS) and teardown, harness vs floor.
+
+The floor is the same servers started directly, in the same run: initdb, postgres, gunicorn (the
+reference backend) and nginx, each waited for with a real request, then stopped and removed. The
+harness is `LocalStack(...).up()` and `.down()` (unseeded). Runs alternate; medians and their ratio
+are printed and written as JSON.
+
+    .venv/bin/python bench/stack_start.py --runs 5 [--json bench/out/stack_start.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import trustme
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fixtures.nginx import find_nginx  # noqa: E402
+from fixtures.postgres import find_install  # noqa: E402
+from fixtures.readiness import wait_until  # noqa: E402
+from fixtures.sandbox import default_base_dir, free_port  # noqa: E402
+from fixtures.stack import REFERENCE_BACKEND, LocalStack, StackSettings  # noqa: E402
+from recovery.commands import RunAs, run, spawn  # noqa: E402
+
+SUPERUSER_SECRET = "floor-bench-superuser-secret"  # a throwaway cluster that lives for seconds
+
+
+def _run_as() -> RunAs:
+    return StackSettings().run_as()
+
+
+def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
+    """Start the bare servers directly; return (start seconds, teardown seconds)."""
+    run_as = _run_as()
+    install = find_install()
+    nginx = find_nginx()
+    top = Path(tempfile.mkdtemp(prefix="floor-", dir=base))
+    top.chmod(0o755)
+    data, sock, tmp = top / "data", top / "sock", top / "tmp"
+    for d in (sock, tmp, top / "logs", top / "uploads"):
+        d.mkdir()
+    pwfile = top / "pw"
+    pwfile.write_text(SUPERUSER_SECRET + "\n")
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_and_cert_chain_pem.write_to_path(top / "server.pem")
+    pg_port, app_port, https_port = free_port(), free_port(), free_port()
+    (top / "config.yml").write_text(
+        f"database: {{host: 127.0.0.1, port: {pg_port}, name: postgres, user: postgres,"
+        f" password: {SUPERUSER_SECRET}}}\nuploads: {{dir: {top / 'uploads'}}}\n"
+        f"auth: {{jwt_secret: {'x' * 40}, token_ttl_seconds: 60}}\n"
+    )
+    (top / "nginx.conf").write_text(
+        f"pid {top}/nginx.pid; error_log {top}/logs/error.log; events {{}}\n"
+        f"http {{ access_log off; client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p;"
+        f" fastcgi_temp_path {tmp}/f; uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;\n"
+        f" server {{ listen 127.0.0.1:{https_port} ssl; ssl_certificate {top}/server.pem;"
+        f" ssl_certificate_key {top}/server.pem; location / {{ proxy_pass http://127.0.0.1:{app_port}; }} }} }}\n"
+    )
+    subprocess.run(["chown", "-R", f"{run_as.uid}:{run_as.gid}", str(top)], check=True)
+    procs = []
+    started = time.monotonic()
+    run([install.tool("initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
+         "--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"], timeout=120, run_as=run_as)
+    procs.append(spawn([install.tool("postgres"), "-D", str(data), "-p", str(pg_port), "-c",
+                        "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}"], run_as=run_as))
+    conninfo = f"host=127.0.0.1 port={pg_port} user=postgres password={SUPERUSER_SECRET} dbname=postgres"
+
+    def pg_ready() -> tuple[bool, str]:
+        with psycopg.connect(conninfo, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True, "ok"
+
+    wait_until("floor postgres", pg_ready, timeout=60, interval=0.05)
+    procs.append(spawn([sys.executable, "-m", "gunicorn", "--chdir", str(REFERENCE_BACKEND), "--bind",
+                        f"127.0.0.1:{app_port}", "--workers", "2", "--preload", "--worker-tmp-dir", str(tmp),
+                        "--control-socket", str(tmp / "g.ctl"), "mks_backend.wsgi:app"], run_as=run_as,
+                       env={"MKS_CONFIG": str(top / "config.yml"), "PYTHONPATH": str(REFERENCE_BACKEND),
+                            "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(tmp)}))
+    procs.append(spawn([nginx, "-p", f"{top}/", "-e", f"{top}/logs/error.log", "-c", str(top / "nginx.conf"),
+                        "-g", "daemon off;"], run_as=run_as))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with httpx.Client(verify=context, timeout=3) as client:
+
+        def healthy() -> tuple[bool, str]:
+            response = client.get(f"https://127.0.0.1:{https_port}/api/v1/health")
+            return response.status_code == 200, str(response.status_code)
+
+        wait_until("floor health", healthy, timeout=60, interval=0.05)
+    start_seconds = time.monotonic() - started
+    started = time.monotonic()
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=60)
+    shutil.rmtree(top)
+    return start_seconds, time.monotonic() - started
+
+
+def harness_once() -> tuple[float, float]:
+    started = time.monotonic()
+    stack = LocalStack(StackSettings(), "bench").up()
+    start_seconds = time.monotonic() - started
+    started = time.monotonic()
+    stack.down()
+    return start_seconds, time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    base = default_base_dir()
+    base.mkdir(parents=True, exist_ok=True, mode=0o711)
+    ca = trustme.CA()
+    results: dict[str, list[tuple[float, float]]] = {"floor": [], "harness": []}
+    harness_once()  # warm the page cache for both sides alike
+    for n in range(args.runs):
+        results["floor"].append(floor_once(base, ca))
+        results["harness"].append(harness_once())
+        print(f"run {n + 1}/{args.runs}: floor start {results['floor'][-1][0]:.2f}s, "
+              f"harness start {results['harness'][-1][0]:.2f}s", flush=True)
+    summary = {}
+    for side, rows in results.items():
+        summary[side] = {
+            "start_median_s": round(statistics.median(r[0] for r in rows), 3),
+            "teardown_median_s": round(statistics.median(r[1] for r in rows), 3),
+            "total_median_s": round(statistics.median(r[0] + r[1] for r in rows), 3),
+        }
+    for key in ("start_median_s", "teardown_median_s", "total_median_s"):
+        summary.setdefault("ratio", {})[key] = round(summary["harness"][key] / summary["floor"][key], 2)
+    summary["runs"] = args.runs
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summary, "raw": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
