@@ -7,6 +7,7 @@ at the machine from outside: the processes that remain, the files that changed.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -123,3 +124,20 @@ def test_a_killed_run_is_cleaned_up_at_the_next_start(private_dirs):
     assert follow_up.returncode == 0, output
     assert processes_in(base) == []
     assert not root.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can start a session as another, normal user")
+def test_a_normal_user_runs_a_stack_without_root(private_dirs):
+    """The laptop case: no root anywhere, PostgreSQL runs as the user who runs pytest."""
+    top, base, reports = private_dirs
+    user = pwd.getpwnam("nobody")
+    for path in (top, reports):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"{CHILD}::test_a_stack_is_used",
+            "--drill-base-dir", str(base), "--drill-reports", str(reports), "--drill-scale", "0.3"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(top), "TMPDIR": str(top),
+           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    child = subprocess.run(argv, cwd=PROJECT, env=env, user=user.pw_uid, group=user.pw_gid, extra_groups=[],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert child.returncode == 0, child.stdout + child.stderr
+    assert processes_in(base) == []

@@ -1,0 +1,463 @@
+"""tar.gz backups that carry their own SHA-256 manifest, and the checks made before trusting one.
+
+The manifest is the archive's first member (`.mks-manifest.json`), not a sidecar file: a backup is
+copied and transferred as one file (the runbook scp's `uploads_latest.tar.gz` alone), so a sidecar
+would be lost or paired with the wrong archive. Reading the manifest first also lets `verify_archive`
+check each member while streaming the archive once.
+
+Nothing is extracted before the whole archive has been read and checked, and then only into a new
+staging directory; callers swap staging into place. Python 3.11.2 has no tarfile 'data' filter, so
+members are written here one by one (regular files, directories and links that stay inside).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from recovery.errors import RecoveryError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = ".mks-manifest.json"
+FORMAT = "mks-archive/1"
+CHUNK = 1024 * 1024
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+
+
+class ArchiveError(RecoveryError):
+    """An archive is unreadable, unsafe or does not match its manifest; nothing was extracted."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    type: str  # file | dir | symlink
+    mode: int
+    size: int = 0
+    sha256: str = ""
+    target: str = ""  # symlinks only
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "type": self.type, "mode": f"{self.mode:04o}"}
+        if self.type == "file":
+            data.update(size=self.size, sha256=self.sha256)
+        if self.type == "symlink":
+            data["target"] = self.target
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Entry:
+        try:
+            return cls(path=str(data["path"]), type=str(data["type"]), mode=int(str(data["mode"]), 8),
+                       size=int(data.get("size", 0)), sha256=str(data.get("sha256", "")),
+                       target=str(data.get("target", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchiveError(f"manifest entry {data!r} is malformed: {exc}") from None
+
+
+@dataclass
+class Manifest:
+    root: str  # what the archive's paths are relative to ("uploads", "/")
+    created: str
+    entries: list[Entry] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Entry]:
+        return [e for e in self.entries if e.type == "file"]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.files)
+
+    def to_json(self) -> bytes:
+        body = {"format": FORMAT, "root": self.root, "created": self.created,
+                "entries": [e.to_dict() for e in self.entries]}
+        return json.dumps(body, ensure_ascii=False, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ArchiveError(f"manifest is not JSON: {exc}") from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise ArchiveError(f"manifest format is not {FORMAT}")
+        entries = body.get("entries")
+        if not isinstance(entries, list):
+            raise ArchiveError("manifest has no entry list")
+        return cls(str(body.get("root", "")), str(body.get("created", "")),
+                   [Entry.from_dict(e) for e in entries])
+
+
+def safe_relative(name: str) -> PurePosixPath:
+    """A member name as a relative path that stays inside; raise for anything else."""
+    if not name or "\0" in name:
+        raise ArchiveError(f"member with an empty or NUL name: {name!r}")
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
+        raise ArchiveError(f"member with an absolute path: {name}")
+    path = PurePosixPath(name)
+    if ".." in path.parts:
+        raise ArchiveError(f"member with a '..' component: {name}")
+    if not path.parts or path.parts == (".",):
+        raise ArchiveError(f"member without a name: {name!r}")
+    return path
+
+
+def _link_stays_inside(member: PurePosixPath, target: str) -> bool:
+    if not target or target.startswith("/"):
+        return False
+    depth = len(member.parent.parts)
+    for part in PurePosixPath(target).parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part != ".":
+            depth += 1
+    return True
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---- creating --------------------------------------------------------------------------------
+def _walk(source: Path, include: Iterable[str] | None) -> Iterator[tuple[str, Path]]:
+    if include is not None:
+        for relative in include:
+            safe_relative(relative)
+            yield relative, source / relative
+        return
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(dirnames) + sorted(filenames):
+            path = base / name
+            yield path.relative_to(source).as_posix(), path
+
+
+def scan(source_dir: Path, root: str, include: Iterable[str] | None = None) -> Manifest:
+    """The manifest of a directory (or of the named files below it): sizes, hashes, modes."""
+    source = Path(source_dir)
+    if not source.is_dir():
+        raise ArchiveError(f"{source} is not a directory")
+    manifest = Manifest(root=root, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    for relative, path in _walk(source, include):
+        if relative == MANIFEST_NAME:
+            raise ArchiveError(f"{path}: the name {MANIFEST_NAME} is reserved for the archive manifest")
+        info = path.lstat()
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode):
+            target = os.readlink(path)
+            if not _link_stays_inside(PurePosixPath(relative), target):
+                raise ArchiveError(f"{path} is a symlink to {target}, outside {source}")
+            manifest.entries.append(Entry(relative, "symlink", mode, target=target))
+        elif stat.S_ISDIR(info.st_mode):
+            manifest.entries.append(Entry(relative, "dir", mode))
+        elif stat.S_ISREG(info.st_mode):
+            manifest.entries.append(Entry(relative, "file", mode, info.st_size, sha256_file(path)))
+        else:
+            raise ArchiveError(f"{path} is not a regular file, directory or symlink; not archived")
+    return manifest
+
+
+def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str | None = None,
+                   include: Iterable[str] | None = None) -> Manifest:
+    """Write dest (tar.gz): the manifest first, then every entry of source_dir (or the included files).
+
+    Written to a temporary name and renamed, so a crash never leaves a half archive under the real
+    name. A file that changes between hashing and archiving is an error (back up again).
+    """
+    source, dest = Path(source_dir), Path(dest_tar_gz)
+    manifest = scan(source, root or source.name, include)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.partial")
+    try:
+        with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+            raw = manifest.to_json()
+            tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
+            for entry in manifest.entries:
+                _add(tar, source, entry)
+        os.chmod(partial, 0o600)
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info("archived %d files (%d bytes) of %s into %s", len(manifest.files), manifest.total_bytes,
+             source, dest)
+    return manifest
+
+
+def _tarinfo(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size = kind, mode, size
+    info.mtime = int(dt.datetime.now(dt.UTC).timestamp())
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add(tar: tarfile.TarFile, source: Path, entry: Entry) -> None:
+    path = source / entry.path
+    if entry.type == "dir":
+        tar.addfile(_tarinfo(entry.path, tarfile.DIRTYPE, entry.mode))
+    elif entry.type == "symlink":
+        info = _tarinfo(entry.path, tarfile.SYMTYPE, entry.mode)
+        info.linkname = entry.target
+        tar.addfile(info)
+    else:
+        with open(path, "rb") as handle:
+            reader = _HashingReader(handle)
+            tar.addfile(_tarinfo(entry.path, tarfile.REGTYPE, entry.mode, entry.size), reader)
+            if reader.digest.hexdigest() != entry.sha256 or reader.read(1):
+                raise ArchiveError(f"{path} changed while it was archived; back up again")
+
+
+class _HashingReader:
+    def __init__(self, handle: io.BufferedReader):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+
+# ---- verifying and extracting ----------------------------------------------------------------
+def _open(path: Path) -> tarfile.TarFile:
+    if not path.is_file():
+        raise ArchiveError(f"{path}: no such archive")
+    try:
+        return tarfile.open(path, "r:gz")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"{path}: not a readable tar.gz ({exc})") from None
+
+
+def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tuple[tarfile.TarInfo, str]]]:
+    """Stream the whole archive: the manifest, then each member with the sha256 of its data."""
+    first = tar.next()
+    if first is None or first.name != MANIFEST_NAME or not first.isreg():
+        raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
+    handle = tar.extractfile(first)
+    assert handle is not None
+    manifest = Manifest.from_json(handle.read())
+    members: list[tuple[tarfile.TarInfo, str]] = []
+    while (member := tar.next()) is not None:  # iterating the TarFile would start again at the manifest
+        digest = ""
+        if member.isreg():
+            data = tar.extractfile(member)
+            assert data is not None
+            hasher = hashlib.sha256()
+            while chunk := data.read(CHUNK):
+                hasher.update(chunk)
+            digest = hasher.hexdigest()
+        members.append((member, digest))
+    assert tar.fileobj is not None
+    while tar.fileobj.read(CHUNK):  # to the end of the gzip stream, so that its CRC is checked
+        pass
+    return manifest, members
+
+
+def verify_archive(path: str | Path, expected_root: str) -> Manifest:
+    """Read the whole archive and refuse it unless every member is safe and matches the manifest."""
+    path = Path(path)
+    with _open(path) as tar:
+        try:
+            manifest, members = _read_members(path, tar)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
+    if manifest.root != expected_root:
+        raise ArchiveError(f"{path}: an archive of {manifest.root!r}, not of {expected_root!r}")
+    expected = {}
+    for entry in manifest.entries:
+        safe_relative(entry.path)
+        expected[PurePosixPath(entry.path).as_posix()] = entry
+    seen: dict[str, str] = {}  # member -> sha256 of the regular files seen so far
+    symlinks: set[str] = set()
+    for member, digest in members:
+        name = safe_relative(member.name).as_posix()
+        if name in seen or name == MANIFEST_NAME:
+            raise ArchiveError(f"{path}: member {name} appears twice")
+        if any(str(parent) in symlinks for parent in PurePosixPath(name).parents):
+            raise ArchiveError(f"{path}: member {name} lies below a symlink")
+        entry = expected.get(name)
+        if entry is None:
+            raise ArchiveError(f"{path}: member {name} is not in the manifest")
+        if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+            raise ArchiveError(f"{path}: member {name} is a device or fifo")
+        if member.issym():
+            if not _link_stays_inside(PurePosixPath(name), member.linkname):
+                raise ArchiveError(f"{path}: symlink {name} -> {member.linkname} points outside the archive")
+            if entry.type != "symlink" or entry.target != member.linkname:
+                raise ArchiveError(f"{path}: symlink {name} does not match the manifest")
+            symlinks.add(name)
+        elif member.islnk():
+            link = PurePosixPath(member.linkname).as_posix()
+            if member.linkname.startswith("/") or ".." in PurePosixPath(link).parts or link not in seen:
+                raise ArchiveError(f"{path}: hardlink {name} -> {member.linkname} points outside the archive")
+            digest = seen[link]
+        elif member.isdir():
+            if entry.type != "dir":
+                raise ArchiveError(f"{path}: member {name} is a directory, the manifest says {entry.type}")
+        elif not member.isreg():
+            raise ArchiveError(f"{path}: member {name} has an unsupported type {member.type!r}")
+        if member.isreg() or member.islnk():
+            wrong_size = member.isreg() and member.size != entry.size
+            if entry.type != "file" or digest != entry.sha256 or wrong_size:
+                raise ArchiveError(f"{path}: member {name} does not match its manifest sha256/size")
+            seen[name] = digest
+        else:
+            seen[name] = ""
+    missing = sorted(set(expected) - set(seen))
+    if missing:
+        raise ArchiveError(f"{path}: {len(missing)} manifest entries not in the archive, e.g. {missing[0]}")
+    return manifest
+
+
+def file_mode(original: int) -> int:
+    """Never executable, never more open than 0644, never looser than the original (config.yml 0640)."""
+    return (original & 0o644) | 0o600
+
+
+def extract_verified(path: str | Path, staging_dir: str | Path, expected_root: str) -> Manifest:
+    """Verify, then extract into a new staging_dir (which must not exist), then check every file again."""
+    path, staging = Path(path), Path(staging_dir)
+    manifest = verify_archive(path, expected_root)
+    staging.mkdir(mode=DIR_MODE, parents=False)
+    os.chmod(staging, DIR_MODE)
+    entries = {e.path: e for e in manifest.entries}
+    with _open(path) as tar:
+        tar.next()  # the manifest
+        while (member := tar.next()) is not None:
+            name = safe_relative(member.name).as_posix()
+            destination = staging / name
+            _make_parents(staging, destination.parent)
+            if member.isdir():
+                if not destination.is_dir():
+                    destination.mkdir(mode=DIR_MODE)
+                os.chmod(destination, DIR_MODE, follow_symlinks=False)
+            elif member.issym():
+                os.symlink(member.linkname, destination)
+            elif member.islnk():
+                source = staging / PurePosixPath(member.linkname).as_posix()
+                _write(destination, source.open("rb"), entries[name].mode)
+            else:
+                data = tar.extractfile(member)
+                assert data is not None
+                _write(destination, data, entries[name].mode)
+    for entry in manifest.files:
+        actual = sha256_file(staging / entry.path)
+        if actual != entry.sha256:
+            raise ArchiveError(f"{staging / entry.path}: sha256 after extraction differs from the manifest")
+    return manifest
+
+
+def _make_parents(staging: Path, directory: Path) -> None:
+    if directory == staging:
+        return
+    _make_parents(staging, directory.parent)
+    if directory.is_symlink():
+        raise ArchiveError(f"{directory} is a symlink; refusing to extract below it")
+    if not directory.exists():
+        directory.mkdir(mode=DIR_MODE)
+        os.chmod(directory, DIR_MODE)
+
+
+def _write(destination: Path, data: Any, mode: int) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(destination, flags, file_mode(mode))
+    with os.fdopen(fd, "wb") as out, data:
+        while chunk := data.read(CHUNK):
+            out.write(chunk)
+    os.chmod(destination, file_mode(mode))
+
+
+def listing(directory: str | Path) -> dict[str, str]:
+    """Every entry below directory with its type, mode and sha256: compare before and after."""
+    base = Path(directory)
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            info = path.lstat()
+            kind = "l" if stat.S_ISLNK(info.st_mode) else "d" if stat.S_ISDIR(info.st_mode) else "f"
+            digest = sha256_file(path) if kind == "f" else os.readlink(path) if kind == "l" else ""
+            result[path.relative_to(base).as_posix()] = f"{kind} {stat.S_IMODE(info.st_mode):04o} {digest}"
+    return result
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.lchown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(Path(dirpath) / name, uid, gid)
+
+
+# ---- backup files: naming and choosing -------------------------------------------------------
+def timestamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+
+
+def backup_path(directory: Path, prefix: str) -> Path:
+    """directory/PREFIX_YYYYmmdd_HHMMSS.tar.gz; never an existing file (wait for the next second)."""
+    import time
+
+    for _ in range(30):
+        candidate = directory / f"{prefix}_{timestamp()}.tar.gz"
+        if not candidate.exists():
+            return candidate
+        time.sleep(0.1)
+    raise ArchiveError(f"{directory}: could not find a free name for a {prefix} backup")
+
+
+def backups(directory: Path, prefix: str) -> list[Path]:
+    """The scheduled backups PREFIX_YYYYmmdd_HHMMSS.tar.gz, newest first (by the time in the name).
+
+    Safety copies (PREFIX_pre_restore_*) are not candidates: they are restored only when named.
+    """
+    import re
+
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d{{8}}_\d{{6}})\.tar\.gz")
+    found = [(m.group(1), p) for p in directory.glob(f"{prefix}_*.tar.gz")
+             if (m := pattern.fullmatch(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def choose_backup(directory: Path, prefix: str, root: str, explicit: str | Path | None,
+                  notes: dict[str, Any]) -> tuple[Path, Manifest]:
+    """The named archive, or the newest one that verifies; the refused ones are noted with why."""
+    if explicit is not None:
+        return Path(explicit), verify_archive(explicit, root)
+    candidates = backups(directory, prefix)
+    if not candidates:
+        raise ArchiveError(f"no backup {directory}/{prefix}_YYYYmmdd_HHMMSS.tar.gz found")
+    refused = []
+    for candidate in candidates:
+        try:
+            manifest = verify_archive(candidate, root)
+        except ArchiveError as exc:
+            refused.append(str(exc))
+            log.warning("skipping %s", exc)
+            continue
+        if refused:
+            notes["refused_newer_backups"] = refused
+        return candidate, manifest
+    raise ArchiveError(f"none of the {len(candidates)} {prefix} backups in {directory} is valid: "
+                       + "; ".join(refused))

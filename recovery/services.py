@@ -1,0 +1,366 @@
+"""サービス復旧: the backend's automatic and manual recovery, and its configuration check.
+
+Where this differs from the runbook, and why:
+- auto-recovery.sh exits 0 as soon as `systemctl is-active` says active, even when the backend
+  answers 503 or nothing at all; here healthy means the health URL answers 200, every attempt is
+  journaled, attempts back off, and the journal says why it gave up.
+- `ps aux | grep gunicorn; kill -9 <PID>` kills whatever matches a word (another site's Gunicorn,
+  the grep itself). Here the process holding the backend port is found from /proc, and it is killed
+  only when it belongs to this service under the service manager (its systemd cgroup, or
+  supervisord's session with SUPERVISOR_PROCESS_NAME of the service); anything else is reported.
+- `netstat -tlnp | grep 5100` also matches 15100; the port is matched exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from recovery.config_files import check_yaml
+from recovery.errors import RecoveryError
+from recovery.journal import ActionFailed, Journal, Step
+from recovery.service_manager import ServiceManager, SupervisorServiceManager
+from recovery.target import Target
+from recovery.uploads import service_account
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = "/api/v1/health"
+SECRET_KEYS = ("password", "secret", "token", "key")
+
+
+class ServiceRecoveryError(RecoveryError):
+    """The service could not be brought back to health."""
+
+
+# ---- health and ports ------------------------------------------------------------------------
+def health(target: Target, timeout: float = 5.0) -> tuple[int | None, str]:
+    """GET the backend's health URL: (status code or None, a short observation)."""
+    url = target.backend_url.rstrip("/") + HEALTH_PATH
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return None, f"{url}: {type(exc).__name__}: {exc}"
+    return response.status_code, f"{url}: {response.status_code} {response.text[:200]}"
+
+
+def wait_healthy(target: Target, timeout: float, interval: float = 0.5) -> tuple[bool, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, seen = health(target)
+        if code == 200:
+            return True, seen
+        if time.monotonic() >= deadline:
+            return False, seen
+        time.sleep(interval)
+
+
+def backend_port(target: Target) -> int:
+    parts = urlsplit(target.backend_url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on the TCP port (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
+def port_holders(port: int) -> list[int]:
+    """Pids with a listening socket on the port open."""
+    wanted = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    holders = []
+    if not wanted:
+        return holders
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+            if any(os.readlink(fd) in wanted for fd in fds):
+                holders.append(int(entry.name))
+        except OSError:
+            continue
+    return sorted(holders)
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    cmdline: str
+
+    @classmethod
+    def read(cls, pid: int) -> ProcessInfo | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        return cls(pid, int(fields[1]), int(fields[2]), int(fields[3]), cmdline.strip()[:300])
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def belongs_to_service(manager: ServiceManager, service: str, pid: int) -> tuple[bool, str]:
+    """Is pid part of the service's process tree under its service manager? (and why / why not)"""
+    info = ProcessInfo.read(pid)
+    if info is None:
+        return False, f"pid {pid} is gone"
+    if isinstance(manager, SupervisorServiceManager):
+        try:
+            supervisord = int(manager.rpc().supervisor.getPID())  # type: ignore[arg-type]
+        except OSError as exc:
+            return False, f"supervisord does not answer ({exc}); cannot tell who owns pid {pid}"
+        name = _environ(pid).get("SUPERVISOR_PROCESS_NAME")
+        if pid != supervisord and info.sid == supervisord and name == service:
+            return True, f"pid {pid} runs in supervisord's session as program {service}"
+        return False, f"pid {pid} ({info.cmdline}) is not program {service} of supervisord {supervisord}"
+    try:
+        cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False, f"pid {pid}: cgroup unreadable"
+    unit = f"/{service}.service"
+    if any(line.rstrip().endswith(unit) for line in cgroup.splitlines()):
+        return True, f"pid {pid} is in the cgroup of {service}.service"
+    return False, f"pid {pid} ({info.cmdline}) is not in the cgroup of {service}.service"
+
+
+def stop_pid(pid: int, grace: float = 5.0) -> str:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+            os.kill(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
+        except ProcessLookupError:
+            return "gone"
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if ProcessInfo.read(pid) is None or _is_zombie(pid):
+                return f"stopped by {sig.name}"
+            time.sleep(0.05)
+    return "still alive after SIGKILL"
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# ---- actions ---------------------------------------------------------------------------------
+def _fail(journal: Journal, exc: BaseException) -> ActionFailed:
+    journal.finish(exc)
+    return ActionFailed(journal, exc)
+
+
+AUTO_PLAN = (
+    ("check", "サービスチェック", "service state and health URL 200"),
+    ("attempt-N", "復旧実行", "restart, then wait for health 200; back off between attempts"),
+)
+
+
+def auto_recover(target: Target, max_attempts: int = 3, backoff: float | Callable[[int], float] = 2.0,
+                 settle: float = 30.0, *, dry_run: bool = False) -> Journal:
+    """The runbook's auto-recovery.sh, with health 200 as the test of success.
+
+    `backoff` is the first pause (doubled after each failed attempt) or a function of the attempt
+    number; `settle` bounds the wait for health after each restart (the script's `sleep 30`).
+    """
+    service = target.services.backend
+    journal = Journal("service-auto-recover", "自動復旧", target.name, dry_run=dry_run)
+    if dry_run:
+        for name, title, what in AUTO_PLAN:
+            journal.plan(name, title, what=what, service=service, max_attempts=max_attempts)
+        return journal.finish()
+    pause = backoff if callable(backoff) else (lambda n: float(backoff) * 2 ** (n - 1))
+    manager = target.service_manager()
+    try:
+        with journal.step(*AUTO_PLAN[0][:2]) as step:
+            status = manager.status(service)
+            code, seen = health(target)
+            step.note("state", status.detail)
+            step.note("health", seen)
+        if code == 200:
+            journal.steps[-1].details["verdict"] = "healthy; nothing to do"
+            return journal.finish()
+        reasons = []
+        for attempt in range(1, max_attempts + 1):
+            with journal.step(f"attempt-{attempt}", f"復旧実行 ({attempt}/{max_attempts})") as step:
+                try:
+                    manager.restart(service)
+                except RecoveryError as exc:
+                    step.note("restart_error", str(exc))
+                ok, seen = wait_healthy(target, settle)
+                step.note("state", manager.status(service).detail)
+                step.note("health", seen)
+                if ok:
+                    step.note("verdict", "Recovery successful")
+                    return journal.finish()
+                reasons.append(f"attempt {attempt}: {seen}")
+                step.note("log_tail", manager.log_tail(service, 10))
+                if attempt < max_attempts:
+                    step.note("backoff_seconds", pause(attempt))
+                    time.sleep(pause(attempt))
+        with journal.step("give-up", "自動復旧失敗 (手動対応が必要)") as step:
+            step.note("reasons", reasons)
+            raise ServiceRecoveryError(f"{service} not healthy after {max_attempts} restarts; manual "
+                                       f"intervention required. Last: {reasons[-1]}")
+    except Exception as exc:
+        raise _fail(journal, exc) from exc
+
+
+MANUAL_PLAN = (
+    ("stop", "サービス停止", "stop the service through the service manager"),
+    ("stale-process", "プロセス確認", "free the backend port; kill only the service's own leftovers"),
+    ("start", "サービス起動", "start the service"),
+    ("health", "起動確認", "service active and health URL 200"),
+)
+
+
+def manual_recover(target: Target, health_timeout: float = 60.0, *, dry_run: bool = False) -> Journal:
+    """Stop, clear a stale process of this service from the backend port, start, wait for health."""
+    service, port = target.services.backend, backend_port(target)
+    journal = Journal("service-manual-recover", "手動復旧", target.name, dry_run=dry_run)
+    if dry_run:
+        for name, title, what in MANUAL_PLAN:
+            journal.plan(name, title, what=what, service=service, port=port)
+        return journal.finish()
+    manager = target.service_manager()
+    try:
+        with journal.step(*MANUAL_PLAN[0][:2]) as step:
+            step.note("before", manager.status(service).detail)
+            manager.stop(service)
+            step.note("after", manager.status(service).detail)
+        with journal.step(*MANUAL_PLAN[1][:2]) as step:
+            free_port(manager, service, port, step)
+        with journal.step(*MANUAL_PLAN[2][:2]) as step:
+            manager.start(service)
+            step.note("state", manager.status(service).detail)
+        with journal.step(*MANUAL_PLAN[3][:2]) as step:
+            ok, seen = wait_healthy(target, health_timeout)
+            step.note("health", seen)
+            if not ok:
+                step.note("log_tail", manager.log_tail(service, 20))
+                raise ServiceRecoveryError(f"{service} not healthy {health_timeout:g}s after start: {seen}")
+    except Exception as exc:
+        raise _fail(journal, exc) from exc
+    return journal.finish()
+
+
+def free_port(manager: ServiceManager, service: str, port: int, step: Step) -> None:
+    holders = port_holders(port)
+    step.note("holders", [f"{p}: {info.cmdline}" for p in holders if (info := ProcessInfo.read(p))])
+    foreign = []
+    for pid in holders:
+        ours, why = belongs_to_service(manager, service, pid)
+        if ours:
+            step.note(f"pid_{pid}", f"{why}; {stop_pid(pid)}")
+        else:
+            foreign.append(why)
+    if foreign:
+        raise ServiceRecoveryError(f"port {port} is held by a process not of {service}; not killing it: "
+                                   + "; ".join(foreign))
+    deadline = time.monotonic() + 5
+    while listening_inodes(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if listening_inodes(port):
+        raise ServiceRecoveryError(f"port {port} still listening after the stale process was stopped")
+    step.note("port", f"{port} free")
+
+
+CHECK_PLAN = (
+    ("unit", "設定ファイル確認", "the service's program definition"),
+    ("config", "環境変数確認", "config.yml parses; python -m mks_backend check-config as the service user"),
+    ("port", "ポート確認", "the backend port listens, held by the service"),
+)
+
+
+def _secret_values(data: object) -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, str) and any(word in str(key).lower() for word in SECRET_KEYS):
+                found.append(value)
+            else:
+                found += _secret_values(value)
+    elif isinstance(data, list):
+        for value in data:
+            found += _secret_values(value)
+    return found
+
+
+def check_service_config(target: Target, *, dry_run: bool = False) -> Journal:
+    """設定確認: the program definition, config.yml, the backend's own check-config, the port."""
+    service, port = target.services.backend, backend_port(target)
+    config = Path(target.paths.config_file)
+    journal = Journal("service-check-config", "設定確認", target.name, dry_run=dry_run)
+    if dry_run:
+        for name, title, what in CHECK_PLAN:
+            journal.plan(name, title, what=what, service=service, config_file=str(config), port=port)
+        return journal.finish()
+    manager = target.service_manager()
+    try:
+        with journal.step(*CHECK_PLAN[0][:2]) as step:
+            if isinstance(manager, SupervisorServiceManager):
+                infos = manager.rpc().supervisor.getAllConfigInfo()
+                info = next((i for i in infos if i["name"] == service), None)  # type: ignore[union-attr]
+                if info is None:
+                    raise ServiceRecoveryError(f"supervisord has no program {service}")
+                step.note("command", info["command"])
+                for key in ("directory", "startsecs", "startretries", "stopwaitsecs"):
+                    step.note(key, str(info.get(key)))
+            else:
+                sudo = ["sudo", "-n"] if target.services.use_sudo else []
+                result = step.run([*sudo, "systemctl", "cat", f"{service}.service"], timeout=30)
+                step.note("unit", result.stdout[-1500:])
+        with journal.step(*CHECK_PLAN[1][:2]) as step:
+            journal.secrets += _secret_values(check_yaml(config))
+            step.note("config_yml", f"{config} parses")
+            backend = Path(target.paths.backend_dir)
+            venv_python = backend / "venv/bin/python"
+            python = str(venv_python) if venv_python.exists() else sys.executable
+            env = {"MKS_CONFIG": str(config), "PYTHONPATH": str(backend), "PYTHONDONTWRITEBYTECODE": "1"}
+            result = step.run([python, "-m", "mks_backend", "check-config"], timeout=60,
+                              run_as=service_account(target), env=env, cwd=backend)
+            step.note("check_config", result.stdout.strip())
+        with journal.step(*CHECK_PLAN[2][:2]) as step:
+            holders = port_holders(port)
+            if not holders:
+                raise ServiceRecoveryError(f"nothing listens on the backend port {port}")
+            verdicts = [belongs_to_service(manager, service, pid) for pid in holders]
+            step.note("holders", [why for _, why in verdicts])
+            if not any(ours for ours, _ in verdicts):
+                raise ServiceRecoveryError(f"port {port} listens, but not by {service}")
+    except Exception as exc:
+        raise _fail(journal, exc) from exc
+    return journal.finish()

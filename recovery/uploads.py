@@ -1,0 +1,158 @@
+"""アップロードファイル復旧: back up and restore the uploads folder through verified archives.
+
+Where this differs from the runbook's shell block, and why:
+- `rm -rf /opt/mks/uploads/*` leaves hidden files behind (the glob skips dot files) and empties the
+  live folder before the restore is known to work. Here the archive is verified first, extracted into
+  a staging folder beside the uploads folder, checked, and swapped in by rename; the old folder is
+  removed only after the swap succeeded.
+- `tar -xzf $LATEST_UPLOADS -C /` trusts every path in the archive (absolute paths, `..`, links);
+  here each member is checked against the archive's SHA-256 manifest before anything is written.
+- `chmod -R 755` makes every uploaded file executable; here directories are 0755, files 0644.
+- `ls -t | head -1` picks a safety copy or a broken archive if it is newest; here the newest
+  scheduled backup (`uploads_YYYYmmdd_HHMMSS.tar.gz`) that verifies is used, and the safety copy
+  (`uploads_pre_restore_<ts>.tar.gz`, kept in the backup folder instead of /tmp) is restored only
+  when named.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from recovery.archives import (
+    DIR_MODE,
+    ArchiveError,
+    backup_path,
+    choose_backup,
+    chown_tree,
+    create_archive,
+    extract_verified,
+    timestamp,
+)
+from recovery.commands import RunAs
+from recovery.journal import ActionFailed, Journal
+from recovery.target import Target
+
+log = logging.getLogger(__name__)
+
+ROOT = "uploads"  # the manifest root of every uploads archive
+PREFIX = "uploads"
+
+BACKUP_PLAN = (("archive", "アップロードバックアップ作成", "tar.gz with a SHA-256 manifest"),)
+RESTORE_PLAN = (
+    ("select", "バックアップ確認", "newest uploads_YYYYmmdd_HHMMSS.tar.gz that verifies (or the one named)"),
+    ("safety-copy", "現在のアップロードディレクトリバックアップ", "uploads_pre_restore_<ts>.tar.gz"),
+    ("stage", "リストア実行", "extract into a staging folder beside the uploads folder, verify sha256"),
+    ("swap", "アップロードディレクトリ入れ替え", "rename old away, staging into place, remove old"),
+    ("check", "ファイル確認", "file count and bytes against the manifest"),
+)
+
+
+def service_account(target: Target) -> RunAs | None:
+    """Who should own restored files: target.run_as (None: the current user, no chown)."""
+    return RunAs.named(target.run_as) if target.run_as else None
+
+
+def _planned(journal: Journal, plan: tuple[tuple[str, str, str], ...], **details: object) -> Journal:
+    for name, title, what in plan:
+        journal.plan(name, title, what=what, **details)
+    return journal.finish()
+
+
+def backup_uploads(target: Target, *, dry_run: bool = False) -> Journal:
+    """Write backup_dir/uploads_YYYYmmdd_HHMMSS.tar.gz of the uploads folder (hidden files included)."""
+    uploads, backup_dir = Path(target.paths.uploads_dir), Path(target.paths.backup_dir)
+    journal = Journal("uploads-backup", "アップロードファイルバックアップ", target.name, dry_run=dry_run)
+    if dry_run:
+        return _planned(journal, BACKUP_PLAN, source=str(uploads), backup_dir=str(backup_dir))
+    try:
+        with journal.step(*BACKUP_PLAN[0][:2]) as step:
+            dest = backup_path(backup_dir, PREFIX)
+            manifest = create_archive(uploads, dest, root=ROOT)
+            step.note("archive", str(dest))
+            step.note("files", len(manifest.files))
+            step.note("bytes", manifest.total_bytes)
+    except Exception as exc:
+        journal.finish(exc)
+        raise ActionFailed(journal, exc) from exc
+    return journal.finish()
+
+
+def restore_uploads(target: Target, backup: str | Path | None = None, *, dry_run: bool = False) -> Journal:
+    """Restore the uploads folder from `backup` or the newest valid uploads backup."""
+    uploads, backup_dir = Path(target.paths.uploads_dir), Path(target.paths.backup_dir)
+    journal = Journal("uploads-restore", "アップロードファイル復旧", target.name, dry_run=dry_run)
+    if dry_run:
+        return _planned(journal, RESTORE_PLAN, uploads_dir=str(uploads), backup=str(backup or "newest"))
+    stamp = timestamp()
+    staging = uploads.parent / f".{uploads.name}.staging-{stamp}"
+    old = uploads.parent / f".{uploads.name}.old-{stamp}"
+    try:
+        with journal.step(*RESTORE_PLAN[0][:2]) as step:
+            archive, manifest = choose_backup(backup_dir, PREFIX, ROOT, backup, step.record.details)
+            step.note("archive", str(archive))
+            step.note("files", len(manifest.files))
+            step.note("bytes", manifest.total_bytes)
+        with journal.step(*RESTORE_PLAN[1][:2]) as step:
+            if uploads.is_dir():
+                safety = backup_path(backup_dir, f"{PREFIX}_pre_restore")
+                kept = create_archive(uploads, safety, root=ROOT)
+                step.note("safety_copy", str(safety))
+                step.note("files", len(kept.files))
+            else:
+                step.note("safety_copy", f"none: {uploads} does not exist")
+        with journal.step(*RESTORE_PLAN[2][:2]) as step:
+            extract_verified(archive, staging, ROOT)
+            account = service_account(target)
+            if account is not None:
+                chown_tree(staging, account.uid, account.gid)
+            step.note("staging", str(staging))
+            step.note("owner", account.name if account else "current user")
+            if account is not None and uploads.is_dir() and uploads.stat().st_uid != account.uid:
+                step.note("warning", f"the live folder was owned by uid {uploads.stat().st_uid}, not by "
+                                     f"{account.name}; check target.run_as is the backend's account")
+        with journal.step(*RESTORE_PLAN[3][:2]) as step:
+            swap_in(staging, uploads, old)
+            step.note("removed_old", str(old))
+        with journal.step(*RESTORE_PLAN[4][:2]) as step:
+            count, size = _count(uploads)
+            step.note("files", count)
+            step.note("bytes", size)
+            if count != len(manifest.files) or size != manifest.total_bytes:
+                raise ArchiveError(f"{uploads} holds {count} files / {size} bytes, the backup "
+                                   f"{len(manifest.files)} / {manifest.total_bytes}")
+    except Exception as exc:
+        journal.finish(exc)
+        raise ActionFailed(journal, exc) from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return journal.finish()
+
+
+def swap_in(staging: Path, live: Path, old: Path) -> None:
+    """Put staging where live is; the old folder goes back if the second rename fails."""
+    os.chmod(staging, DIR_MODE)
+    if live.exists():
+        os.rename(live, old)
+        try:
+            os.rename(staging, live)
+        except OSError:
+            os.rename(old, live)
+            raise
+        shutil.rmtree(old)
+    else:
+        os.rename(staging, live)
+
+
+def _count(directory: Path) -> tuple[int, int]:
+    count = size = 0
+    for dirpath, _dirs, files in os.walk(directory):
+        for name in files:
+            info = (Path(dirpath) / name).lstat()
+            if not os.path.islink(Path(dirpath) / name):
+                count += 1
+                size += info.st_size
+    return count, size

@@ -1,0 +1,202 @@
+"""Webサーバー復旧: `nginx -t` before any reload, a reload that drops no request, and the certificate.
+
+Where this differs from the runbook, and why:
+- `systemctl reload nginx` runs even when the configuration is broken (the reload then fails
+  quietly and the old config keeps serving, or a later restart takes the site down); here the
+  reload is refused unless `nginx -t` passes, and the site is checked over HTTPS afterwards.
+- `openssl x509 -in .../cert.pem` reads a file, which may not be the certificate nginx serves
+  (not reloaded since renewal, another path in the site config); here the expiry is read from the
+  certificate the public URL actually presents, and after a renewal the served certificate must
+  have changed and be good for at least the minimum number of days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography import x509
+
+from recovery.errors import RecoveryError
+from recovery.journal import ActionFailed, Journal, Step
+from recovery.target import Target
+from recovery.uploads import service_account
+
+DEFAULT_MIN_DAYS = 30
+
+
+class WebServerError(RecoveryError):
+    """nginx's configuration, reload or certificate is not as it must be."""
+
+
+@dataclass(frozen=True)
+class ServedCertificate:
+    subject: str
+    serial: int
+    not_after: dt.datetime
+    sha256: str
+
+    @property
+    def days_left(self) -> float:
+        return (self.not_after - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+
+    def describe(self) -> dict[str, object]:
+        return {"subject": self.subject, "serial": f"{self.serial:x}",
+                "not_after": self.not_after.isoformat(), "days_left": round(self.days_left, 2),
+                "sha256": self.sha256}
+
+
+def _context(target: Target) -> ssl.SSLContext:
+    if target.ca_file:
+        return ssl.create_default_context(cafile=target.ca_file)
+    return ssl.create_default_context()
+
+
+def served_certificate(target: Target, timeout: float = 10.0) -> ServedCertificate:
+    """The leaf certificate presented at target.public_url (verified against target.ca_file)."""
+    parts = urlsplit(target.public_url)
+    host, port = parts.hostname or "localhost", parts.port or 443
+    context = _context(target)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise WebServerError(f"cannot read the certificate served at {host}:{port}: {exc}") from None
+    if not der:
+        raise WebServerError(f"{host}:{port} presented no certificate")
+    cert = x509.load_der_x509_certificate(der)
+    return ServedCertificate(cert.subject.rfc4514_string(), cert.serial_number, cert.not_valid_after_utc,
+                             hashlib.sha256(der).hexdigest())
+
+
+def public_health(target: Target, timeout: float = 5.0) -> int | None:
+    try:
+        with httpx.Client(verify=_context(target), timeout=timeout) as client:
+            return client.get(target.public_url.rstrip("/") + "/api/v1/health").status_code
+    except httpx.HTTPError:
+        return None
+
+
+def nginx_test(target: Target, step: Step) -> None:
+    """`nginx -t` as the service account; a failure is a WebServerError carrying nginx's words."""
+    argv = [target.nginx_binary, *target.nginx_args, "-t"]
+    result = step.run(argv, timeout=30, run_as=service_account(target), check=False)
+    words = (result.stderr or result.stdout).strip()
+    step.note("nginx_t", words.splitlines()[-3:])
+    if not result.ok:
+        last = words.splitlines()[-1] if words else f"exit status {result.returncode}"
+        raise WebServerError(f"nginx -t failed; not reloading: {last}")
+
+
+def _reload(target: Target, step: Step, timeout: float = 15.0) -> None:
+    manager = target.service_manager()
+    before = manager.status(target.services.web)
+    manager.reload(target.services.web)
+    deadline = time.monotonic() + timeout
+    code = None
+    while time.monotonic() < deadline:
+        code = public_health(target)
+        if code == 200:
+            break
+        time.sleep(0.2)
+    after = manager.status(target.services.web)
+    step.note("master_pid", f"{before.pid} -> {after.pid}")
+    step.note("public_health", code)
+    if code != 200:
+        raise WebServerError(f"after reload {target.public_url} answers {code}, not 200")
+
+
+def _fail(journal: Journal, exc: BaseException) -> ActionFailed:
+    journal.finish(exc)
+    return ActionFailed(journal, exc)
+
+
+def nginx_check(target: Target, *, dry_run: bool = False) -> Journal:
+    """Nginx設定テスト (`nginx -t`) only."""
+    journal = Journal("nginx-test", "Nginx設定テスト", target.name, dry_run=dry_run)
+    if dry_run:
+        journal.plan("nginx-t", "Nginx設定テスト", argv=[target.nginx_binary, *target.nginx_args, "-t"])
+        return journal.finish()
+    try:
+        with journal.step("nginx-t", "Nginx設定テスト") as step:
+            nginx_test(target, step)
+    except Exception as exc:
+        raise _fail(journal, exc) from exc
+    return journal.finish()
+
+
+def reload_nginx(target: Target, *, dry_run: bool = False) -> Journal:
+    """`nginx -t`, and only if it passes, a graceful reload; then HTTPS health 200."""
+    journal = Journal("nginx-reload", "Nginx再読み込み", target.name, dry_run=dry_run)
+    if dry_run:
+        journal.plan("nginx-t", "Nginx設定テスト", what="nginx -t as the service account; stop if it fails")
+        journal.plan("reload", "Nginx再読み込み", what="graceful reload (HUP), then health 200 over HTTPS")
+        return journal.finish()
+    try:
+        with journal.step("nginx-t", "Nginx設定テスト") as step:
+            nginx_test(target, step)
+        with journal.step("reload", "Nginx再読み込み") as step:
+            _reload(target, step)
+    except Exception as exc:
+        raise _fail(journal, exc) from exc
+    return journal.finish()
+
+
+def check_certificate(target: Target, min_days: float = DEFAULT_MIN_DAYS, renew: bool = True,
+                      *, dry_run: bool = False) -> Journal:
+    """SSL証明書確認: days left of the served certificate; renew, test, reload when too few remain."""
+    journal = Journal("cert-check", "SSL証明書確認", target.name, dry_run=dry_run)
+    if dry_run:
+        journal.plan("served", "証明書期限確認", what=f"certificate served at {target.public_url}",
+                     min_days=min_days)
+        journal.plan("renew", "証明書更新", what="only when fewer days remain", argv=target.renew_command)
+        journal.plan("nginx-t", "Nginx設定テスト", what="nginx -t")
+        journal.plan("reload", "Nginx再読み込み", what="graceful reload")
+        journal.plan("verify", "証明書確認", what="the served certificate changed and has enough days left")
+        return journal.finish()
+    try:
+        with journal.step("served", "証明書期限確認") as step:
+            before = served_certificate(target)
+            step.note("certificate", before.describe())
+        if before.days_left >= min_days:
+            journal.steps[-1].details["verdict"] = f"{before.days_left:.1f} days left (>= {min_days})"
+            return journal.finish()
+        if not renew:
+            raise WebServerError(f"the served certificate expires in {before.days_left:.1f} days")
+        with journal.step("renew", "証明書更新") as step:
+            step.run(target.renew_command, timeout=300)
+        with journal.step("nginx-t", "Nginx設定テスト") as step:
+            nginx_test(target, step)
+        with journal.step("reload", "Nginx再読み込み") as step:
+            _reload(target, step)
+        with journal.step("verify", "証明書確認") as step:
+            after = _wait_new_certificate(target, before)
+            step.note("certificate", after.describe())
+            if after.days_left < min_days:
+                raise WebServerError(f"the renewed certificate has only {after.days_left:.1f} days left")
+    except Exception as exc:
+        raise _fail(journal, exc) from exc
+    return journal.finish()
+
+
+def _wait_new_certificate(target: Target, before: ServedCertificate,
+                          timeout: float = 15.0) -> ServedCertificate:
+    """The new certificate, once several connections in a row get it (old workers finish first)."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    current = before
+    while streak < 5:
+        if time.monotonic() > deadline:
+            raise WebServerError("nginx still serves the old certificate after renewal and reload")
+        current = served_certificate(target)
+        streak = streak + 1 if current.sha256 != before.sha256 else 0
+        if not streak:
+            time.sleep(0.2)
+    return current

@@ -1,0 +1,209 @@
+"""サービス復旧 and Webサーバー復旧 on a live stack: auto and manual recovery, nginx, certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fixtures.tls import issue_server_cert
+from recovery.journal import ActionFailed
+from recovery.services import (
+    auto_recover,
+    backend_port,
+    belongs_to_service,
+    check_service_config,
+    health,
+    manual_recover,
+    port_holders,
+    stop_pid,
+)
+from recovery.webserver import check_certificate, nginx_check, reload_nginx, served_certificate
+
+BACKEND = "mks-backend"
+
+
+def _names(journal):
+    return [s.name for s in journal.steps]
+
+
+@pytest.mark.stack
+def test_auto_recovery_means_health_200_and_says_why_it_gave_up(stack):
+    target = stack.target()
+    assert _names(auto_recover(target)) == ["check"], "healthy: nothing to do"
+    checked = check_service_config(target)
+    assert checked.status == "succeeded"
+    assert all(secret not in checked.to_json() for secret in stack.secrets.values())
+
+    stack.services.stop(BACKEND)  # a stopped program is not restarted by the supervisor
+    assert health(target)[0] is None
+    recovered = auto_recover(target, backoff=0.1, settle=20)
+    assert recovered.status == "succeeded" and "attempt-1" in _names(recovered)
+    assert health(target)[0] == 200
+
+    # active but not healthy: the runbook's script would stop at "Service is running"
+    stack.services.stop("postgresql")
+    try:
+        assert stack.services.is_active(BACKEND) and health(target)[0] == 503
+        with pytest.raises(ActionFailed, match="manual intervention") as failure:
+            auto_recover(target, max_attempts=2, backoff=0.1, settle=3)
+        journal = failure.value.journal
+        assert _names(journal) == ["check", "attempt-1", "attempt-2", "give-up"]
+        assert all("503" in reason for reason in journal.steps[-1].details["reasons"])
+    finally:
+        stack.services.start("postgresql")
+    assert auto_recover(target, backoff=0.1, settle=20).status == "succeeded"
+    assert health(target)[0] == 200
+
+    original = stack.config_file.read_text()
+    stack.sandbox.write_text(stack.config_file, "database: [unclosed\n", mode=0o640)
+    try:
+        with pytest.raises(ActionFailed, match="not valid YAML") as broken:
+            check_service_config(target)
+        assert broken.value.journal.failed_step().name == "config"
+    finally:
+        stack.sandbox.write_text(stack.config_file, original, mode=0o640)
+
+
+def _squat(port: int) -> subprocess.Popen[str]:
+    code = ("import socket, sys, time\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('127.0.0.1', {port})); s.listen(); print('ready', flush=True); time.sleep(120)\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_a_frozen_leftover_on_a_port_is_found_and_stopped():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    squatter = _squat(port)
+    try:
+        assert squatter.pid in port_holders(port)
+        os.kill(squatter.pid, signal.SIGSTOP)  # SIGTERM alone would wait until it is continued
+        assert stop_pid(squatter.pid, grace=5).startswith("stopped by SIGTERM")
+        squatter.wait(timeout=5)
+        assert squatter.pid not in port_holders(port)
+    finally:
+        if squatter.poll() is None:
+            squatter.kill()
+            squatter.wait()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.stack
+def test_manual_recovery_kills_only_the_services_own_leftovers(stack):
+    target = stack.target()
+    port = backend_port(target)
+
+    stack.services.stop(BACKEND)
+    squatter = _squat(port)  # a process that is not the backend's holds its port
+    try:
+        with pytest.raises(ActionFailed, match="not killing it"):
+            manual_recover(target, health_timeout=5)
+        assert squatter.poll() is None, "a foreign process must never be killed"
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert manual_recover(target).status == "succeeded"
+
+    # who may be killed: the backend's master and workers, nothing else of the host or the stack
+    manager = target.service_manager()
+    master = stack.services.main_pid(BACKEND)
+    holders = port_holders(port)
+    assert master in holders and set(_children(master)) & set(holders)
+    for pid in holders:
+        assert belongs_to_service(manager, BACKEND, pid)[0], pid
+    others = [stack.services.main_pid("nginx"), stack.services.main_pid("postgresql"), os.getpid(),
+              int(manager.rpc().supervisor.getPID())]
+    for pid in others:
+        assert not belongs_to_service(manager, BACKEND, pid)[0], pid
+    assert not belongs_to_service(manager, "nginx", master)[0]
+
+
+@pytest.mark.stack
+def test_nginx_reload_is_tested_first_drops_no_request_and_renews_the_served_certificate(stack):
+    target = stack.target()
+    assert nginx_check(target).status == "succeeded"
+
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        with stack.client(timeout=5) as client:
+            while not stop.is_set():
+                try:  # a new connection each time: the reload must not refuse any
+                    response = client.get("/api/v1/health", headers={"Connection": "close"})
+                    answered[0] += 1
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code}")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        for _ in range(2):
+            assert reload_nginx(target).status == "succeeded"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == [] and answered[0] > 20
+
+    site = stack.nginx.site_config
+    original = site.read_text()
+    master = stack.services.main_pid("nginx")
+    stack.sandbox.write_text(site, original + "\nthis is not a directive;\n")
+    try:
+        with pytest.raises(ActionFailed, match="nginx -t failed") as refused:
+            reload_nginx(target)
+        assert [s.status for s in refused.value.journal.steps] == ["failed"], "no reload was attempted"
+        assert stack.services.main_pid("nginx") == master
+        stack.wait_healthy(timeout=5)
+    finally:
+        stack.sandbox.write_text(site, original)
+
+    assert _names(check_certificate(target)) == ["served"], "90 days left: nothing to renew"
+    issue_server_cert(stack.sandbox, valid_for=dt.timedelta(days=5))
+    reload_nginx(target)
+    _wait_served(target, lambda cert: cert.days_left < 6)
+    before = served_certificate(target)
+    renewed = check_certificate(target, min_days=30)
+    assert _names(renewed) == ["served", "renew", "nginx-t", "reload", "verify"]
+    after = served_certificate(target)
+    assert after.sha256 != before.sha256 and after.days_left > 30
+    assert json.loads(renewed.to_json())["status"] == "succeeded"
+
+
+def _wait_served(target, condition, timeout: float = 10.0) -> None:
+    """Until 10 connections in a row see it: after a reload, old workers answer for a moment."""
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < 10:
+        assert time.monotonic() < deadline, "nginx did not settle on the certificate"
+        streak = streak + 1 if condition(served_certificate(target)) else 0
