@@ -1,0 +1,1 @@
+"""Evidence of drills: the drill record (what a drill produced) and the REC reports made from it."""

@@ -1,0 +1,99 @@
+"""The drill record: everything a drill produced, in one JSON-able structure.
+
+Drills (scenarios/, through fixtures/drill.py) fill it; every report form (REC Markdown, HTML, the
+JSON journal, the pytest-html row, the compliance index) is rendered from it and from nothing else.
+Times are ISO 8601 in UTC; offsets are seconds from the drill's start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LEVELS = {
+    # the runbook's 復旧レベル定義: recovery time target and data loss allowed, in seconds
+    "RTO-1": {"rto_seconds": 3600, "rpo_seconds": 0, "loss_text": "最小限"},
+    "RTO-4": {"rto_seconds": 4 * 3600, "rpo_seconds": 3600, "loss_text": "1時間分"},
+    "RTO-24": {"rto_seconds": 24 * 3600, "rpo_seconds": 86400, "loss_text": "1日分"},
+}
+
+
+@dataclass
+class TimelineEvent:
+    offset_seconds: float
+    at: str
+    kind: str  # baseline | fault | detected | step | healthy | check | verdict
+    label: str  # the runbook's words where it has them
+
+
+@dataclass
+class ProbeSummary:
+    interval_seconds: float
+    requests: int
+    failed_requests: int
+    downtime_seconds: float  # user-visible: first failure .. last failure before the final recovery
+    samples: list[tuple[float, bool, int | None, float]] = field(default_factory=list)
+    # (offset seconds, ok, HTTP status or None, latency ms)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class Artifact:
+    path: str  # relative to the reports folder
+    sha256: str
+    bytes: int
+
+
+@dataclass
+class DrillRecord:
+    drill_id: str  # the pytest node id
+    scenario: str  # 障害概要 in the runbook's words, e.g. "サービス停止テスト: mks-backend 強制終了"
+    schedule: list[str]  # weekly | monthly | quarterly
+    level: str  # RTO-1 | RTO-4 | RTO-24
+    runbook_section: str  # e.g. "サービス復旧手順 > 1. バックエンドサービス復旧 > 自動復旧"
+    started_at: str = ""
+    fault_at: str = ""  # 発生日時
+    recovered_at: str = ""  # 復旧日時: every post check passed
+    ended_at: str = ""
+    recovery_seconds: float | None = None  # 復旧時間, measured
+    rto_target_seconds: float = 0.0
+    forecast_seconds: float | None = None  # the recovery time forecast for the production size
+    forecast_basis: dict[str, Any] = field(default_factory=dict)
+    data_loss_rows: int | None = None  # データ損失
+    data_loss_seconds: float | None = None
+    rpo_target_seconds: float = 0.0
+    verdict: str = "pending"  # passed | failed
+    failure_reason: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)  # recovery journal steps (recovery.journal)
+    journals: list[dict[str, Any]] = field(default_factory=list)  # whole recovery journals
+    checks: list[CheckResult] = field(default_factory=list)
+    probe: ProbeSummary | None = None
+    timeline: list[TimelineEvent] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DrillRecord:
+        data = dict(data)
+        data["checks"] = [CheckResult(**c) for c in data.get("checks", [])]
+        data["timeline"] = [TimelineEvent(**e) for e in data.get("timeline", [])]
+        data["artifacts"] = [Artifact(**a) for a in data.get("artifacts", [])]
+        if data.get("probe"):
+            probe = dict(data["probe"])
+            probe["samples"] = [tuple(s) for s in probe.get("samples", [])]
+            data["probe"] = ProbeSummary(**probe)
+        return cls(**data)
