@@ -89,8 +89,8 @@ def test_a_session_leaves_no_process_and_writes_only_inside_its_roots(private_di
     )
 
 
-def test_a_terminated_run_still_tears_its_stack_down(private_dirs):
-    _top, base, reports = private_dirs
+def _child_with_running_stack(base: Path, reports: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A child session that has brought a stack up and now waits; returns it and the stack's root."""
     child = _child(base, reports, "test_waits_to_be_interrupted", MKS_CHILD_WAIT="1")
     ready = reports / "child-ready"
     deadline = time.monotonic() + 180
@@ -98,7 +98,12 @@ def test_a_terminated_run_still_tears_its_stack_down(private_dirs):
         assert child.poll() is None, child.stdout.read().decode(errors="replace")
         assert time.monotonic() < deadline, "the child stack did not come up"
         time.sleep(0.2)
-    root = Path(ready.read_text())
+    return child, Path(ready.read_text())
+
+
+def test_a_terminated_run_still_tears_its_stack_down(private_dirs):
+    _top, base, reports = private_dirs
+    child, root = _child_with_running_stack(base, reports)
     assert processes_in(root), "the stack should be running now"
     child.send_signal(signal.SIGTERM)
     child.communicate(timeout=120)
@@ -108,14 +113,7 @@ def test_a_terminated_run_still_tears_its_stack_down(private_dirs):
 
 def test_a_killed_run_is_cleaned_up_at_the_next_start(private_dirs):
     _top, base, reports = private_dirs
-    child = _child(base, reports, "test_waits_to_be_interrupted", MKS_CHILD_WAIT="1")
-    ready = reports / "child-ready"
-    deadline = time.monotonic() + 180
-    while not ready.exists():
-        assert child.poll() is None, child.stdout.read().decode(errors="replace")
-        assert time.monotonic() < deadline, "the child stack did not come up"
-        time.sleep(0.2)
-    root = Path(ready.read_text())
+    child, root = _child_with_running_stack(base, reports)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=60)
     assert processes_in(root), "a SIGKILLed harness leaves its servers behind (nothing can run then)"

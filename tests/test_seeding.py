@@ -31,7 +31,8 @@ def test_scale_500_plans_at_least_a_gigabyte():
     plan = SeedPlan.for_scale(500)
     upload_bytes = plan.documents * plan.mean_file_bytes * 39 / 40  # one in forty files is empty
     database_bytes = plan.documents * 200 + plan.projects * plan.description_bytes
-    assert upload_bytes + database_bytes >= 1e9 * 0.7, "uploads alone are ~0.7 GB; the database adds the rest"
+    # the estimate leaves out indexes and row overhead; scale 500 measured 1.08 GB in all
+    assert upload_bytes + database_bytes >= 0.9e9
 
 
 def _digest(stack) -> dict[str, str]:
