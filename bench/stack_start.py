@@ -25,14 +25,12 @@ import httpx
 import psycopg
 import trustme
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fixtures.nginx import find_nginx  # noqa: E402
-from fixtures.postgres import find_install  # noqa: E402
-from fixtures.readiness import wait_until  # noqa: E402
-from fixtures.sandbox import default_base_dir, free_port  # noqa: E402
-from fixtures.stack import REFERENCE_BACKEND, LocalStack, StackSettings  # noqa: E402
-from recovery.commands import RunAs, run, spawn  # noqa: E402
+from fixtures.nginx import find_nginx
+from fixtures.postgres import find_install
+from fixtures.readiness import wait_until
+from fixtures.sandbox import default_base_dir, free_port
+from fixtures.stack import REFERENCE_BACKEND, LocalStack, StackSettings
+from recovery.commands import RunAs, run, spawn
 
 SUPERUSER_SECRET = "floor-bench-superuser-secret"  # a throwaway cluster that lives for seconds
 
@@ -66,15 +64,45 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
         f"http {{ access_log off; client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p;"
         f" fastcgi_temp_path {tmp}/f; uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;\n"
         f" server {{ listen 127.0.0.1:{https_port} ssl; ssl_certificate {top}/server.pem;"
-        f" ssl_certificate_key {top}/server.pem; location / {{ proxy_pass http://127.0.0.1:{app_port}; }} }} }}\n"
+        f" ssl_certificate_key {top}/server.pem;"
+        f" location / {{ proxy_pass http://127.0.0.1:{app_port}; }} }} }}\n"
     )
     subprocess.run(["chown", "-R", f"{run_as.uid}:{run_as.gid}", str(top)], check=True)
     procs = []
     started = time.monotonic()
-    run([install.tool("initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
-         "--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"], timeout=120, run_as=run_as)
-    procs.append(spawn([install.tool("postgres"), "-D", str(data), "-p", str(pg_port), "-c",
-                        "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}"], run_as=run_as))
+    run(
+        [
+            install.tool("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ],
+        timeout=120,
+        run_as=run_as,
+    )
+    procs.append(
+        spawn(
+            [
+                install.tool("postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(pg_port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={sock}",
+            ],
+            run_as=run_as,
+        )
+    )
     conninfo = f"host=127.0.0.1 port={pg_port} user=postgres password={SUPERUSER_SECRET} dbname=postgres"
 
     def pg_ready() -> tuple[bool, str]:
@@ -83,13 +111,50 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
         return True, "ok"
 
     wait_until("floor postgres", pg_ready, timeout=60, interval=0.05)
-    procs.append(spawn([sys.executable, "-m", "gunicorn", "--chdir", str(REFERENCE_BACKEND), "--bind",
-                        f"127.0.0.1:{app_port}", "--workers", "2", "--preload", "--worker-tmp-dir", str(tmp),
-                        "--control-socket", str(tmp / "g.ctl"), "mks_backend.wsgi:app"], run_as=run_as,
-                       env={"MKS_CONFIG": str(top / "config.yml"), "PYTHONPATH": str(REFERENCE_BACKEND),
-                            "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(tmp)}))
-    procs.append(spawn([nginx, "-p", f"{top}/", "-e", f"{top}/logs/error.log", "-c", str(top / "nginx.conf"),
-                        "-g", "daemon off;"], run_as=run_as))
+    procs.append(
+        spawn(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--chdir",
+                str(REFERENCE_BACKEND),
+                "--bind",
+                f"127.0.0.1:{app_port}",
+                "--workers",
+                "2",
+                "--preload",
+                "--worker-tmp-dir",
+                str(tmp),
+                "--control-socket",
+                str(tmp / "g.ctl"),
+                "mks_backend.wsgi:app",
+            ],
+            run_as=run_as,
+            env={
+                "MKS_CONFIG": str(top / "config.yml"),
+                "PYTHONPATH": str(REFERENCE_BACKEND),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "HOME": str(tmp),
+            },
+        )
+    )
+    procs.append(
+        spawn(
+            [
+                nginx,
+                "-p",
+                f"{top}/",
+                "-e",
+                f"{top}/logs/error.log",
+                "-c",
+                str(top / "nginx.conf"),
+                "-g",
+                "daemon off;",
+            ],
+            run_as=run_as,
+        )
+    )
     context = ssl.create_default_context()
     ca.configure_trust(context)
     with httpx.Client(verify=context, timeout=3) as client:
@@ -109,9 +174,9 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
     return start_seconds, time.monotonic() - started
 
 
-def harness_once() -> tuple[float, float]:
+def harness_once(use_template: bool = True) -> tuple[float, float]:
     started = time.monotonic()
-    stack = LocalStack(StackSettings(), "bench").up()
+    stack = LocalStack(StackSettings(use_template=use_template), "bench").up()
     start_seconds = time.monotonic() - started
     started = time.monotonic()
     stack.down()
@@ -119,20 +184,28 @@ def harness_once() -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     base = default_base_dir()
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
     ca = trustme.CA()
-    results: dict[str, list[tuple[float, float]]] = {"floor": [], "harness": []}
-    harness_once()  # warm the page cache for both sides alike
+    # "harness" copies the migrated cluster template (the default); "harness_initdb" makes each
+    # cluster with initdb and migrates it, as the first stack on a machine does
+    results: dict[str, list[tuple[float, float]]] = {"floor": [], "harness": [], "harness_initdb": []}
+    harness_once()  # warm the page cache (and build the template) for all sides alike
     for n in range(args.runs):
         results["floor"].append(floor_once(base, ca))
         results["harness"].append(harness_once())
-        print(f"run {n + 1}/{args.runs}: floor start {results['floor'][-1][0]:.2f}s, "
-              f"harness start {results['harness'][-1][0]:.2f}s", flush=True)
+        results["harness_initdb"].append(harness_once(use_template=False))
+        print(
+            f"run {n + 1}/{args.runs}: start floor {results['floor'][-1][0]:.2f}s, harness "
+            f"{results['harness'][-1][0]:.2f}s, harness with initdb {results['harness_initdb'][-1][0]:.2f}s",
+            flush=True,
+        )
     summary = {}
     for side, rows in results.items():
         summary[side] = {
@@ -140,8 +213,11 @@ def main() -> int:
             "teardown_median_s": round(statistics.median(r[1] for r in rows), 3),
             "total_median_s": round(statistics.median(r[0] + r[1] for r in rows), 3),
         }
-    for key in ("start_median_s", "teardown_median_s", "total_median_s"):
-        summary.setdefault("ratio", {})[key] = round(summary["harness"][key] / summary["floor"][key], 2)
+    for side in ("harness", "harness_initdb"):
+        for key in ("start_median_s", "teardown_median_s", "total_median_s"):
+            summary.setdefault(f"ratio_{side}", {})[key] = round(
+                summary[side][key] / summary["floor"][key], 2
+            )
     summary["runs"] = args.runs
     print(json.dumps(summary, indent=2))
     if args.json:
