@@ -11,11 +11,12 @@ from fixtures.postgres import APP_DB
 from fixtures.seeding import SeedPlan
 
 DIGEST_SQL = {
-    "users": "SELECT md5(string_agg(concat_ws('|', id, username, display_name, role), ',' ORDER BY id)) FROM users",
+    "users": "SELECT md5(string_agg(concat_ws('|', id, username, display_name, role), ',' ORDER BY id))"
+    " FROM users",
     "projects": "SELECT md5(string_agg(concat_ws('|', id, name, description, owner_id), ',' ORDER BY id))"
     " FROM projects",
-    "documents": "SELECT md5(string_agg(concat_ws('|', id, project_id, filename, stored_name, sha256, size_bytes),"
-    " ',' ORDER BY id)) FROM documents",
+    "documents": "SELECT md5(string_agg(concat_ws('|', id, project_id, filename, stored_name, sha256,"
+    " size_bytes), ',' ORDER BY id)) FROM documents",
 }
 
 
@@ -53,9 +54,11 @@ def test_the_same_scale_gives_the_same_data_on_two_stacks(stack_factory):
     second = stack_factory("second", seed_scale=0.3)
     assert _digest(first) == _digest(second)
     with psycopg.connect(first.pg.conninfo(APP_DB)) as conn:
-        japanese = conn.execute("SELECT count(*) FROM documents WHERE filename ~ '[ぁ-んァ-ン一-龥]'").fetchone()[0]
+        japanese_sql = "SELECT count(*) FROM documents WHERE filename ~ '[ぁ-んァ-ン一-龥]'"
+        japanese = conn.execute(japanese_sql).fetchone()[0]
         empty_projects = conn.execute(
-            "SELECT count(*) FROM projects p WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.project_id = p.id)"
+            "SELECT count(*) FROM projects p"
+            " WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.project_id = p.id)"
         ).fetchone()[0]
         empty_files = conn.execute("SELECT count(*) FROM documents WHERE size_bytes = 0").fetchone()[0]
     hidden = [p for p in first.uploads_dir.rglob(".*") if p.is_file()]

@@ -1,0 +1,264 @@
+"""Database dump files: names, headers, verification and the choice of the one to restore.
+
+The runbook picks `ls -t /backup/mks/db_*.dump | head -1`; here the newest *valid* dump wins, and a
+dump is valid only when it is what it claims to be (custom format, of the expected database, intact,
+recent enough for the recovery level). Everything here only reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recovery.commands import RunAs, run
+from recovery.errors import CommandError, RecoveryError
+from recovery.target import Target
+
+log = logging.getLogger(__name__)
+
+DUMP_MAGIC = b"PGDMP"
+NAME_RE = re.compile(r"^db_(\d{8})_(\d{6})\.dump$")
+SAFETY_RE = re.compile(r"^pre_restore_(\d{8})_(\d{6})\.dump$")
+STAMP_FORMAT = "%Y%m%d_%H%M%S"
+
+# the runbook's table: data loss allowed per level; None = the caller decides (RTO-1: "minimal")
+LEVEL_MAX_AGE: dict[str, dt.timedelta | None] = {
+    "RTO-1": None,
+    "RTO-4": dt.timedelta(hours=1),
+    "RTO-24": dt.timedelta(days=1),
+}
+
+
+class BackupError(RecoveryError):
+    """No usable backup: missing, damaged, of another database, or too old."""
+
+
+def stamp(now: dt.datetime | None = None) -> str:
+    """The UTC time stamp used in every file and database name this package creates."""
+    return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime(STAMP_FORMAT)
+
+
+def max_age_for(level: str, override: dt.timedelta | None = None) -> dt.timedelta | None:
+    """The oldest a backup may be for a level; an explicit override wins (RTO-1 has none by default)."""
+    if level not in LEVEL_MAX_AGE:
+        raise BackupError(f"unknown recovery level {level!r}; known: {', '.join(LEVEL_MAX_AGE)}")
+    return override if override is not None else LEVEL_MAX_AGE[level]
+
+
+def name_time(path: Path) -> dt.datetime | None:
+    """The UTC time in a db_YYYYmmdd_HHMMSS.dump or pre_restore_... name, or None."""
+    match = NAME_RE.match(path.name) or SAFETY_RE.match(path.name)
+    if not match:
+        return None
+    return dt.datetime.strptime(f"{match[1]}_{match[2]}", STAMP_FORMAT).replace(tzinfo=dt.UTC)
+
+
+def candidates(backup_dir: Path) -> list[Path]:
+    """The db_*.dump files, newest first (by the time in the name, then by mtime)."""
+    files = [p for p in backup_dir.glob("db_*.dump") if p.is_file()]
+
+    def key(p: Path) -> tuple[float, float]:
+        named = name_time(p)
+        return (named.timestamp() if named else 0.0, p.stat().st_mtime)
+
+    return sorted(files, key=key, reverse=True)
+
+
+@dataclass(frozen=True)
+class DumpHeader:
+    """What `pg_restore --list` says about an archive (the part before the TOC entries)."""
+
+    dbname: str
+    created_at: dt.datetime | None
+    format: str
+    server_version: str
+    toc_entries: int
+    tables: tuple[str, ...] = ()  # tables with a TABLE DATA entry
+    foreign_keys: tuple[str, ...] = ()  # FK CONSTRAINT names
+
+
+_HEADER_FIELD = re.compile(r"^;\s+([A-Za-z ]+):\s*(.*)$")
+
+
+def parse_list(text: str) -> DumpHeader:
+    """Parse `pg_restore --list` output (run with TZ=UTC so the creation time is UTC)."""
+    fields: dict[str, str] = {}
+    created: dt.datetime | None = None
+    tables: list[str] = []
+    fks: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("; Archive created at "):
+            raw = line.removeprefix("; Archive created at ").strip()
+            created = _parse_created(raw)
+            continue
+        match = _HEADER_FIELD.match(line)
+        if match:
+            fields.setdefault(match[1].strip(), match[2].strip())
+            continue
+        if line.startswith(";") or not line.strip():
+            continue
+        # e.g. "3345; 0 16390 TABLE DATA public users mks_user"
+        parts = line.split(";", 1)[-1].split()
+        if len(parts) >= 6 and parts[2:4] == ["TABLE", "DATA"]:
+            tables.append(parts[5])
+        elif len(parts) >= 7 and parts[2:4] == ["FK", "CONSTRAINT"]:
+            fks.append(parts[6])
+    if "dbname" not in fields:
+        raise BackupError("not a PostgreSQL archive listing: no dbname in the header")
+    try:
+        entries = int(fields.get("TOC Entries", "0"))
+    except ValueError:
+        entries = 0
+    return DumpHeader(
+        dbname=fields["dbname"],
+        created_at=created,
+        format=fields.get("Format", "?"),
+        server_version=fields.get("Dumped from database version", "?"),
+        toc_entries=entries,
+        tables=tuple(tables),
+        foreign_keys=tuple(sorted(fks)),
+    )
+
+
+def _parse_created(raw: str) -> dt.datetime | None:
+    # "2026-11-28 15:40:01 UTC" (pg_restore formats with the local zone; we run it with TZ=UTC)
+    match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s*(\S*)", raw)
+    if not match:
+        return None
+    when = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S")
+    if match[2] not in ("", "UTC", "GMT", "Z"):
+        return None  # a zone we cannot trust to parse; the caller falls back to the name
+    return when.replace(tzinfo=dt.UTC)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def read_manifest(path: Path) -> dict[str, object] | None:
+    """The row counts written beside a dump by backup_database (taken in the dump's snapshot)."""
+    try:
+        data = json.loads(manifest_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class VerifiedBackup:
+    path: Path
+    header: DumpHeader
+    created_at: dt.datetime
+    sha256: str
+    sidecar_checked: bool
+    row_counts: dict[str, int] | None = field(default=None, compare=False)
+
+    def age(self, now: dt.datetime | None = None) -> dt.timedelta:
+        return (now or dt.datetime.now(dt.UTC)) - self.created_at
+
+
+def verify_dump(path: Path, target: Target, *, max_age: dt.timedelta | None = None,
+                now: dt.datetime | None = None) -> VerifiedBackup:
+    """Check one dump without touching any database; raise BackupError saying what is wrong."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BackupError(f"{path}: cannot read: {exc.strerror}") from None
+    if size == 0:
+        raise BackupError(f"{path}: empty file")
+    with open(path, "rb") as handle:
+        magic = handle.read(len(DUMP_MAGIC))
+    if magic != DUMP_MAGIC:
+        hint = " (it looks like plain SQL text)" if _looks_like_text(path) else ""
+        raise BackupError(f"{path}: not a pg_dump custom-format archive (no PGDMP magic){hint}")
+    digest = sha256_file(path)
+    checked = False
+    side = sidecar(path)
+    if side.exists():
+        expected = side.read_text(encoding="utf-8").split()[:1]
+        if not expected or expected[0].lower() != digest:
+            raise BackupError(f"{path}: sha256 {digest} does not match its sidecar {side.name}")
+        checked = True
+    header = list_header(path, target)
+    if header.dbname != target.database.name:
+        raise BackupError(f"{path}: a dump of database {header.dbname!r}, not {target.database.name!r}")
+    created = header.created_at or name_time(path)
+    if created is None:
+        raise BackupError(f"{path}: cannot tell when it was made (no time in its header or name)")
+    manifest = read_manifest(path)
+    counts = manifest.get("row_counts") if manifest else None
+    verified = VerifiedBackup(path, header, created, digest, checked,
+                              dict(counts) if isinstance(counts, dict) else None)
+    if max_age is not None and verified.age(now) > max_age:
+        raise BackupError(f"{path}: made {created.isoformat()}, {_hours(verified.age(now))} ago; the level "
+                          f"allows at most {_hours(max_age)}")
+    return verified
+
+
+def list_header(path: Path, target: Target) -> DumpHeader:
+    """`pg_restore --list` as the service account; a damaged TOC is a BackupError."""
+    run_as = RunAs.named(target.run_as) if target.run_as else None
+    try:
+        result = run([target.database.tool("pg_restore"), "--list", str(path)], timeout=120,
+                     run_as=run_as, env={"TZ": "UTC"})
+    except CommandError as exc:
+        detail = (exc.stderr or exc.stdout).strip().splitlines()[-1:] or [exc.reason]
+        raise BackupError(f"{path}: pg_restore --list fails: {detail[0]}") from None
+    return parse_list(result.stdout)
+
+
+def choose(target: Target, *, max_age: dt.timedelta | None,
+           now: dt.datetime | None = None) -> tuple[VerifiedBackup, list[str]]:
+    """The newest valid db_*.dump in backup_dir, and why each newer one was passed over.
+
+    Damaged or foreign dumps are skipped; an old one is not: when the newest valid dump is too old,
+    older ones are older still, so that is the error.
+    """
+    backup_dir = Path(target.paths.backup_dir)
+    found = candidates(backup_dir) if backup_dir.is_dir() else []
+    if not found:
+        raise BackupError(f"no database backup found: no db_*.dump in {backup_dir}")
+    skipped: list[str] = []
+    for path in found:
+        try:
+            verified = verify_dump(path, target, max_age=None, now=now)
+        except BackupError as exc:
+            skipped.append(str(exc))
+            continue
+        if max_age is not None and verified.age(now) > max_age:
+            made, age = verified.created_at.isoformat(), _hours(verified.age(now))
+            raise BackupError(f"the newest valid backup {path.name} was made {made}, {age} ago;"
+                              f" the level allows at most {_hours(max_age)}")
+        return verified, skipped
+    raise BackupError(f"no valid database backup in {backup_dir}:\n  " + "\n  ".join(skipped))
+
+
+def _looks_like_text(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _hours(delta: dt.timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.1f} h"

@@ -1,0 +1,395 @@
+"""2. データベース復旧 and データ復旧 1. データベースバックアップからの復旧, as journaled actions.
+
+Where this differs from the runbook's text: the restore never drops the live database first. It
+restores into a side database, verifies it, and only then swaps names, so that any failure before
+the swap leaves production exactly as it was (and the pre-restore copy is a real custom-format dump
+in backup_dir, not a plain file in /tmp).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from recovery import backups
+from recovery.backups import BackupError, VerifiedBackup
+from recovery.commands import RunAs
+from recovery.errors import RecoveryError
+from recovery.integrity import APP_TABLES, connect, fingerprint
+from recovery.journal import ActionFailed, Journal, Step
+from recovery.target import Target
+
+log = logging.getLogger(__name__)
+
+# the runbook's 権限再設定 lines
+GRANTS = (
+    "GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO {user}",
+    "GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public TO {user}",
+)
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class RestoreError(RecoveryError):
+    """The restored copy failed its verification; the live database was not touched."""
+
+
+def run_as(target: Target) -> RunAs | None:
+    return RunAs.named(target.run_as) if target.run_as else None
+
+
+def ident(name: str) -> str:
+    """A PostgreSQL identifier we generate or read from the target: plain names only."""
+    if not _IDENT.match(name):
+        raise RecoveryError(f"unexpected database or role name {name!r}")
+    return name
+
+
+def psql(step: Step, target: Target, statement: str, *, dbname: str = "postgres",
+         superuser: bool = True, timeout: float = 60) -> list[list[str]]:
+    """One statement through psql as the service account; rows as lists of strings."""
+    db = target.database
+    argv = [db.tool("psql"), "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+            "-U", db.superuser if superuser else db.user, "-d", dbname, "-c", statement]
+    out = step.run(argv, timeout=timeout, run_as=run_as(target), env=db.env()).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def ensure_dir(path: Path, target: Target, mode: int = 0o750) -> Path:
+    """Make a directory the service account can write to."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    account = run_as(target)
+    if account is not None and not account.is_current:
+        os.chown(path, account.uid, account.gid)
+    return path
+
+
+def wait_for(what: str, probe: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.2) -> str:
+    deadline = time.monotonic() + timeout
+    last = "not tried"
+    while True:
+        try:
+            ok, last = probe()
+        except Exception as exc:  # the thing is not up yet: keep the last observation
+            ok, last = False, f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        if ok:
+            return last
+        if time.monotonic() > deadline:
+            raise RecoveryError(f"{what} not ready after {timeout:g}s; last: {last}")
+        time.sleep(interval)
+
+
+def query_answers(target: Target, dbname: str = "postgres") -> tuple[bool, str]:
+    with connect(target, dbname) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery(), version()").fetchone()
+    assert row is not None
+    return (not row[0], f"in recovery: {row[0]}; {row[1]}")
+
+
+def backend_healthy(target: Target) -> tuple[bool, str]:
+    response = httpx.get(target.backend_url.rstrip("/") + "/api/v1/health", timeout=3)
+    return response.status_code == 200, f"HTTP {response.status_code}"
+
+
+def journaled(target: Target, action: str, title: str, body: Callable[[Journal], None],
+              dry_run: bool = False) -> Journal:
+    journal = Journal(action, title, target.name, dry_run=dry_run)
+    try:
+        body(journal)
+    except Exception as exc:
+        journal.finish(exc)
+        raise ActionFailed(journal, exc) from exc
+    return journal.finish()
+
+
+# ---- 接続確認 / 再起動手順 / 設定確認 ----------------------------------------------------------
+
+def connection_check(target: Target, start_grace: float = 15.0) -> Journal:
+    """接続確認: the service's state, SELECT 1 as mks_user, the active connections."""
+    def body(journal: Journal) -> None:
+        with journal.step("status", "PostgreSQLサービス確認") as step:
+            manager, name = target.service_manager(), target.services.database
+            # a service that is still starting gets a moment; one that is down does not
+            status = manager.status(name)
+            deadline = time.monotonic() + start_grace
+            while status.active_state == "activating" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                status = manager.status(name)
+            step.note("active_state", status.active_state)
+            step.note("detail", status.detail)
+            if not status.is_active:
+                raise RecoveryError(f"{name} is {status.detail}")
+        with journal.step("select_1", "データベース接続テスト") as step:
+            rows = psql(step, target, "SELECT 1;", dbname=target.database.name, superuser=False)
+            if rows != [["1"]]:
+                raise RecoveryError(f"SELECT 1 answered {rows!r}")
+        with journal.step("activity", "アクティブ接続確認") as step:
+            rows = psql(step, target, "SELECT count(*) FROM pg_stat_activity;", dbname=target.database.name,
+                        superuser=False)
+            step.note("connections", int(rows[0][0]))
+    return journaled(target, "database_connection_check", "2. データベース復旧 接続確認", body)
+
+
+def restart_database(target: Target, timeout: float = 60.0) -> Journal:
+    """再起動手順: restart through the service manager; done when a real query answers."""
+    def body(journal: Journal) -> None:
+        with journal.step("restart", "PostgreSQL再起動") as step:
+            target.service_manager().restart(target.services.database)
+            step.note("service", target.services.database)
+        with journal.step("connect", "接続テスト") as step:
+            step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), timeout))
+            rows = psql(step, target, "SELECT version();")
+            step.note("version", rows[0][0] if rows else "")
+    return journaled(target, "database_restart", "2. データベース復旧 再起動手順", body)
+
+
+CONFIG_KEYS = ("listen_addresses", "port", "max_connections")
+
+
+def parse_config(text: str, keys: tuple[str, ...] = CONFIG_KEYS) -> dict[str, str]:
+    """The effective value of keys in a postgresql.conf text (the last assignment wins)."""
+    found: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        match = re.match(r"^([a-z_]+)\s*=?\s*(.+?)\s*$", line)
+        if match and match[1] in keys:
+            found[match[1]] = match[2].strip("'")
+    return found
+
+
+@dataclass
+class ConfigReport:
+    running: dict[str, str]
+    config_file: dict[str, str]
+    pending: list[str]  # differences: the file was edited but the server not restarted
+    user: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def config_check(target: Target) -> tuple[Journal, ConfigReport]:
+    """設定確認: listen/port/max_connections from the server and its file; mks_user's rights."""
+    report = ConfigReport({}, {}, [])
+
+    def body(journal: Journal) -> None:
+        with journal.step("settings", "PostgreSQL設定確認") as step:
+            for key in CONFIG_KEYS:
+                report.running[key] = psql(step, target, f"SHOW {key};")[0][0]
+            conf = Path(target.database.config_dir) / "postgresql.conf"
+            report.config_file = parse_config(conf.read_text(encoding="utf-8", errors="replace"))
+            auto = Path(target.database.data_dir) / "postgresql.auto.conf"
+            if auto.exists():
+                report.config_file.update(parse_config(auto.read_text(encoding="utf-8", errors="replace")))
+            report.pending = [f"{k}: running {report.running[k]!r}, file {report.config_file[k]!r}"
+                              for k in CONFIG_KEYS if k in report.config_file
+                              and report.config_file[k] != report.running[k]]
+            step.note("running", report.running)
+            step.note("config_file", report.config_file)
+            step.note("pending", report.pending)
+        with journal.step("user", "ユーザー権限確認") as step:
+            user = target.database.user
+            rows = psql(step, target, "SELECT usename, usecreatedb, usesuper FROM pg_user"
+                                      f" WHERE usename = '{ident(user)}';")
+            if not rows:
+                report.problems.append(f"role {user} does not exist")
+            else:
+                report.user = {"usename": rows[0][0], "usecreatedb": rows[0][1] == "t",
+                               "usesuper": rows[0][2] == "t"}
+                if report.user["usesuper"]:
+                    report.problems.append(f"{user} is a superuser; the application should not be")
+                tables = ",".join(f"'{t}'" for t in APP_TABLES)
+                privs = psql(step, target, "SELECT c.relname, has_table_privilege("
+                             f"'{ident(user)}', c.oid, 'SELECT,INSERT,UPDATE,DELETE') FROM pg_class c"
+                             f" WHERE c.relnamespace = 'public'::regnamespace AND c.relname IN ({tables})"
+                             " ORDER BY 1;", dbname=target.database.name)
+                report.user["tables"] = {r[0]: r[1] == "t" for r in privs}
+                report.problems += [f"{user} lacks rights on {t}" for t in APP_TABLES
+                                    if not report.user["tables"].get(t)]
+            step.note("user", report.user)
+            step.note("problems", report.problems)
+    return journaled(target, "database_config_check", "2. データベース復旧 設定確認", body), report
+
+
+# ---- backups -------------------------------------------------------------------------------
+
+def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
+    """pg_dump -Fc as the service account, plus the .sha256 sidecar and the row counts of its snapshot."""
+    db = target.database
+    ensure_dir(path.parent, target)
+    counts: dict[str, int] = {}
+    # the counts are read in the very snapshot pg_dump uses, so they describe the dump exactly
+    with connect(target, dbname, superuser=False) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        for table in APP_TABLES:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            counts[table] = int(row[0]) if row else 0
+        step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
+                  "-f", str(path)], timeout=3600, run_as=run_as(target), env=db.env())
+        conn.execute("COMMIT")
+    digest = backups.sha256_file(path)
+    backups.sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+    backups.manifest_path(path).write_text(json.dumps(
+        {"database": dbname, "row_counts": counts, "sha256": digest,
+         "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}, indent=2), encoding="utf-8")
+    step.note("path", str(path))
+    step.note("bytes", path.stat().st_size)
+    step.note("sha256", digest)
+    step.note("row_counts", counts)
+    return path
+
+
+def backup_database(target: Target) -> Journal:
+    """backup_dir/db_YYYYmmdd_HHMMSS.dump (UTC) with its .sha256 sidecar."""
+    def body(journal: Journal) -> None:
+        with journal.step("dump", "データベースバックアップ (pg_dump -Fc)") as step:
+            path = Path(target.paths.backup_dir) / f"db_{backups.stamp()}.dump"
+            if path.exists():
+                raise BackupError(f"{path} exists already")
+            dump_database(step, target, target.database.name, path)
+    return journaled(target, "database_backup", "データベースバックアップ", body)
+
+
+# ---- データベースバックアップからの復旧 ----------------------------------------------------------
+
+def restore_database(target: Target, level: str = "RTO-24", backup: Path | str | None = None, *,
+                     max_age: dt.timedelta | None = None, health_timeout: float = 60.0,
+                     now: dt.datetime | None = None, dry_run: bool = False) -> Journal:
+    """Restore the newest valid backup (or `backup`) beside the live database, verify, then swap.
+
+    A dry run only plans (it reads nothing, like the other actions' dry runs).
+
+    The journal's steps note the chosen backup, the safety copy (pre_restore_<ts>.dump) and the
+    name the old live database keeps (mks_db_pre_<ts>). `now` is the clock the backup's age is
+    measured against (drills move it forward to make a backup "old").
+    """
+    ts = backups.stamp()
+    live = ident(target.database.name)
+    side, old = f"{live}_restore_{ts}", f"{live}_pre_{ts}"
+
+    def body(journal: Journal) -> None:
+        if dry_run:
+            for name, title, what in RESTORE_PLAN:
+                journal.plan(name, title, what=what.format(ts=ts, live=live, side=side, old=old))
+            return
+        with journal.step("select_backup", "最新バックアップ確認") as step:
+            limit = backups.max_age_for(level, max_age)
+            step.note("level", level)
+            step.note("max_age_hours", None if limit is None else limit.total_seconds() / 3600)
+            if backup is not None:
+                chosen = backups.verify_dump(Path(backup), target, max_age=limit, now=now)
+            else:
+                chosen, skipped = backups.choose(target, max_age=limit, now=now)
+                step.note("skipped", skipped)
+            step.note("backup", str(chosen.path))
+            step.note("created_at", chosen.created_at.isoformat())
+            step.note("sha256", chosen.sha256)
+            step.note("sidecar_checked", chosen.sidecar_checked)
+        with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
+            dump_database(step, target, live, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
+        _restore_beside(journal, target, chosen, side)
+        _swap(journal, target, live, side, old, health_timeout)
+
+    return journaled(target, "database_restore", "データ復旧 1. データベースバックアップからの復旧", body,
+                     dry_run)
+
+
+RESTORE_PLAN = (
+    ("select_backup", "最新バックアップ確認", "newest valid db_*.dump (or the named one), recent enough"),
+    ("safety_copy", "既存データバックアップ（念のため）", "pg_dump -Fc {live}: pre_restore_{ts}.dump"),
+    ("pg_restore", "リストア実行", "CREATE DATABASE {side}; pg_restore into it; GRANT lines"),
+    ("verify_side", "リストア確認", "row counts as in the dump, its foreign keys, amcheck"),
+    ("stop_backend", "データベース停止 (バックエンド停止)", "stop the backend"),
+    ("swap", "データベース入れ替え", "terminate connections; {live} -> {old}; {side} -> {live}"),
+    ("grants", "権限再設定", "the runbook's GRANT lines on {live}"),
+    ("start_backend", "サービス起動", "start the backend, wait for health 200"),
+)
+
+
+def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, side: str) -> None:
+    db = target.database
+    user = ident(db.user)
+    try:
+        with journal.step("create_side", "リストア先データベース作成") as step:
+            psql(step, target, f"CREATE DATABASE {side} OWNER {user};")
+            step.note("database", side)
+        with journal.step("pg_restore", "リストア実行") as step:
+            # as the superuser, keeping the dump's owners: extensions such as amcheck need it
+            step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", side, "--exit-on-error",
+                      "--single-transaction", str(chosen.path)], timeout=3600, run_as=run_as(target),
+                     env=db.env())
+            for grant in GRANTS:
+                psql(step, target, grant.format(user=user) + ";", dbname=side)
+        with journal.step("verify_side", "リストア確認") as step:
+            problems = verify_restored(target, side, chosen, step)
+            if problems:
+                raise RestoreError("the restored copy is not right:\n  " + "\n  ".join(problems))
+    except BaseException:
+        with journal.step("drop_side", "失敗したリストア先の削除") as step:
+            psql(step, target, f"DROP DATABASE IF EXISTS {side} WITH (FORCE);")
+        raise
+
+
+def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: Step) -> list[str]:
+    """Counts as the dump had them, its foreign keys present, amcheck clean."""
+    found = fingerprint(target, dbname, check_files=False)
+    step.note("row_counts", dict(found.row_counts))
+    step.note("foreign_keys", list(found.foreign_keys))
+    step.note("indexes_checked", list(found.indexes_checked))
+    problems = [f"amcheck: {e}" for e in found.index_errors]
+    counts = dict(found.row_counts)
+    if chosen.row_counts is not None:
+        problems += [f"{t}: {counts.get(t)} rows restored, the dump has {n}"
+                     for t, n in chosen.row_counts.items() if counts.get(t) != n]
+    elif counts.get("users", 0) == 0:  # a dump made elsewhere, without our manifest of its counts
+        problems.append("users: no rows restored (an MKS database always has at least its admin)")
+    missing = sorted(set(chosen.header.foreign_keys) - set(found.foreign_keys))
+    problems += [f"foreign key missing after restore: {name}" for name in missing]
+    if found.orphan_documents:
+        problems.append(f"{found.orphan_documents} orphan documents")
+    return problems
+
+
+def _swap(journal: Journal, target: Target, live: str, side: str, old: str, health_timeout: float) -> None:
+    services = target.service_manager()
+    backend = target.services.backend
+    user = ident(target.database.user)
+    renamed_live = renamed_side = False
+    try:
+        with journal.step("stop_backend", "データベース停止 (バックエンド停止)") as step:
+            services.stop(backend)
+            step.note("service", backend)
+        with journal.step("swap", "データベース入れ替え") as step:
+            psql(step, target, f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false;")
+            psql(step, target, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                               f" WHERE datname = '{live}' AND pid <> pg_backend_pid();")
+            psql(step, target, f"ALTER DATABASE {live} RENAME TO {old};")
+            renamed_live = True
+            psql(step, target, f"ALTER DATABASE {old} WITH ALLOW_CONNECTIONS true;")
+            psql(step, target, f"ALTER DATABASE {side} RENAME TO {live};")
+            renamed_side = True
+            step.note("previous_database", old)
+        with journal.step("grants", "権限再設定") as step:
+            for grant in GRANTS:
+                psql(step, target, grant.format(user=user) + ";", dbname=live)
+    except BaseException:
+        with journal.step("undo_swap", "入れ替えの取り消し") as step:
+            if renamed_side:
+                psql(step, target, f"ALTER DATABASE {live} RENAME TO {side};")
+            if renamed_live:
+                psql(step, target, f"ALTER DATABASE {old} RENAME TO {live};")
+            psql(step, target, f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true;")
+            psql(step, target, f"DROP DATABASE IF EXISTS {side} WITH (FORCE);")
+            services.start(backend)
+        raise
+    with journal.step("start_backend", "サービス起動") as step:
+        services.start(backend)
+        step.note("health", wait_for("backend health", lambda: backend_healthy(target), health_timeout))

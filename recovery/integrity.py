@@ -1,0 +1,360 @@
+"""復旧後の確認: the data's fingerprint, its comparison, and the functional and performance checks.
+
+A fingerprint is computed in SQL (counts, constraints, per-project counts, row checksums, amcheck)
+plus a pass over the uploads folder that every documents row points into. Two fingerprints are equal
+exactly when nothing the runbook's 3. データ整合性確認 looks at has changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import ssl
+import statistics
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from recovery.errors import RecoveryError
+from recovery.target import Target
+
+log = logging.getLogger(__name__)
+
+APP_TABLES = ("users", "projects", "documents")
+
+
+def connect(target: Target, dbname: str | None = None, *, superuser: bool = True) -> psycopg.Connection:
+    """A libpq connection through the target's password file (no password in any argument)."""
+    db = target.database
+    params: dict[str, Any] = {"host": db.host, "port": db.port, "dbname": dbname or db.name,
+                              "user": db.superuser if superuser else db.user, "connect_timeout": 5}
+    if db.passfile:
+        params["passfile"] = db.passfile
+    return psycopg.connect(make_conninfo(**params), autocommit=True)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    database: str
+    row_counts: tuple[tuple[str, int], ...]
+    foreign_keys: tuple[str, ...]
+    orphan_documents: int
+    documents_per_project: tuple[tuple[int, int], ...]
+    checksums: tuple[tuple[str, str], ...]  # md5 over the rows' md5s, ordered by id
+    files_checked: int
+    missing_files: tuple[str, ...]
+    mismatched_files: tuple[str, ...]  # "stored_name: why"
+    indexes_checked: tuple[str, ...]
+    index_errors: tuple[str, ...]
+
+    def count(self, table: str) -> int:
+        return dict(self.row_counts)[table]
+
+    def problems(self) -> list[str]:
+        """What is wrong with this data on its own (without a baseline to compare with)."""
+        out: list[str] = []
+        if self.orphan_documents:
+            out.append(f"{self.orphan_documents} documents point to a project that does not exist")
+        out += [f"file missing: {name}" for name in self.missing_files]
+        out += [f"file differs: {entry}" for entry in self.mismatched_files]
+        out += [f"amcheck: {entry}" for entry in self.index_errors]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+        def tuples(value: list[Any]) -> tuple[Any, ...]:
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+
+        return cls(**{k: tuples(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool = True) -> Fingerprint:
+    """The fingerprint of the target's database (or of `dbname` on the same server) and its files."""
+    name = dbname or target.database.name
+    with connect(target, name) as conn:
+        counts = tuple((t, _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))
+                       for t in APP_TABLES)
+        fks = tuple(r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
+            " ORDER BY conname").fetchall())
+        orphans = _scalar(conn, "SELECT count(*) FROM documents d WHERE d.project_id IS NOT NULL"
+                                " AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = d.project_id)")
+        per_project = tuple((int(r[0]), int(r[1])) for r in conn.execute(
+            "SELECT p.id, count(d.id) FROM projects p LEFT JOIN documents d ON d.project_id = p.id"
+            " GROUP BY p.id ORDER BY p.id").fetchall())
+        checksums = tuple((t, str(conn.execute(sql.SQL(
+            "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t.id)), '') FROM {} t").format(
+            sql.Identifier(t))).fetchone()[0])) for t in APP_TABLES)  # type: ignore[index]
+        indexes, index_errors = _amcheck(conn)
+        rows = conn.execute("SELECT stored_name, sha256, size_bytes FROM documents ORDER BY id").fetchall() \
+            if check_files else []
+    missing, mismatched = _check_files(Path(target.paths.uploads_dir), rows)
+    return Fingerprint(name, counts, fks, orphans, per_project, checksums, len(rows), missing, mismatched,
+                       indexes, index_errors)
+
+
+def _scalar(conn: psycopg.Connection, query: Any) -> int:
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _amcheck(conn: psycopg.Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone()
+    names = [r[0] for r in conn.execute(
+        "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        " JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_am am ON am.oid = ic.relam"
+        " WHERE am.amname = 'btree' AND tc.relnamespace = 'public'::regnamespace"
+        " AND tc.relname = ANY(%s) ORDER BY ic.relname", (list(APP_TABLES),)).fetchall()]
+    if not installed:
+        return tuple(names), ("the amcheck extension is not installed in this database",)
+    errors: list[str] = []
+    for index in names:
+        try:
+            conn.execute("SELECT bt_index_check(%s::regclass)", (f"public.{index}",))
+        except psycopg.Error as exc:
+            errors.append(f"{index}: {str(exc).strip().splitlines()[0]}")
+    return tuple(names), tuple(errors)
+
+
+def _check_files(uploads: Path, rows: list[tuple[Any, ...]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    missing: list[str] = []
+    mismatched: list[str] = []
+    root = uploads.resolve()
+    for stored_name, sha256, size in rows:
+        path = (uploads / stored_name).resolve()
+        if not path.is_relative_to(root):
+            mismatched.append(f"{stored_name}: outside the uploads folder")
+            continue
+        try:
+            actual_size = path.stat().st_size
+        except FileNotFoundError:
+            missing.append(stored_name)
+            continue
+        if actual_size != size:
+            mismatched.append(f"{stored_name}: {actual_size} bytes, expected {size}")
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256.strip():
+            mismatched.append(f"{stored_name}: sha256 differs")
+    return tuple(missing), tuple(mismatched)
+
+
+def compare(before: Fingerprint, after: Fingerprint) -> list[str]:
+    """Human-readable differences between two fingerprints; empty when the data is the same."""
+    diffs: list[str] = []
+    b_counts, a_counts = dict(before.row_counts), dict(after.row_counts)
+    for table in sorted(set(b_counts) | set(a_counts)):
+        if b_counts.get(table) != a_counts.get(table):
+            diffs.append(f"{table}: {b_counts.get(table)} rows before, {a_counts.get(table)} after")
+    b_sums, a_sums = dict(before.checksums), dict(after.checksums)
+    for table in sorted(set(b_sums) | set(a_sums)):
+        if b_sums.get(table) != a_sums.get(table) and b_counts.get(table) == a_counts.get(table):
+            diffs.append(f"{table}: same row count but the rows' content differs")
+    lost = sorted(set(before.foreign_keys) - set(after.foreign_keys))
+    gained = sorted(set(after.foreign_keys) - set(before.foreign_keys))
+    if lost:
+        diffs.append(f"foreign keys missing: {', '.join(lost)}")
+    if gained:
+        diffs.append(f"foreign keys added: {', '.join(gained)}")
+    if before.orphan_documents != after.orphan_documents:
+        diffs.append(f"orphan documents: {before.orphan_documents} before, {after.orphan_documents} after")
+    b_pp, a_pp = dict(before.documents_per_project), dict(after.documents_per_project)
+    changed = [p for p in sorted(set(b_pp) | set(a_pp)) if b_pp.get(p) != a_pp.get(p)]
+    if changed:
+        shown = ", ".join(f"project {p}: {b_pp.get(p)} -> {a_pp.get(p)}" for p in changed[:10])
+        more = f" (and {len(changed) - 10} more)" if len(changed) > 10 else ""
+        diffs.append(f"documents per project differ: {shown}{more}")
+    for label, b_list, a_list in (("missing files", before.missing_files, after.missing_files),
+                                  ("mismatched files", before.mismatched_files, after.mismatched_files),
+                                  ("amcheck errors", before.index_errors, after.index_errors)):
+        new = sorted(set(a_list) - set(b_list))
+        if new:
+            diffs.append(f"{label} now: {', '.join(new[:10])}" + (" ..." if len(new) > 10 else ""))
+    if set(before.indexes_checked) != set(after.indexes_checked):
+        diffs.append(f"indexes differ: {sorted(before.indexes_checked)} -> {sorted(after.indexes_checked)}")
+    return diffs
+
+
+# ---- 1. 機能テスト and 2. パフォーマンス確認 -----------------------------------------------------
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class CheckResult:
+    kind: str
+    url: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+
+def http_client(target: Target, url: str | None = None, timeout: float = 10.0) -> httpx.Client:
+    """A client for the backend (the runbook's localhost:5100) or, over TLS, the public URL."""
+    base = url or target.backend_url
+    verify: ssl.SSLContext | bool = True
+    if base.startswith("https://") and target.ca_file:
+        verify = ssl.create_default_context(cafile=target.ca_file)
+    return httpx.Client(base_url=base, verify=verify, timeout=timeout)
+
+
+def credentials(username: str | None, password: str | None,
+                password_file: str | Path | None = None) -> tuple[str, str]:
+    """Explicit credentials, else the first line of password_file, else MKS_CHECK_PASSWORD.
+
+    There is no default password; a missing one is an error.
+    """
+    username = username or os.environ.get("MKS_CHECK_USER", "admin")
+    if not password and password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").splitlines()[0].strip()
+        except (OSError, IndexError):
+            raise RecoveryError(f"cannot read a password from {password_file}") from None
+    password = password or os.environ.get("MKS_CHECK_PASSWORD")
+    if not password:
+        raise RecoveryError("post checks need the login's password: a password file or MKS_CHECK_PASSWORD")
+    return username, password
+
+
+def post_checks(target: Target, username: str | None = None, password: str | None = None, *,
+                password_file: str | Path | None = None, expect_projects: bool = True, upload: bool = True,
+                url: str | None = None) -> CheckResult:
+    """The runbook's 機能テスト: health, login, projects, and an upload that is read back.
+
+    The upload round trip adds one document (row and file) to the live data, as the runbook's does.
+    """
+    username, password = credentials(username, password, password_file)
+    with http_client(target, url) as client:
+        result = CheckResult("post_checks", str(client.base_url))
+        try:
+            health = client.get("/api/v1/health")
+            result.add("health", health.status_code == 200, f"HTTP {health.status_code}")
+            login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+            token = login.json().get("token") if login.status_code == 200 else None
+            if not result.add("login", bool(token), f"HTTP {login.status_code}"):
+                return result
+            auth = {"Authorization": f"Bearer {token}"}
+            projects = client.get("/api/v1/projects", headers=auth)
+            count = projects.json().get("count", 0) if projects.status_code == 200 else 0
+            ok = projects.status_code == 200 and (count > 0 or not expect_projects)
+            result.add("projects", ok, f"HTTP {projects.status_code}, {count} projects")
+            if upload:
+                _upload_round_trip(client, auth, result)
+        except (httpx.HTTPError, ValueError) as exc:
+            result.add("request", False, f"{type(exc).__name__}: {exc}")
+    return result
+
+
+def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: CheckResult) -> None:
+    content = f"復旧後の確認 {uuid.uuid4()}\n".encode() * 64
+    expected = hashlib.sha256(content).hexdigest()
+    response = client.post("/api/v1/upload", headers=auth,
+                           files={"file": ("recovery-check.txt", content, "text/plain")})
+    body = response.json() if response.status_code == 201 else {}
+    if not result.add("upload", body.get("sha256") == expected, f"HTTP {response.status_code}"):
+        return
+    back = client.get(f"/api/v1/documents/{body['id']}/content", headers=auth)
+    same = back.status_code == 200 and hashlib.sha256(back.content).hexdigest() == expected
+    result.add("download", same, f"HTTP {back.status_code}, {len(back.content)} bytes")
+
+
+@dataclass
+class Timing:
+    name: str
+    requests: int
+    failures: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+
+
+@dataclass
+class PerformanceResult:
+    url: str
+    timings: list[Timing]
+    seconds: float
+    truncated: bool  # the time cap ended the burst early
+    limits_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        for t in self.timings:
+            if t.failures or t.requests == 0:
+                return False
+            limit = self.limits_ms.get(t.name)
+            if limit is not None and t.p95_ms > limit:
+                return False
+        return True
+
+
+def performance(target: Target, username: str | None = None, password: str | None = None, *,
+                requests: int = 50, max_seconds: float = 20.0, url: str | None = None,
+                p95_limits_ms: dict[str, float] | None = None) -> PerformanceResult:
+    """p50/p95 of health and of the projects list over a bounded burst (the runbook's `time curl`)."""
+    username, password = credentials(username, password)
+    started = time.monotonic()
+    deadline = started + max_seconds
+    truncated = False
+    timings: list[Timing] = []
+    with http_client(target, url) as client:
+        login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+        token = login.json().get("token") if login.status_code == 200 else ""
+        auth = {"Authorization": f"Bearer {token}"}
+        for name, path, headers in (("health", "/api/v1/health", {}), ("projects", "/api/v1/projects", auth)):
+            samples: list[float] = []
+            failures = 0
+            for _ in range(requests):
+                if time.monotonic() > deadline:
+                    truncated = True
+                    break
+                t0 = time.perf_counter()
+                try:
+                    ok = client.get(path, headers=headers).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                samples.append((time.perf_counter() - t0) * 1000)
+                failures += not ok
+            timings.append(_timing(name, samples, failures))
+        base = str(client.base_url)
+    return PerformanceResult(base, timings, round(time.monotonic() - started, 3), truncated,
+                             dict(p95_limits_ms or {}))
+
+
+def _timing(name: str, samples: list[float], failures: int) -> Timing:
+    if not samples:
+        return Timing(name, 0, failures, 0.0, 0.0, 0.0)
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return Timing(name, len(samples), failures, round(statistics.median(ordered), 2), round(p95, 2),
+                  round(ordered[-1], 2))
