@@ -64,6 +64,8 @@ def target_root(target: Target) -> Path:
     Derived from the paths that keep their production suffix (ROOT/backup/mks, ROOT/etc/mks/...);
     they must all agree.
     """
+    if target.root != "/":
+        return Path(target.root)
     defaults = PathsTarget()
     roots = set()
     for name in ("backup_dir", "uploads_dir", "backend_dir", "config_file", "nginx_site"):

@@ -70,6 +70,7 @@ class PathsTarget:
 @dataclass(frozen=True)
 class Target:
     name: str = "production"
+    root: str = "/"  # what the runbook's absolute paths hang from: "/" on a host, the sandbox root
     run_as: str | None = None  # the account for PostgreSQL tools when running as root
     database: DatabaseTarget = field(default_factory=DatabaseTarget)
     services: ServicesTarget = field(default_factory=ServicesTarget)
