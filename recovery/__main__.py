@@ -41,6 +41,13 @@ def _opt(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 BACKUP = _opt("--backup", metavar="PATH", help="this archive instead of the newest valid one")
+FULL_OPTIONS = (
+    _opt("--level", default="RTO-24", choices=("RTO-1", "RTO-4", "RTO-24")),
+    _opt("--health-timeout", type=float, default=60.0, help="seconds to wait for health after the restore"),
+    _opt("--username", default="admin", help="the login of the post checks"),
+    _opt("--login-password-file", metavar="FILE",
+         help="the post checks' password (else $MKS_CHECK_PASSWORD; never on the command line)"),
+)
 ACTIONS = (
     Action("service-auto-recover", "自動復旧: restart until health answers 200 (bounded, with backoff)",
            "recovery.services:auto_recover",
@@ -74,6 +81,12 @@ ACTIONS = (
            (_opt("--username", default="admin"),
             _opt("--password-file", required=True, metavar="FILE",
                  help="a file holding the user's password (never on the command line)")), optional=True),
+    Action("full-recovery", "完全システム復旧: verify backups, PostgreSQL up, restore config, db, uploads",
+           "recovery.full_system:full_recovery", FULL_OPTIONS),
+    Action("migrate", "新規サーバーへの移行復旧: the old server's backups onto this (new) target",
+           "recovery.full_system:migrate_from_target_file",
+           (_opt("--old-target", metavar="FILE", help="the old server's target file (its backups are read)"),
+            *FULL_OPTIONS)),
 )
 
 
