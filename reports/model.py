@@ -38,6 +38,20 @@ class ProbeSummary:
 
 
 @dataclass
+class CanarySummary:
+    """The canary writer's rows: committed before the fault, and found missing after the recovery."""
+
+    interval_seconds: float
+    committed: int  # rows whose COMMIT returned before the fault
+    failed_writes: int
+    first_committed_at: str = ""
+    last_committed_at: str = ""
+    lost_rows: int = 0
+    lost_seconds: float = 0.0  # the fault time minus the commit time of the oldest lost row
+    lost_ids: list[int] = field(default_factory=list)  # the first few, for the report
+
+
+@dataclass
 class CheckResult:
     name: str
     passed: bool
@@ -79,6 +93,11 @@ class DrillRecord:
     environment: dict[str, str] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # added by the drill suite
+    fault: dict[str, Any] = field(default_factory=dict)  # injector, what it did, the evidence it bit
+    canary: CanarySummary | None = None
+    fingerprint_diffs: list[str] = field(default_factory=list)  # baseline vs after, canary excluded
+    wall_seconds: float | None = None  # the whole drill, baseline to verdict
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +111,8 @@ class DrillRecord:
         data["checks"] = [CheckResult(**c) for c in data.get("checks", [])]
         data["timeline"] = [TimelineEvent(**e) for e in data.get("timeline", [])]
         data["artifacts"] = [Artifact(**a) for a in data.get("artifacts", [])]
+        if data.get("canary"):
+            data["canary"] = CanarySummary(**data["canary"])
         if data.get("probe"):
             probe = dict(data["probe"])
             probe["samples"] = [tuple(s) for s in probe.get("samples", [])]

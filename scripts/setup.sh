@@ -6,7 +6,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MKS_DRILL_VENV:-$here/.venv}"
-packages=(postgresql nginx-light git strace python3-venv python3-dev ca-certificates)
+packages=(postgresql nginx-light git strace python3-venv python3-dev ca-certificates chromium fonts-ipafont-gothic)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -34,10 +34,15 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "mks-drill set-up: creating virtual environment $venv with $python"
     "$python" -m venv "$venv"
 fi
+# The container provider's packages (testcontainers, pytest-docker, docker) only when asked
+# (MKS_DRILL_CONTAINERS=1): the local drills never need them, and without an engine they only skip.
+extras=test
+if [ "${MKS_DRILL_CONTAINERS:-0}" = 1 ]; then extras=test,containers; fi
 stamp="$venv/.mks-drill-installed"
-if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
-    echo "mks-drill set-up: installing Python packages into $venv"
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ] \
+    || { [ "$extras" != test ] && ! grep -qx "$extras" "$stamp"; }; then
+    echo "mks-drill set-up: installing Python packages ($extras) into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e "$here[test]"
-    touch "$stamp"
+    "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+    echo "$extras" > "$stamp"
 fi

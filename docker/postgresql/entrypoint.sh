@@ -1,0 +1,32 @@
+#!/bin/sh
+# First start: initdb into $PGDATA (superuser password from /run/secrets/pg-superuser). Every start:
+# exec the server as PID 1, as the postgres account, logging to stderr (the container's log).
+set -eu
+bin=/usr/lib/postgresql/15/bin
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+install -d -o postgres -g postgres -m 2775 /run/postgresql
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    secret=/run/secrets/pg-superuser
+    if [ ! -r "$secret" ]; then
+        echo "mks-postgres: no superuser password at $secret; refusing to make a cluster without one" >&2
+        exit 1
+    fi
+    install -d -o postgres -g postgres -m 0700 "$PGDATA"
+    pwfile=$(mktemp)
+    cp "$secret" "$pwfile" && chown postgres "$pwfile" && chmod 0600 "$pwfile"
+    as_postgres "$bin/initdb" -D "$PGDATA" -U postgres --pwfile="$pwfile" --auth=scram-sha-256 \
+        -E UTF8 --no-locale --no-sync >/dev/null
+    rm -f "$pwfile"
+    cat > "$PGDATA/pg_hba.conf" <<'HBA'
+# mks-drill container: passwords always
+local   all   all                 scram-sha-256
+host    all   all   0.0.0.0/0     scram-sha-256
+host    all   all   ::/0          scram-sha-256
+HBA
+    chown postgres:postgres "$PGDATA/pg_hba.conf"
+    echo "mks-postgres: cluster made in $PGDATA" >&2
+fi
+exec setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" -D "$PGDATA" \
+    -c listen_addresses="$PG_LISTEN" -c port="$PGPORT" -c unix_socket_directories=/run/postgresql \
+    -c dynamic_shared_memory_type=mmap -c shared_buffers=64MB -c max_connections=60 \
+    -c timezone=UTC -c log_timezone=UTC -c "log_line_prefix=%m [%p] %q%u@%d " "$@"

@@ -1,0 +1,39 @@
+"""The runbook gate: run a Markdown runbook's own shell blocks in a sandbox stack and judge each section.
+
+    pytest -m runbook --runbook "docs/15_復旧手順(Recovery-Procedures).md"
+"""
+
+from __future__ import annotations
+
+
+class GateError(Exception):
+    """The gate itself could not do its work (not a runbook defect: those are results)."""
+
+
+def run_gate(runbook_path: str, make_stack: object, reports_dir: object = None, scenarios_dir: object = None,
+             seed_scale: float = 0.2) -> object:
+    """Parse, run every procedure on sandbox stacks from `make_stack`, judge, and write the reports.
+
+    Returns a gate.report.GateResult; the reports land in reports_dir (Markdown, HTML, JSON).
+    """
+    import time
+    from pathlib import Path
+
+    from gate.coverage import coverage
+    from gate.orchestrator import Gate
+    from gate.parser import parse_file
+    from gate.report import judge, write_reports
+
+    started = time.monotonic()
+    runbook = parse_file(runbook_path)
+    gate = Gate(runbook, make_stack, seed_scale=seed_scale)
+    procedures = gate.run()
+    blocks = [b for p in procedures for b in p.blocks]
+    project = Path(__file__).resolve().parent.parent
+    scenarios = Path(str(scenarios_dir)) if scenarios_dir else project / "scenarios"
+    result = judge(runbook, procedures, coverage(runbook, blocks, scenarios), gate.events,
+                   time.monotonic() - started)
+    if reports_dir is not None:
+        stem = "runbook-gate-" + Path(runbook_path).stem.split("(")[0].replace(" ", "_")
+        write_reports(result, Path(str(reports_dir)), stem)
+    return result

@@ -1,0 +1,350 @@
+"""The gate's plan: which stack each procedure runs on, what it needs beforehand, and how it is judged.
+
+A procedure is a level-3 section of the runbook (`### 1. データベースバックアップからの復旧`) with its
+subsections; its blocks run in one bash session. Stacks (few, for a bounded wall time):
+- main: every procedure that does not replace the server, in the runbook's order; replaced by a
+  fresh stack when a procedure leaves it broken beyond a restart (so one defect does not hide others);
+- new (+ main as the old server): 新規サーバーへの移行復旧, on a server without the MKS role and database;
+- pitr: ポイントインタイムリカバリ, which replaces the data directory (and, as written, kills the server).
+Before a procedure that reads /backup/mks, the gate takes the backups the runbook expects (the backup
+procedure is another document): db_<ts>.dump (pg_dump -Fc), uploads_<ts>.tar.gz and config_<ts>.tar.gz
+(tar relative to /, as the runbook's `tar -xzf ... -C /` assumes), and for PITR a base backup.
+After each procedure: every service active, the backend healthy, login and projects answer
+(recovery.integrity.post_checks), and the data's fingerprint equal to the one before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate import GateError
+from gate.mapping import SandboxInfo
+from gate.parser import Runbook, Section
+from gate.runner import FAILED, BlockOutcome, SessionEnv, redact, run_session
+from gate.shims import ShimSpec, write_shims
+from recovery import integrity, pitr
+from recovery.commands import run
+from recovery.database import backup_database
+from recovery.journal import tail
+from recovery.services import wait_healthy
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("postgresql", "mks-backend", "nginx")
+MAIN, NEW, PITR = "main", "new", "pitr"
+MAX_MAIN_STACKS = 3
+CONFIG_MEMBERS = ("etc/mks/config.yml", "etc/nginx/sites-available/mks",
+                  "opt/mks/backend/config/production.yml", "opt/mks/backend/alembic.ini")
+
+
+@dataclass
+class Health:
+    ok: bool
+    checks: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProcedureOutcome:
+    title: str
+    stack: str
+    sections: list[str]
+    blocks: list[BlockOutcome]
+    health: Health
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.health.ok and all(b.status != FAILED for b in self.blocks)
+
+
+def procedures(runbook: Runbook) -> list[tuple[str, list[Section]]]:
+    """(title, sections) per level-3 group that holds shell blocks, in the runbook's order."""
+    groups: dict[tuple[str, ...], list[Section]] = {}
+    for section in runbook.sections:
+        if section.shell_blocks:
+            groups.setdefault(section.path[:3], []).append(section)
+    return [(" > ".join(key[1:] or key), sections) for key, sections in groups.items()]
+
+
+def stack_kind(title: str) -> str:
+    if "新規サーバー" in title:
+        return NEW
+    if "ポイントインタイム" in title or "PITR" in title:
+        return PITR
+    return MAIN
+
+
+class Gate:
+    """Runs a parsed runbook on stacks from `make_stack(name, seed_scale)`; their maker tears them down."""
+
+    def __init__(self, runbook: Runbook, make_stack: Callable[..., Any], seed_scale: float = 0.2,
+                 timeout_per_block: float = 90.0):
+        self.runbook = runbook
+        self.make_stack = make_stack
+        self.seed_scale = seed_scale
+        self.timeout_per_block = timeout_per_block
+        self.stacks: dict[str, Any] = {}
+        self.main_count = 0
+        self.secrets: list[str] = []
+        self.backed_up: dict[str, Any] = {}  # stack name -> fingerprint at its last backups
+        self.events: list[str] = []
+        self.sessions = 0
+        self.last_backup = 0.0
+
+    # ---- stacks ------------------------------------------------------------------------------
+    def _new_stack(self, name: str, seed: float | None) -> Any:
+        started = time.monotonic()
+        stack = self.make_stack(f"gate-{name}", seed_scale=seed)
+        self.secrets += stack.secrets.values()
+        for service in SERVICES:  # settled, so that the first `systemctl status` sees a running unit
+            stack.services.wait_active(service, timeout=30)
+        # amcheck is the harness's own (for fingerprints); production's database has no extension, and a
+        # superuser-only extension would make every restore as mks_user fail where production's would not
+        with stack.pg.connect("mks_db") as conn:
+            conn.execute("DROP EXTENSION IF EXISTS amcheck")
+        self.events.append(f"stack {stack.name} up and seeded in {time.monotonic() - started:.1f}s")
+        return stack
+
+    def main(self) -> Any:
+        if MAIN not in self.stacks:
+            self.main_count += 1
+            if self.main_count > MAX_MAIN_STACKS:
+                raise GateError(f"more than {MAX_MAIN_STACKS} main stacks were needed")
+            name = MAIN if self.main_count == 1 else f"{MAIN}-{self.main_count}"
+            self.stacks[MAIN] = self._new_stack(name, self.seed_scale)
+        return self.stacks[MAIN]
+
+    def _retire_main(self, why: str) -> None:
+        stack = self.stacks.pop(MAIN)
+        self.events.append(f"stack {stack.name} retired ({why}); the next procedure gets a fresh one")
+        stack.down()
+
+    # ---- the run -----------------------------------------------------------------------------
+    def run(self) -> list[ProcedureOutcome]:
+        outcomes = []
+        for title, sections in procedures(self.runbook):
+            outcomes.append(self._procedure(title, sections))
+        return outcomes
+
+    def _procedure(self, title: str, sections: list[Section]) -> ProcedureOutcome:
+        kind = stack_kind(title)
+        started = time.monotonic()
+        old = None
+        extra_env: dict[str, str] = {}
+        text = "\n".join(b.text for s in sections for b in s.shell_blocks)
+        if kind == NEW:
+            old = self.main()
+            self._ensure_backups(old, force=True)
+            baseline = self.backed_up[old.name]
+            stack = self.stacks.get(NEW) or self._new_server()
+        elif kind == PITR:
+            stack = self.stacks.get(PITR) or self._new_stack(PITR, self.seed_scale)
+            self.stacks[PITR] = stack
+            baseline, extra_env["TARGET_TIME"] = self._prepare_pitr(stack)
+        else:
+            stack = self.main()
+            if "/backup/" in text:
+                self._ensure_backups(stack)
+            baseline = integrity.fingerprint(stack.target())
+        extra_env["MKS_CHECK_PASSWORD"] = (old or stack).secrets.admin_password  # for 機能テスト's login
+        session = self._session(stack, old, extra_env)
+        self.sessions += 1
+        blocks = run_session(sections, session, f"session-{self.sessions}")
+        allow_added = "/api/v1/upload" in text
+        # after a migration the admin's password is the old server's (its users table was restored)
+        password = (old or stack).secrets.admin_password
+        health = self.health(stack, baseline, allow_added, password)
+        outcome = ProcedureOutcome(title, stack.name, [s.key for s in sections], blocks, health,
+                                   round(time.monotonic() - started, 1))
+        if kind == PITR and health.ok:
+            self._check_new_timeline(stack, health)
+        if kind == MAIN and not health.ok:
+            self._repair_main(stack)
+        return outcome
+
+    def _session(self, stack: Any, old: Any, extra_env: dict[str, str]) -> SessionEnv:
+        target = stack.target()
+        root = stack.root
+        work = root / "run/gate"
+        work.mkdir(parents=True, exist_ok=True)
+        stack.sandbox.give(work)
+        bin_dir = write_shims(ShimSpec(
+            bin_dir=work / "bin",
+            pg_bindir=target.database.bindir,
+            nginx_argv=[target.nginx_binary, *target.nginx_args],
+            renew_argv=list(target.renew_command),
+            service_env={
+                "GATE_SUPERVISOR_SOCKET": str(target.services.supervisor_socket),
+                "GATE_SUPERVISOR_LOGS": str(target.services.supervisor_log_dir),
+                "GATE_SUPERVISOR_CONF": str(root / "etc/supervisor/supervisord.conf"),
+                "GATE_PG_LOG": target.database.log_file,
+            },
+        ))
+        stack.sandbox.give(bin_dir, recursive=True)
+        # certbot renews as root on a real host; in the sandbox the block's account renews its own certificate
+        stack.sandbox.give(stack.sandbox.path("/etc/letsencrypt"), recursive=True)
+        info = SandboxInfo(root=root, backend_port=stack.backend_port, pg_major=target.database.major,
+                           service_account=stack.sandbox.run_as.name,
+                           renew_command=" ".join(target.renew_command),
+                           old_root=old.root if old is not None else None)
+        home = root / "run/home"
+        env = {
+            **stack.pg.client_env(),
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": str(home),
+            "TMPDIR": str(root / "tmp"),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PAGER": "cat",
+            "PSQL_HISTORY": "/dev/null",
+            "MKS_CHECK_USER": "admin",
+            **extra_env,
+        }
+        run_as = None if stack.sandbox.run_as.is_current else stack.sandbox.run_as
+        return SessionEnv(info, bin_dir, work, home, run_as, env, self.secrets,
+                          timeout_per_block=self.timeout_per_block)
+
+    # ---- preconditions -----------------------------------------------------------------------
+    def _ensure_backups(self, stack: Any, force: bool = False) -> None:
+        """Backups as the (separate) backup procedure makes them, unless they still match the data."""
+        target = stack.target()
+        now = integrity.fingerprint(target)
+        if not force and self.backed_up.get(stack.name) == now:
+            return
+        time.sleep(max(0.0, self.last_backup + 1.05 - time.monotonic()))  # names carry the second
+        self.last_backup = time.monotonic()
+        backup_database(target)
+        stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+        backup_dir = stack.sandbox.path("/backup/mks")
+        for prefix, members in (("uploads", ["opt/mks/uploads"]), ("config", list(CONFIG_MEMBERS))):
+            dest = backup_dir / f"{prefix}_{stamp}.tar.gz"
+            run(["tar", "-czf", str(dest), "-C", str(stack.root), *members], timeout=300,
+                run_as=None if stack.sandbox.run_as.is_current else stack.sandbox.run_as)
+        self.backed_up[stack.name] = now
+        self.events.append(f"backups taken on {stack.name} (db, uploads, config {stamp})")
+
+    def _new_server(self) -> Any:
+        """A stack standing for the new server after OS and packages: no MKS role, no MKS database."""
+        stack = self._new_stack(NEW, None)
+        stack.services.stop("mks-backend")
+        with stack.pg.connect() as conn:
+            conn.execute("DROP DATABASE mks_db")
+            conn.execute("DROP ROLE mks_user")
+        self.stacks[NEW] = stack
+        self.events.append(f"stack {stack.name}: as a new server: no mks_db, no mks_user, backend stopped")
+        return stack
+
+    def _prepare_pitr(self, stack: Any) -> tuple[Any, str]:
+        """A base backup, the target time, then a commit after it, archived (so the target is reachable)."""
+        target = stack.target()
+        pitr.base_backup(target)
+        baseline = integrity.fingerprint(target)
+        time.sleep(1.1)
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+        time.sleep(1.1)
+        with stack.pg.connect() as conn:
+            conn.execute("CREATE TABLE gate_after_target_time (id int)")
+            conn.execute("DROP TABLE gate_after_target_time")
+            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+                if last is not None and last >= segment:
+                    break
+                time.sleep(0.2)
+        self.events.append(f"stack {stack.name}: base backup, target time {when}, WAL {segment} archived")
+        return baseline, when
+
+    # ---- judging -----------------------------------------------------------------------------
+    def health(self, stack: Any, baseline: Any, allow_added: bool = False,
+               password: str | None = None) -> Health:
+        health = Health(True)
+        services = stack.services
+        for name in SERVICES:
+            status = services.status(name)
+            health.checks.append(f"{name}: {status.active_state}")
+            if not status.is_active:
+                health.ok = False
+                health.problems.append(f"{name} is {status.active_state} ({status.detail})")
+        target = stack.target()
+        if not any(p.startswith("postgresql") for p in health.problems):
+            healthy, detail = wait_healthy(target, timeout=15)
+        else:
+            healthy, detail = False, "PostgreSQL is not running"
+        if not healthy:
+            health.ok = False
+            health.problems.append(f"backend not healthy: {detail[:200]}")
+            fatal = [line for line in tail(Path(target.database.log_file), 40).splitlines()
+                     if "FATAL" in line or "PANIC" in line]
+            if fatal and not services.is_active("postgresql"):
+                health.problems.append("server log: " + fatal[-1])
+            return self._redacted(health)
+        checks = integrity.post_checks(target, "admin", password or stack.secrets.admin_password,
+                                        upload=False)
+        for check in checks.checks:
+            health.checks.append(f"{check.name}: {'ok' if check.ok else 'FAILED'} ({check.detail})")
+            if not check.ok:
+                health.ok = False
+                health.problems.append(f"post check {check.name}: {check.detail}")
+        try:
+            after = integrity.fingerprint(target)
+        except Exception as exc:
+            health.ok = False
+            health.problems.append(f"fingerprint: {type(exc).__name__}: {str(exc)[:200]}")
+            return self._redacted(health)
+        known = set(baseline.problems())
+        diffs = integrity.compare(baseline, after) + [p for p in after.problems() if p not in known]
+        if allow_added:
+            diffs = [d for d in diffs if not _documents_grew(d, baseline, after)]
+        health.checks.append("data: " + ("same as before the procedure" if not diffs else "CHANGED"))
+        if diffs:
+            health.ok = False
+            health.problems += [f"data: {d}" for d in diffs]
+        return self._redacted(health)
+
+    def _check_new_timeline(self, stack: Any, health: Health) -> None:
+        """A point-in-time recovery ends on a new timeline; a plain restart would stay on the first."""
+        with stack.pg.connect() as conn:
+            timeline = int(conn.execute("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
+                           .fetchone()[0], 16)
+        health.checks.append(f"timeline: {timeline}")
+        if timeline < 2:
+            health.ok = False
+            health.problems.append("no point-in-time recovery happened (the server is still on timeline 1)")
+
+    def _redacted(self, health: Health) -> Health:
+        health.problems = [redact(p, self.secrets) for p in health.problems]
+        health.checks = [redact(c, self.secrets) for c in health.checks]
+        return health
+
+    def _repair_main(self, stack: Any) -> None:
+        """Bring the main stack back for the next procedure, or retire it."""
+        try:
+            for name in SERVICES:
+                stack.services.start(name)
+            ok, _ = wait_healthy(stack.target(), timeout=15)
+        except Exception as exc:
+            ok = False
+            log.info("repair of %s failed: %s", stack.name, exc)
+        if ok:
+            self.events.append(f"stack {stack.name}: services started again after an unhealthy procedure")
+            self.backed_up.pop(stack.name, None)
+        else:
+            self._retire_main("unhealthy after a procedure, and a restart did not help")
+
+
+def _documents_grew(diff: str, before: Any, after: Any) -> bool:
+    """A test upload (機能テスト) adds documents; more documents is not a loss."""
+    if before.count("documents") >= after.count("documents"):
+        return False
+    return diff.startswith("documents") or diff.startswith("documents per project")

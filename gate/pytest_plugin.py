@@ -1,0 +1,49 @@
+"""Pytest plugin of the runbook gate: `--runbook PATH` and the `runbook` marker.
+
+    pytest -m runbook --runbook "docs/15_復旧手順(Recovery-Procedures).md"
+
+The gate's test (tests/test_gate_runbook.py) runs the runbook given here, else the corrected runbook
+in docs/; the run fails when a section fails. Reports go to the reports folder (--drill-reports).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DEFAULT_RUNBOOK = "docs/15_復旧手順(Recovery-Procedures).md"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mks-drill runbook gate")
+    group.addoption("--runbook", dest="runbook", default=None, metavar="PATH",
+                    help=f"the Markdown runbook the gate runs (default: {DEFAULT_RUNBOOK})")
+
+
+@pytest.fixture(scope="session")
+def runbook_path(pytestconfig: pytest.Config) -> Path:
+    """The runbook under test: --runbook, else the corrected runbook of this project."""
+    given = pytestconfig.getoption("runbook")
+    path = Path(given) if given else pytestconfig.rootpath / DEFAULT_RUNBOOK
+    if not path.is_absolute():
+        path = (Path.cwd() / path).resolve()
+    if not path.is_file():
+        raise pytest.UsageError(f"--runbook {path}: no such file")
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "runbook: runs the runbook's own shell blocks in a sandbox")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the gate's reports are, and each runbook's verdict."""
+    from gate.report import WRITTEN
+
+    if not WRITTEN:
+        return
+    terminalreporter.section("runbook gate")
+    for verdict, runbook, html_report in WRITTEN:
+        terminalreporter.write_line(f"{verdict}: {runbook}")
+        terminalreporter.write_line(f"    report: {html_report} (and .md, .json)")

@@ -1,0 +1,184 @@
+"""The gate's verdict, its list of defects, and the report (Markdown and HTML) of every section.
+
+Verdict: PASSED only when no block failed, no procedure left the system unhealthy or its data changed,
+every command the sandbox cannot run is marked as such by the runbook (`# gate: skip 理由`), and the
+document itself is well formed (no fence left open).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gate.coverage import SectionCoverage
+from gate.orchestrator import ProcedureOutcome
+from gate.parser import Runbook
+from gate.runner import DOCUMENTED, FAILED, NOT_EXECUTABLE, PASSED
+
+WRITTEN: list[tuple[str, str, Path]] = []  # (verdict, runbook, html report) for pytest's summary
+SYMBOL = {PASSED: "✅", FAILED: "❌", NOT_EXECUTABLE: "⚠️", DOCUMENTED: "📄"}
+
+
+@dataclass
+class GateResult:
+    runbook: str
+    sha256: str
+    verdict: str
+    defects: list[str]
+    procedures: list[ProcedureOutcome]
+    coverage: list[SectionCoverage]
+    document_problems: list[str]
+    events: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    made_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASSED"
+
+    def section_status(self, key: str) -> str:
+        statuses = [b.status for p in self.procedures for b in p.blocks if b.section == key]
+        unhealthy = any(key in p.sections and not p.health.ok for p in self.procedures)
+        if FAILED in statuses or (statuses and unhealthy):
+            return FAILED
+        if NOT_EXECUTABLE in statuses:
+            return NOT_EXECUTABLE
+        if statuses and all(s == DOCUMENTED for s in statuses):
+            return DOCUMENTED
+        return PASSED if statuses else "no commands"
+
+
+def judge(runbook: Runbook, procedures: list[ProcedureOutcome], cover: list[SectionCoverage],
+          events: list[str], seconds: float) -> GateResult:
+    defects = [f"document: {p}" for p in runbook.problems]
+    for procedure in procedures:
+        for block in procedure.blocks:
+            for c in block.commands:
+                where = f"{block.section} (line {c.line}): `{_short(c.original)}`"
+                defects += [f"{where}: {d}" for d in c.defects]
+                if c.status == FAILED and not c.defects:
+                    reason = c.reason or f"exit status {c.exit_code}"
+                    defects.append(f"{where} failed ({reason}): {_last_line(c.output)}")
+                elif c.status == NOT_EXECUTABLE:
+                    defects.append(f"{where} cannot run in a sandbox and is not marked: {c.reason}")
+        if not procedure.health.ok:
+            defects.append(f"{procedure.title}: afterwards the system is not healthy or its data changed: "
+                           + "; ".join(procedure.health.problems))
+    data = Path(runbook.path).read_bytes() if Path(runbook.path).exists() else b""
+    return GateResult(runbook.path, hashlib.sha256(data).hexdigest(), "FAILED" if defects else "PASSED",
+                      defects, procedures, cover, runbook.problems, events, round(seconds, 1))
+
+
+def write_reports(result: GateResult, folder: Path, stem: str) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"md": folder / f"{stem}.md", "html": folder / f"{stem}.html", "json": folder / f"{stem}.json"}
+    paths["md"].write_text(markdown(result), encoding="utf-8")
+    paths["html"].write_text(to_html(result), encoding="utf-8")
+    paths["json"].write_text(json.dumps(asdict(result), ensure_ascii=False, indent=1, default=str),
+                             encoding="utf-8")
+    WRITTEN.append((result.verdict, result.runbook, paths["html"]))
+    return paths
+
+
+def markdown(result: GateResult) -> str:
+    out = [f"# Runbook gate: {result.verdict}", "",
+           f"- runbook: `{result.runbook}` (sha256 `{result.sha256[:16]}`)",
+           f"- checked at: {result.made_at}, in {result.seconds:g} s", ""]
+    out += ["## Defects", ""] + ([f"{i}. {d}" for i, d in enumerate(result.defects, 1)] or ["none"]) + [""]
+    out += ["## Sections", "", "| section | result | after the procedure | covered by |", "|---|---|---|---|"]
+    health = {s: p.health for p in result.procedures for s in p.sections}
+    for entry in result.coverage:
+        status = result.section_status(entry.section)
+        h = health.get(entry.section)
+        after = "—" if h is None else ("healthy, data intact" if h.ok else "NOT healthy / data changed")
+        names = [d.split("::")[-1] for d in entry.drills]
+        drills = ", ".join(names) if len(names) <= 4 else f"{len(names)} drills (their post checks)"
+        covered = entry.by + (f" ({drills})" if drills else "")
+        mark = SYMBOL.get(status, "")
+        out.append(f"| {_cell(entry.section)} | {mark} {status} | {after} | {_cell(covered)} |")
+    out += ["", "## Procedures", ""]
+    for p in result.procedures:
+        out += [f"### {p.title}", "", f"stack `{p.stack}`, {p.seconds:g} s; "
+                f"afterwards: {'healthy, data intact' if p.health.ok else 'NOT healthy'}", ""]
+        out += [f"- {c}" for c in p.health.checks] + [f"- **{x}**" for x in p.health.problems] + [""]
+        for block in p.blocks:
+            out.append(f"#### {block.section} — block at line {block.line}: {SYMBOL.get(block.status, '')} "
+                       f"{block.status}")
+            out.append("")
+            for c in block.commands:
+                out.append(f"- line {c.line} `{_short(c.original)}`: **{c.status}**"
+                           + (f" (exit {c.exit_code})" if c.exit_code not in (None, 0) else "")
+                           + (f" — {c.reason}" if c.reason else ""))
+                out += [f"  - mapped: {n}" for n in c.notes] + [f"  - defect: {d}" for d in c.defects]
+                if c.status == FAILED and c.output:
+                    shown = [f"  {line}" for line in c.output.splitlines()[-15:]]
+                    out += ["", "  ```text", *shown, "  ```"]
+            out.append("")
+    out += ["## Gate events", ""] + [f"- {e}" for e in result.events] + [""]
+    return "\n".join(out)
+
+
+def to_html(result: GateResult) -> str:
+    esc = html.escape
+    color = "#1a7f37" if result.passed else "#cf222e"
+    rows = []
+    health = {s: p.health for p in result.procedures for s in p.sections}
+    for entry in result.coverage:
+        status = result.section_status(entry.section)
+        h = health.get(entry.section)
+        after = "—" if h is None else ("healthy, data intact" if h.ok else "NOT healthy / data changed")
+        rows.append(f"<tr class='{esc(status.replace(' ', '-'))}'><td>{esc(entry.section)}</td>"
+                    f"<td>{esc(status)}</td><td>{esc(after)}</td><td>{esc(entry.by)}<br><small>"
+                    f"{esc(', '.join(entry.drills))}</small></td></tr>")
+    details = []
+    for p in result.procedures:
+        items = []
+        for block in p.blocks:
+            for c in block.commands:
+                extra = (f"<pre>{esc(c.output[-3000:])}</pre>" if c.output and c.status == FAILED else "")
+                css = esc(c.status.replace(" ", "-"))
+                items.append(f"<li class='{css}'><code>{esc(_short(c.original))}</code> — {esc(c.status)} "
+                             f"{esc(c.reason or '')} {esc('; '.join(c.defects))}{extra}</li>")
+        problems = "".join(f"<li><b>{esc(x)}</b></li>" for x in p.health.problems)
+        details.append(f"<h3>{esc(p.title)}</h3><p>stack {esc(p.stack)}, {p.seconds:g} s</p>"
+                       f"<ul>{problems}</ul><ol>{''.join(items)}</ol>")
+    defects = "".join(f"<li>{esc(d)}</li>" for d in result.defects) or "<li>none</li>"
+    return f"""<!doctype html><html lang="ja"><meta charset="utf-8"><title>Runbook gate</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:auto}} td,th{{border:1px solid #ccc;padding:.3em}}
+table{{border-collapse:collapse}} .failed{{background:#ffebe9}} .passed{{background:#dafbe1}}
+.not-executable{{background:#fff8c5}} pre{{background:#f6f8fa;white-space:pre-wrap}}</style>
+<h1 style="color:{color}">Runbook gate: {esc(result.verdict)}</h1>
+<p>{esc(result.runbook)} (sha256 {esc(result.sha256[:16])}), {esc(result.made_at)}, {result.seconds:g} s</p>
+<h2>Defects</h2><ol>{defects}</ol>
+<h2>Sections</h2><table><tr><th>section</th><th>result</th><th>after</th><th>covered by</th></tr>
+{''.join(rows)}</table><h2>Procedures</h2>{''.join(details)}</html>
+"""
+
+
+def _short(text: str, limit: int = 90) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("#!") and len(lines) > 1:
+        lines = [f"{lines[1].lstrip('# ')} (script)"]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def _last_line(output: str) -> str:
+    """The line that says what went wrong: the first error-like line, else the last line."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in lines:
+        if ERROR_LINE.search(line):
+            return line[:300]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+ERROR_LINE = re.compile(r"error|No such file|cannot|FATAL|denied|not found|failed|refused", re.IGNORECASE)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")

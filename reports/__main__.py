@@ -1,0 +1,82 @@
+"""python -m reports: verify a run's manifest, or render drill records into REC reports.
+
+python -m reports verify DIR...            # a run folder, a MANIFEST.sha256, or a reports folder
+python -m reports render RECORD.json... [--reports DIR] [--lang en] [--runbook FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reports import manifest
+from reports.i18n import LANGS
+from reports.numbering import ReportError
+from reports.session import RECORDS_DIR, finish_run, new_run_id, render_one
+
+
+def verify(locations: list[Path]) -> int:
+    failed = False
+    for location in locations:
+        found = manifest.find(location)
+        if not found:
+            print(f"{location}: no {manifest.MANIFEST} found", file=sys.stderr)
+            failed = True
+        for path in found:
+            result = manifest.verify(path)
+            print("\n".join(result.lines()))
+            failed |= not result.ok
+    return 1 if failed else 0
+
+
+def default_reports(record: Path) -> Path:
+    parent = record.resolve().parent
+    return parent.parent if parent.name == RECORDS_DIR else Path("reports/out").resolve()
+
+
+def render(records: list[Path], reports: Path | None, lang: str, runbook: str | None, index: bool) -> int:
+    run_id = new_run_id()
+    rec_ids, findings = [], 0
+    for record in records:
+        folder = reports or default_reports(record)
+        summary = render_one(record, folder, lang=lang, run_id=run_id, runbook=runbook)
+        findings += summary["scan_findings"]
+        rec_ids.append((folder, summary["rec_id"]))
+        for form, path in summary["files"].items():
+            print(f"{summary['rec_id']} {form}: {folder / path}")
+    if index and rec_ids:
+        folder = rec_ids[0][0]
+        result = finish_run(
+            folder, run_id, [r for f, r in rec_ids if f == folder], lang=lang, earlier_findings=findings
+        )
+        findings += len(result.findings)
+        print(f"index: {result.index[-1]}\nmanifest: {result.manifest}")
+    if findings:
+        print(f"secret-like findings: {findings} (see the log)", file=sys.stderr)
+    return 1 if findings else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("verify", help="check every file of a manifest against its SHA-256")
+    check.add_argument("locations", nargs="+", type=Path)
+    make = sub.add_parser("render", help="render drill records (JSON) into REC reports")
+    make.add_argument("records", nargs="+", type=Path)
+    make.add_argument("--reports", type=Path, default=None, help="reports folder (default: beside records/)")
+    make.add_argument("--lang", choices=LANGS, default="ja")
+    make.add_argument("--runbook", default=None, help="the runbook file (revision and SHA-256)")
+    make.add_argument("--index", action="store_true", help="also write a compliance index and manifest")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "verify":
+            return verify(args.locations)
+        return render(args.records, args.reports, args.lang, args.runbook, args.index)
+    except (ReportError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The container provider: the skip without an engine, and (with one) a stack's containers as services.
+
+The engine tests skip with the reason when no Docker-API engine answers (DOCKER_HOST, or
+--drill-engine-url, else /var/run/docker.sock); CI's container stage runs them against podman.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures.container_engine import DOCKER_DIR, EngineUnavailable, find_engine
+from fixtures.plugin import setting
+from fixtures.stack import StackSettings
+from recovery.commands import run
+
+NOWHERE = "unix:///nonexistent/mks-drill/docker.sock"
+
+
+def test_no_engine_is_a_clear_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NOWHERE)
+    with pytest.raises(EngineUnavailable) as caught:
+        find_engine()
+    assert "no Docker-API engine" in caught.value.reason
+    assert NOWHERE in caught.value.reason and "DOCKER_HOST" in caught.value.reason
+
+
+def test_drills_skip_when_docker_host_points_nowhere(tmp_path: Path) -> None:
+    """A whole session with --drill-provider=docker and no engine: skipped with the reason, not failed."""
+    (tmp_path / "test_child.py").write_text(
+        "def test_needs_a_stack(stack):\n    raise AssertionError('must not run without an engine')\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DOCKER_HOST": NOWHERE, "PYTHONPATH": str(root)}
+    result = run([sys.executable, "-m", "pytest", "-p", "fixtures.plugin", "-p", "no:cacheprovider", "-rs",
+                  "-q", "--rootdir", str(tmp_path), "-c", os.devnull, "--drill-provider=docker",
+                  f"--drill-reports={tmp_path / 'reports'}", f"--drill-base-dir={tmp_path / 'base'}",
+                  str(tmp_path / "test_child.py")], timeout=120, env=env, cwd=tmp_path, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "1 skipped" in out and "passed" not in out and "failed" not in out, out
+    assert "container provider: no Docker-API engine" in out and NOWHERE in out, out
+
+
+def test_compose_file_matches_the_images() -> None:
+    compose = yaml.safe_load((DOCKER_DIR / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgresql", "backend", "nginx"}
+    for name, service in services.items():
+        build = service["build"]
+        assert (DOCKER_DIR / build["context"]).resolve().is_relative_to(DOCKER_DIR.parent)
+        assert (DOCKER_DIR / build["context"] / build["dockerfile"]).is_file(), name
+        assert "BASE" in build["args"]
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert services["backend"]["restart"] == "always"  # systemd's Restart=always
+    assert "password" not in (DOCKER_DIR / "compose.yaml").read_text().lower().replace("_password_file", "")
+
+
+# ---- with an engine --------------------------------------------------------------------------
+
+@pytest.fixture
+def container_stack(pytestconfig: pytest.Config, drill_settings: StackSettings):
+    from fixtures.container_stack import ContainerProvider, ContainerSettings
+
+    provider = ContainerProvider(drill_settings, ContainerSettings(
+        base_image=setting(pytestconfig, "drill_container_base") or "debian:bookworm-slim",
+        engine_url=setting(pytestconfig, "drill_engine_url")))
+    try:
+        stack = provider.stack("containers")
+    except EngineUnavailable as exc:
+        pytest.skip(f"container provider: {exc.reason}")
+    stack.up()
+    label = f"mks-drill.stack={stack.root.name}"
+    yield stack
+    stack.down()
+    client = provider.engine().client()
+    assert not client.containers.list(all=True, filters={"label": label}), "containers left after down()"
+    assert not client.volumes.list(filters={"label": label}), "volume left after down()"
+
+
+@pytest.mark.stack
+def test_container_stack_services(container_stack) -> None:
+    from fixtures.container_services import ContainerServiceManager
+
+    stack = container_stack
+    with stack.client() as client:
+        assert stack.health(client) == 200
+        assert stack.login(client)
+    manager = stack.target().service_manager()
+    assert isinstance(manager, ContainerServiceManager)
+    for name in ("postgresql", "mks-backend", "nginx"):
+        assert manager.is_active(name), manager.status(name)
+    # the backend's master is the container's main process, seen from the host
+    master = manager.main_pid("mks-backend")
+    assert master and "gunicorn" in Path(f"/proc/{master}/cmdline").read_bytes().decode(errors="replace")
+    os.kill(master, signal.SIGKILL)  # Restart=always: the engine's restart policy brings it back
+    deadline = time.monotonic() + 30
+    while not (manager.is_active("mks-backend") and manager.main_pid("mks-backend") not in (None, master)):
+        assert time.monotonic() < deadline, manager.status("mks-backend")
+        time.sleep(0.1)
+    stack.wait_healthy(timeout=30)
+    # PostgreSQL has no restart policy (as Debian's unit): stopped stays stopped until started
+    manager.stop("postgresql")
+    assert manager.status("postgresql").active_state == "inactive"
+    manager.start("postgresql")
+    manager.reload("nginx")
+    manager.restart("mks-backend")
+    stack.wait_healthy(timeout=30)
+    assert "listening" in manager.log_tail("postgresql", 50).lower() or manager.log_tail("postgresql")
+    secrets = stack.secrets.values()
+    assert not any(s in manager.log_tail(name, 200) for name in manager.containers for s in secrets)

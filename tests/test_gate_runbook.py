@@ -1,0 +1,60 @@
+"""The runbook gate on both runbooks, each on real sandbox stacks (a main stack, a new server, a PITR one).
+
+The original (tests/data/runbook-original.md, byte-identical to the seed), run as written, FAILS with its
+real defects; the runbook under review (`--runbook PATH`, default the corrected one in docs/) passes every
+section. `pytest -m runbook --runbook PATH` is the gate in CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gate import run_gate
+from gate.runner import FAILED, PASSED
+
+pytestmark = [pytest.mark.runbook, pytest.mark.stack]
+
+ORIGINAL = Path(__file__).parent / "data/runbook-original.md"
+PITR = "完全システム復旧 > 2. ポイントインタイムリカバリ > PITR実行"
+
+# (what the defect list must say, why it is a defect of the runbook)
+EXPECTED_DEFECTS = (
+    ('FATAL:  using recovery command file "recovery.conf" is not supported', "PITR leaves PostgreSQL down"),
+    ("names PostgreSQL 13", "version 13 paths on a version 15 server"),
+    ("placeholder <PID>", "kill -9 <PID> cannot be run as written"),
+    ("データベースバックアップからの復旧: afterwards the system is not healthy", "mks-backend left stopped"),
+    ("config_$(date +%Y%m%d).tar.gz", "config backup name without the time: no such file"),
+    ("latest.dump", "latest.dump / uploads_latest.tar.gz are never produced"),
+    ("No database backup found", "full-recovery.sh looks for latest.dump"),
+    ("a literal password", "the login test uses the password 'password'"),
+    ("Failed to open/read local data", "the upload test needs a test.pdf nobody made"),
+    ("scripts/test-recovery.sh", "the recovery test runs a script that does not exist"),
+    ("apt update` cannot run in a sandbox and is not marked", "host changes are not marked"),
+    ("fence is never closed", "the REC template's fence runs to the end of the file"),
+)
+
+
+def test_original_runbook_fails_with_its_defects(stack_factory, reports_dir):
+    result = run_gate(str(ORIGINAL), stack_factory, reports_dir)
+    assert result.verdict == "FAILED"
+    text = "\n".join(result.defects)
+    missing = [why for needle, why in EXPECTED_DEFECTS if needle not in text]
+    assert not missing, f"defects not reported: {missing}\n--- reported ---\n{text}"
+    assert result.section_status(PITR) == FAILED
+    pitr = next(p for p in result.procedures if "ポイントインタイム" in p.title)
+    assert not pitr.health.ok and any("postgresql is" in p for p in pitr.health.problems)
+    # what the original gets right is still reported as passing
+    assert result.section_status("サービス復旧手順 > 2. データベース復旧 > 接続確認") == PASSED
+    assert result.section_status("データ復旧手順 > 3. 設定ファイル復旧 > Gitからの復旧") == PASSED
+
+
+def test_runbook_passes_the_gate(runbook_path, stack_factory, reports_dir):
+    """The runbook under review passes every section, healthy with its data intact after each procedure."""
+    result = run_gate(str(runbook_path), stack_factory, reports_dir)
+    assert result.passed, "the runbook gate FAILED:\n" + "\n".join(result.defects)
+    procedures = {p.title: p for p in result.procedures}
+    assert all(p.health.ok for p in procedures.values())
+    pitr = next(p for p in procedures.values() if "ポイントインタイム" in p.title)
+    assert any(c.startswith("timeline: ") and c != "timeline: 1" for c in pitr.health.checks)
