@@ -8,13 +8,13 @@ recent enough for the recovery level). Everything here only reads.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recovery.archives import sha256_file
 from recovery.commands import RunAs, run
 from recovery.errors import CommandError, RecoveryError
 from recovery.target import Target
@@ -134,14 +134,6 @@ def _parse_created(raw: str) -> dt.datetime | None:
     if match[2] not in ("", "UTC", "GMT", "Z"):
         return None  # a zone we cannot trust to parse; the caller falls back to the name
     return when.replace(tzinfo=dt.UTC)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sidecar(path: Path) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from recovery import backups
+from recovery.archives import sha256_file
 from recovery.backups import BackupError, VerifiedBackup
 from recovery.commands import RunAs
 from recovery.errors import RecoveryError
@@ -235,7 +236,7 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
         step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
                   "-f", str(path)], timeout=3600, run_as=run_as(target), env=db.env())
         conn.execute("COMMIT")
-    digest = backups.sha256_file(path)
+    digest = sha256_file(path)
     backups.sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
     backups.manifest_path(path).write_text(json.dumps(
         {"database": dbname, "row_counts": counts, "sha256": digest,

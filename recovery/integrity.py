@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from recovery.archives import sha256_file
 from recovery.errors import RecoveryError
 from recovery.target import Target
 
@@ -148,11 +149,7 @@ def _check_files(uploads: Path, rows: list[tuple[Any, ...]]) -> tuple[tuple[str,
         if actual_size != size:
             mismatched.append(f"{stored_name}: {actual_size} bytes, expected {size}")
             continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256.strip():
+        if sha256_file(path) != sha256.strip():
             mismatched.append(f"{stored_name}: sha256 differs")
     return tuple(missing), tuple(mismatched)
 

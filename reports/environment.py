@@ -7,12 +7,12 @@ per process (the versions do not change during a run).
 from __future__ import annotations
 
 import functools
-import hashlib
 import platform
 import shutil
 import sys
 from pathlib import Path
 
+from recovery.archives import sha256_file
 from recovery.commands import run
 from recovery.errors import RecoveryError
 
@@ -89,14 +89,6 @@ def git_revision(path: Path) -> str:
     if not rev:
         return "(not under git)"
     return rev + (" (modified)" if dirty else "")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_runbook(configured: str | None, root: Path = PROJECT) -> Path | None:

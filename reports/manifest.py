@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports.environment import sha256_file
+from recovery.archives import sha256_file
 from reports.numbering import ReportError
 
 MANIFEST = "MANIFEST.sha256"
