@@ -34,13 +34,11 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "mks-drill set-up: creating virtual environment $venv with $python"
     "$python" -m venv "$venv"
 fi
-# The container provider's packages (testcontainers, pytest-docker, docker) only when asked
-# (MKS_DRILL_CONTAINERS=1): the local drills never need them, and without an engine they only skip.
-extras=test
-if [ "${MKS_DRILL_CONTAINERS:-0}" = 1 ]; then extras=test,containers; fi
+# The container provider's packages (testcontainers, pytest-docker, docker) too: a few small wheels,
+# and its tests then say "no engine" rather than "package missing" where no engine runs.
+extras=test,containers
 stamp="$venv/.mks-drill-installed"
-if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ] \
-    || { [ "$extras" != test ] && ! grep -qx "$extras" "$stamp"; }; then
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ] || ! grep -qx "$extras" "$stamp"; then
     echo "mks-drill set-up: installing Python packages ($extras) into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e "$here[$extras]"
