@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recovery.archives import sha256_file
 from reports import environment, numbering, timeline
 from reports.i18n import SCHEDULE, duration, loss_text, words
 from reports.model import LEVELS, DrillRecord
@@ -301,7 +302,7 @@ def check_artifacts(record: DrillRecord, reports_dir: Path) -> dict[str, str]:
         if not path.is_file():
             state[artifact.path] = "missing"
         else:
-            state[artifact.path] = "ok" if environment.sha256_file(path) == artifact.sha256 else "bad"
+            state[artifact.path] = "ok" if sha256_file(path) == artifact.sha256 else "bad"
     return state
 
 

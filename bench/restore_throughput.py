@@ -1,0 +1,206 @@
+"""Restore of about 1 GB of database and 1 GB of uploads: the harness's procedure against the bare tools.
+
+One stack is seeded with a custom SeedPlan, backed up once (backup_database, backup_uploads), and then,
+alternating in each run, the same backups are restored by:
+
+- database, harness: recovery.database.restore_database (backup verified, safety copy, restore beside
+  the live database with --single-transaction, verification, swap, backend restart)
+- database, bare: createdb + `pg_restore -d <fresh>`; and `pg_restore -j 2` (parallel jobs)
+- uploads, harness: recovery.uploads.restore_uploads (archive verified, safety copy, verified extract
+  into staging, swap, count)
+- uploads, bare: `tar -xzf` of the same archive into a fresh folder
+
+Medians, the ratios harness / bare, and the harness's journal steps (seconds) are printed and written
+as JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
+removed between runs, outside the timed span.
+
+    .venv/bin/python bench/restore_throughput.py --runs 3 [--json bench/out/restore_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fixtures.sandbox import default_base_dir
+from fixtures.seeding import SeedPlan, seed
+from fixtures.stack import LocalStack, StackSettings
+from recovery.archives import verify_archive
+from recovery.commands import run
+from recovery.database import backup_database, restore_database, run_as
+from recovery.integrity import connect
+from recovery.journal import Journal
+from recovery.target import Target
+from recovery.uploads import ROOT, backup_uploads, restore_uploads
+
+# about 1 GB each: projects rows of ~1.2 kB (600..1800 bytes of description, under the TOAST threshold
+# so they are stored as written), 100k files of ~10 kB (half random, half text)
+PLAN = SeedPlan(users=1000, projects=750_000, documents=100_000, mean_file_bytes=10_000,
+                description_bytes=1200)
+BARE_DB = "bench_bare_restore"
+
+
+def database_bytes(target: Target, name: str | None = None) -> int:
+    with connect(target) as conn:
+        row = conn.execute("SELECT pg_database_size(%s)", (name or target.database.name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def tree_bytes(folder: Path) -> tuple[int, int]:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def bare_pg_restore(target: Target, dump: Path, jobs: int) -> float:
+    db = target.database
+    with connect(target) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {BARE_DB} WITH (FORCE)")
+    started = time.monotonic()
+    with connect(target) as conn:
+        conn.execute(f"CREATE DATABASE {BARE_DB} OWNER {db.user}")
+    argv = [db.tool("pg_restore"), "-U", db.superuser, "-d", BARE_DB, "--exit-on-error", str(dump)]
+    if jobs > 1:
+        argv[1:1] = ["-j", str(jobs)]
+    run(argv, timeout=3600, run_as=run_as(target), env=db.env())
+    seconds = time.monotonic() - started
+    with connect(target) as conn:
+        conn.execute(f"DROP DATABASE {BARE_DB} WITH (FORCE)")
+    return seconds
+
+
+def harness_database(target: Target, dump: Path) -> tuple[float, Journal]:
+    started = time.monotonic()
+    journal = restore_database(target, backup=dump)
+    seconds = time.monotonic() - started
+    old = journal.steps[[s.name for s in journal.steps].index("swap")].details["previous_database"]
+    with connect(target) as conn:  # the renamed old database: a second 1 GB copy per run
+        conn.execute(f"DROP DATABASE {old} WITH (FORCE)")
+    for safety in Path(target.paths.backup_dir).glob("pre_restore_*"):
+        safety.unlink()
+    return seconds, journal
+
+
+def bare_tar(archive: Path, scratch: Path) -> float:
+    dest = Path(tempfile.mkdtemp(prefix="tar-", dir=scratch))
+    started = time.monotonic()
+    run(["tar", "-xzf", str(archive), "-C", str(dest)], timeout=3600)
+    seconds = time.monotonic() - started
+    shutil.rmtree(dest)
+    return seconds
+
+
+def harness_uploads(target: Target, archive: Path) -> tuple[float, Journal]:
+    started = time.monotonic()
+    journal = restore_uploads(target, archive)
+    seconds = time.monotonic() - started
+    for safety in Path(target.paths.backup_dir).glob("uploads_pre_restore_*"):
+        safety.unlink()
+    return seconds, journal
+
+
+def steps(journal: Journal) -> dict[str, float]:
+    return {s.name: s.seconds for s in journal.steps}
+
+
+def median_steps(journals: list[dict[str, float]]) -> dict[str, float]:
+    names = list(journals[0]) if journals else []
+    return {n: round(statistics.median(j.get(n, 0.0) for j in journals), 2) for n in names}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=1800, help="start no run after this many seconds")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    base = default_base_dir()
+    base.mkdir(parents=True, exist_ok=True, mode=0o711)
+    began = time.monotonic()
+    out: dict[str, Any] = {"plan": PLAN.__dict__, "raw": {}, "journals": {}}
+    sides: dict[str, Callable[[], float]] = {}
+    names = ("db_bare", "db_bare_j2", "db_harness", "up_bare", "up_harness")
+    raw: dict[str, list[float]] = {k: [] for k in names}
+    journals: dict[str, list[dict[str, float]]] = {"db_harness": [], "up_harness": []}
+    stack = LocalStack(StackSettings(), "restore-bench")
+    scratch = Path(tempfile.mkdtemp(prefix="restore-bench-", dir=base))
+    try:
+        stack.up()
+        target = stack.target()
+        report = seed(stack, PLAN)
+        out["seed_seconds"] = round(report.seconds, 1)
+        started = time.monotonic()
+        backup_database(target)
+        out["backup_database_seconds"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        backup_uploads(target)
+        out["backup_uploads_seconds"] = round(time.monotonic() - started, 1)
+        backup_dir = Path(target.paths.backup_dir)
+        dump = max(backup_dir.glob("db_*.dump"))
+        archive = max(backup_dir.glob("uploads_2*.tar.gz"))
+        files, upload_bytes = tree_bytes(stack.uploads_dir)
+        out["sizes"] = {"database_bytes": database_bytes(target), "dump_bytes": dump.stat().st_size,
+                        "uploads_files": files, "uploads_bytes": upload_bytes,
+                        "archive_bytes": archive.stat().st_size}
+        print(json.dumps(out, indent=2), flush=True)
+        started = time.monotonic()
+        verify_archive(archive, ROOT)  # one pass of the harness's archive check, for the profile
+        out["verify_archive_seconds"] = round(time.monotonic() - started, 1)
+        sides = {
+            "db_bare": lambda: bare_pg_restore(target, dump, 1),
+            "db_bare_j2": lambda: bare_pg_restore(target, dump, 2),
+            "up_bare": lambda: bare_tar(archive, scratch),
+        }
+        for n in range(args.runs):
+            if n and time.monotonic() - began > args.budget:
+                print(f"budget spent: {n} runs", flush=True)
+                break
+            order = ["db_bare", "db_harness", "db_bare_j2", "up_bare", "up_harness"]
+            if n % 2:
+                order.reverse()
+            for side in order:
+                if side == "db_harness":
+                    seconds, journal = harness_database(target, dump)
+                    journals[side].append(steps(journal))
+                elif side == "up_harness":
+                    seconds, journal = harness_uploads(target, archive)
+                    journals[side].append(steps(journal))
+                else:
+                    seconds = sides[side]()
+                raw[side].append(round(seconds, 2))
+                print(f"run {n + 1}: {side} {seconds:.1f}s", flush=True)
+    finally:
+        stack.down()
+        shutil.rmtree(scratch, ignore_errors=True)
+    out["raw"], out["journals"] = raw, journals
+    medians = {k: round(statistics.median(v), 2) for k, v in raw.items() if v}
+    out["medians_s"] = medians
+    if "db_harness" in medians:
+        out["ratios"] = {
+            "db_harness/db_bare": round(medians["db_harness"] / medians["db_bare"], 2),
+            "db_bare_j2/db_bare": round(medians["db_bare_j2"] / medians["db_bare"], 2),
+            "db_harness/db_bare_j2": round(medians["db_harness"] / medians["db_bare_j2"], 2),
+        }
+    if "up_harness" in medians:
+        ratio = round(medians["up_harness"] / medians["up_bare"], 2)
+        out.setdefault("ratios", {})["up_harness/up_bare"] = ratio
+    out["journal_step_medians_s"] = {k: median_steps(v) for k, v in journals.items() if v}
+    out["runs_done"] = len(raw["db_bare"])
+    summary = {k: v for k, v in out.items() if k not in ("raw", "journals")}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
