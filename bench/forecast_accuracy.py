@@ -47,15 +47,21 @@ def repetition(scales: list[float], big: float) -> dict[str, Any]:
         fit = calibration.fit(component)
         predicted = fit.at(size)
         largest = max(getattr(p, f"{component}_bytes") for p in points)
-        row[component] = {"bytes": size, "size_ratio_to_largest_calibration": round(size / largest, 2),
-                          "forecast_s": round(predicted, 2), "measured_s": seconds,
-                          "error": round((predicted - seconds) / seconds, 3),
-                          "fit": {"a_s": round(fit.a, 3), "b_s_per_gb": round(fit.b * 1e9, 2),
-                                  "note": fit.note}}
+        row[component] = {
+            "bytes": size,
+            "size_ratio_to_largest_calibration": round(size / largest, 2),
+            "forecast_s": round(predicted, 2),
+            "measured_s": seconds,
+            "error": round((predicted - seconds) / seconds, 3),
+            "fit": {"a_s": round(fit.a, 3), "b_s_per_gb": round(fit.b * 1e9, 2), "note": fit.note},
+        }
         total_forecast += predicted
         total_measured += seconds
-    row["total"] = {"forecast_s": round(total_forecast, 2), "measured_s": round(total_measured, 2),
-                    "error": round((total_forecast - total_measured) / total_measured, 3)}
+    row["total"] = {
+        "forecast_s": round(total_forecast, 2),
+        "measured_s": round(total_measured, 2),
+        "error": round((total_forecast - total_measured) / total_measured, 3),
+    }
     return row
 
 
@@ -73,9 +79,15 @@ def main() -> int:
     rows = []
     for n in range(args.reps):
         rows.append(repetition(scales, args.big))
-        print(f"rep {n + 1}: " + ", ".join(
-            f"{c} forecast {rows[-1][c]['forecast_s']}s measured {rows[-1][c]['measured_s']}s "
-            f"error {rows[-1][c]['error']:+.1%}" for c in (*COMPONENTS, "total")), flush=True)
+        print(
+            f"rep {n + 1}: "
+            + ", ".join(
+                f"{c} forecast {rows[-1][c]['forecast_s']}s measured {rows[-1][c]['measured_s']}s "
+                f"error {rows[-1][c]['error']:+.1%}"
+                for c in (*COMPONENTS, "total")
+            ),
+            flush=True,
+        )
     summary: dict[str, Any] = {"scales": scales, "big": args.big, "reps": len(rows)}
     for c in (*COMPONENTS, "total"):
         summary[c] = {

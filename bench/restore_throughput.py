@@ -42,8 +42,9 @@ from recovery.uploads import ROOT, backup_uploads, restore_uploads
 
 # about 1 GB each: projects rows of ~1.2 kB (600..1800 bytes of description, under the TOAST threshold
 # so they are stored as written), 100k files of ~10 kB (half random, half text)
-PLAN = SeedPlan(users=1000, projects=750_000, documents=100_000, mean_file_bytes=10_000,
-                description_bytes=1200)
+PLAN = SeedPlan(
+    users=1000, projects=750_000, documents=100_000, mean_file_bytes=10_000, description_bytes=1200
+)
 BARE_DB = "bench_bare_restore"
 
 
@@ -147,9 +148,13 @@ def main() -> int:
         dump = max(backup_dir.glob("db_*.dump"))
         archive = max(backup_dir.glob("uploads_2*.tar.gz"))
         files, upload_bytes = tree_bytes(stack.uploads_dir)
-        out["sizes"] = {"database_bytes": database_bytes(target), "dump_bytes": dump.stat().st_size,
-                        "uploads_files": files, "uploads_bytes": upload_bytes,
-                        "archive_bytes": archive.stat().st_size}
+        out["sizes"] = {
+            "database_bytes": database_bytes(target),
+            "dump_bytes": dump.stat().st_size,
+            "uploads_files": files,
+            "uploads_bytes": upload_bytes,
+            "archive_bytes": archive.stat().st_size,
+        }
         print(json.dumps(out, indent=2), flush=True)
         started = time.monotonic()
         verify_archive(archive, ROOT)  # one pass of the harness's archive check, for the profile

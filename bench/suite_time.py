@@ -7,7 +7,8 @@ Each run is a subprocess of
 
 timed from start to exit; serial and parallel alternate (the order flips every run) so that the
 machine's other load falls on both alike. A run only counts if pytest exits 0 with no failure or
-error: the parallel runs prove there is no clash of ports or paths. Medians and the speed-up
+error: the parallel runs prove there is no clash of ports or paths. A failed run's reports and output
+are kept in bench/out/failed-runs/ (git-ignored) and its FAILED lines printed. Medians and the speed-up
 (serial / parallel) per marker are printed and written as JSON.
 
     .venv/bin/python bench/suite_time.py --runs 3 [--markers weekly,monthly,quarterly]
@@ -31,13 +32,26 @@ from fixtures.sandbox import default_base_dir
 from recovery.commands import run
 
 ROOT = Path(__file__).resolve().parent.parent
+KEPT = ROOT / "bench" / "out" / "failed-runs"
 SUMMARY = re.compile(r"(\d+) (passed|failed|error|errors|skipped|deselected|xfailed|xpassed)")
 
 
 def suite_once(marker: str, workers: int, scratch: Path) -> dict[str, Any]:
     reports = Path(tempfile.mkdtemp(prefix=f"reports-{marker}-{workers}-", dir=scratch))
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "scenarios", "-m", marker,
-            "--drill-forecast=off", "--drill-reports", str(reports)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "scenarios",
+        "-m",
+        marker,
+        "--drill-forecast=off",
+        "--drill-reports",
+        str(reports),
+    ]
     if workers > 1:
         argv += ["-n", str(workers)]
     started = time.monotonic()
@@ -45,10 +59,25 @@ def suite_once(marker: str, workers: int, scratch: Path) -> dict[str, Any]:
     seconds = time.monotonic() - started
     last = (result.stdout.strip().splitlines() or [""])[-1]
     counts = {kind.rstrip("s"): int(n) for n, kind in SUMMARY.findall(last)}
-    shutil.rmtree(reports, ignore_errors=True)
     ok = result.returncode == 0 and not counts.get("failed") and not counts.get("error")
-    return {"seconds": round(seconds, 2), "ok": ok, "returncode": result.returncode, "counts": counts,
-            "summary": last[-200:]}
+    # -ra's short summary names what failed; a failed run's reports are kept for its cause
+    failures = [line[:300] for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    if ok:
+        shutil.rmtree(reports, ignore_errors=True)
+    else:
+        kept = KEPT / reports.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(reports, kept)
+        (kept / "pytest-output.txt").write_text(result.stdout + result.stderr)
+        failures.append(f"reports and output kept in {kept}")
+    return {
+        "seconds": round(seconds, 2),
+        "ok": ok,
+        "returncode": result.returncode,
+        "counts": counts,
+        "summary": last[-200:],
+        "failures": failures,
+    }
 
 
 def main() -> int:
@@ -78,8 +107,12 @@ def main() -> int:
                 for side, workers in order:
                     row = suite_once(marker, workers, scratch)
                     raw[marker][side].append(row)
-                    print(f"{marker} run {n + 1}: {side} {row['seconds']:.1f}s ok={row['ok']} "
-                          f"{row['summary']}", flush=True)
+                    print(
+                        f"{marker} run {n + 1}: {side} {row['seconds']:.1f}s ok={row['ok']} {row['summary']}",
+                        *row["failures"],
+                        sep="\n  " if row["failures"] else "",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     summary: dict[str, Any] = {}

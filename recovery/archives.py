@@ -162,20 +162,32 @@ def scan(source_dir: Path, root: str, include: Iterable[str] | None = None) -> M
     for relative, path in _walk(source, include):
         if relative == MANIFEST_NAME:
             raise ArchiveError(f"{path}: the name {MANIFEST_NAME} is reserved for the archive manifest")
-        info = path.lstat()
-        mode = stat.S_IMODE(info.st_mode)
-        if stat.S_ISLNK(info.st_mode):
-            target = os.readlink(path)
-            if not _link_stays_inside(PurePosixPath(relative), target):
-                raise ArchiveError(f"{path} is a symlink to {target}, outside {source}")
-            manifest.entries.append(Entry(relative, "symlink", mode, target=target))
-        elif stat.S_ISDIR(info.st_mode):
-            manifest.entries.append(Entry(relative, "dir", mode))
-        elif stat.S_ISREG(info.st_mode):
-            manifest.entries.append(Entry(relative, "file", mode, info.st_size, sha256_file(path)))
-        else:
-            raise ArchiveError(f"{path} is not a regular file, directory or symlink; not archived")
+        try:
+            entry = _entry(source, relative, path)
+        except FileNotFoundError:
+            if include is not None:
+                raise ArchiveError(f"{path}: no such file to archive") from None
+            continue  # removed while the folder was listed (a live folder): not part of this copy
+        manifest.entries.append(entry)
     return manifest
+
+
+def _entry(source: Path, relative: str, path: Path) -> Entry:
+    info = path.lstat()
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
+        if not _link_stays_inside(PurePosixPath(relative), target):
+            raise ArchiveError(f"{path} is a symlink to {target}, outside {source}")
+        return Entry(relative, "symlink", mode, target=target)
+    if stat.S_ISDIR(info.st_mode):
+        return Entry(relative, "dir", mode)
+    if stat.S_ISREG(info.st_mode):
+        return Entry(relative, "file", mode, info.st_size, sha256_file(path))
+    raise ArchiveError(f"{path} is not a regular file, directory or symlink; not archived")
+
+
+VANISH_RETRIES = 3
 
 
 def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str | None = None,
@@ -186,19 +198,26 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
     name. A file that changes between hashing and archiving is an error (back up again).
     """
     source, dest = Path(source_dir), Path(dest_tar_gz)
-    manifest = scan(source, root or source.name, include)
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.partial")
-    try:
-        with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-            raw = manifest.to_json()
-            tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
-            for entry in manifest.entries:
-                _add(tar, source, entry)
-        os.chmod(partial, 0o600)
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
+    for attempt in range(1, VANISH_RETRIES + 1):
+        manifest = scan(source, root or source.name, include)
+        try:
+            with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+                raw = manifest.to_json()
+                tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
+                for entry in manifest.entries:
+                    _add(tar, source, entry)
+            os.chmod(partial, 0o600)
+            os.replace(partial, dest)
+            break
+        except FileNotFoundError as exc:
+            # a live folder changes: a file listed by the scan was removed before it was archived
+            if include is not None or attempt == VANISH_RETRIES:
+                raise ArchiveError(f"{exc.filename} vanished while it was archived; back up again") from None
+            log.info("%s vanished while archiving %s; scanning again", exc.filename, source)
+        finally:
+            partial.unlink(missing_ok=True)
     log.info("archived %d files (%d bytes) of %s into %s", len(manifest.files), manifest.total_bytes,
              source, dest)
     return manifest

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recovery import archives
 from recovery.archives import (
     FORMAT,
     MANIFEST_NAME,
@@ -231,3 +232,41 @@ def test_newest_valid_backup_is_chosen_and_safety_copies_are_not_candidates(tmp_
     assert "refused_newer_backups" in notes
     with pytest.raises(ArchiveError, match="no backup"):
         choose_backup(tmp_path / "empty", "uploads", "uploads", None, {})
+
+
+def test_a_file_removed_while_a_live_folder_is_scanned_is_left_out(tmp_path, monkeypatch):
+    """The backend's health check creates and removes a file in the uploads folder on every request."""
+    source = tmp_path / "uploads"
+    source.mkdir()
+    (source / "kept.txt").write_text("kept")
+    (source / ".health-probe").write_text("")
+    real_entry = archives._entry
+
+    def vanishing(src, relative, path):
+        if relative == ".health-probe":
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_entry(src, relative, path)
+
+    monkeypatch.setattr(archives, "_entry", vanishing)
+    assert [e.path for e in archives.scan(source, "uploads").entries] == ["kept.txt"]
+    with pytest.raises(archives.ArchiveError, match="no such file"):
+        archives.scan(source, "uploads", include=[".health-probe"])
+
+
+def test_a_file_removed_between_scan_and_archive_makes_it_scan_again(tmp_path, monkeypatch):
+    source = tmp_path / "uploads"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    real_add = archives._add
+    calls = {"n": 0}
+
+    def flaky_add(tar, src, entry):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise FileNotFoundError(2, "No such file or directory", str(src / entry.path))
+        return real_add(tar, src, entry)
+
+    monkeypatch.setattr(archives, "_add", flaky_add)
+    manifest = archives.create_archive(source, tmp_path / "u.tar.gz")
+    assert [e.path for e in manifest.entries] == ["a.txt"]
+    assert archives.verify_archive(tmp_path / "u.tar.gz", "uploads").files
