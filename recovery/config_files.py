@@ -29,7 +29,7 @@ from recovery.archives import (
 )
 from recovery.commands import RunAs
 from recovery.errors import RecoveryError
-from recovery.journal import ActionFailed, Journal
+from recovery.journal import Journal
 from recovery.target import PathsTarget, Target
 from recovery.uploads import service_account
 
@@ -88,11 +88,6 @@ def config_members(target: Target) -> list[str]:
     return members
 
 
-def _fail(journal: Journal, exc: BaseException) -> ActionFailed:
-    journal.finish(exc)
-    return ActionFailed(journal, exc)
-
-
 # ---- from git --------------------------------------------------------------------------------
 def restore_from_git(target: Target, files: tuple[str, ...] | list[str] = GIT_FILES, revision: str = "HEAD",
                      *, dry_run: bool = False) -> Journal:
@@ -137,7 +132,7 @@ def restore_from_git(target: Target, files: tuple[str, ...] | list[str] = GIT_FI
                      env=GIT_ENV)
             step.note("restored", list(files))
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 
@@ -156,7 +151,7 @@ def backup_config(target: Target, *, dry_run: bool = False) -> Journal:
             step.note("archive", str(dest))
             step.note("files", members)
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 
@@ -211,7 +206,7 @@ def restore_config(target: Target, backup: str | Path | None = None, *, dry_run:
 
                 nginx_test(target, step)  # not reloaded here: nginx-reload does that after its own test
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -27,7 +27,7 @@ from recovery.backups import BackupError, VerifiedBackup
 from recovery.commands import RunAs
 from recovery.errors import RecoveryError
 from recovery.integrity import APP_TABLES, connect, fingerprint
-from recovery.journal import ActionFailed, Journal, Step
+from recovery.journal import Journal, Step
 from recovery.target import Target
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ def journaled(target: Target, action: str, title: str, body: Callable[[Journal],
     try:
         body(journal)
     except Exception as exc:
-        journal.finish(exc)
-        raise ActionFailed(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 

@@ -163,6 +163,11 @@ class Journal:
             self.status = "failed" if error or any(s.status == "failed" for s in self.steps) else "succeeded"
         return self
 
+    def failed(self, error: BaseException) -> ActionFailed:
+        """Finish as failed and return the error to raise: `raise journal.failed(exc) from exc`."""
+        self.finish(error)
+        return ActionFailed(self, error)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("secrets")

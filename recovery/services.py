@@ -27,7 +27,7 @@ import httpx
 
 from recovery.config_files import check_yaml
 from recovery.errors import RecoveryError
-from recovery.journal import ActionFailed, Journal, Step
+from recovery.journal import Journal, Step
 from recovery.service_manager import ServiceManager, SupervisorServiceManager
 from recovery.target import Target
 from recovery.uploads import service_account
@@ -178,11 +178,6 @@ def _is_zombie(pid: int) -> bool:
 
 
 # ---- actions ---------------------------------------------------------------------------------
-def _fail(journal: Journal, exc: BaseException) -> ActionFailed:
-    journal.finish(exc)
-    return ActionFailed(journal, exc)
-
-
 AUTO_PLAN = (
     ("check", "サービスチェック", "service state and health URL 200"),
     ("attempt-N", "復旧実行", "restart, then wait for health 200; back off between attempts"),
@@ -236,7 +231,7 @@ def auto_recover(target: Target, max_attempts: int = 3, backoff: float | Callabl
             raise ServiceRecoveryError(f"{service} not healthy after {max_attempts} restarts; manual "
                                        f"intervention required. Last: {reasons[-1]}")
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
 
 
 MANUAL_PLAN = (
@@ -273,7 +268,7 @@ def manual_recover(target: Target, health_timeout: float = 60.0, *, dry_run: boo
                 step.note("log_tail", manager.log_tail(service, 20))
                 raise ServiceRecoveryError(f"{service} not healthy {health_timeout:g}s after start: {seen}")
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 
@@ -362,5 +357,5 @@ def check_service_config(target: Target, *, dry_run: bool = False) -> Journal:
             if not any(ours for ours, _ in verdicts):
                 raise ServiceRecoveryError(f"port {port} listens, but not by {service}")
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()

@@ -34,7 +34,7 @@ from recovery.archives import (
     timestamp,
 )
 from recovery.commands import RunAs
-from recovery.journal import ActionFailed, Journal
+from recovery.journal import Journal
 from recovery.target import Target
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ def backup_uploads(target: Target, *, dry_run: bool = False) -> Journal:
             step.note("files", len(manifest.files))
             step.note("bytes", manifest.total_bytes)
     except Exception as exc:
-        journal.finish(exc)
-        raise ActionFailed(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 
@@ -127,8 +126,7 @@ def restore_uploads(target: Target, backup: str | Path | None = None, *, dry_run
             if problems:
                 raise ArchiveError(f"{uploads} does not hold the backup's files: " + "; ".join(problems[:10]))
     except Exception as exc:
-        journal.finish(exc)
-        raise ActionFailed(journal, exc) from exc
+        raise journal.failed(exc) from exc
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -24,7 +24,7 @@ import httpx
 from cryptography import x509
 
 from recovery.errors import RecoveryError
-from recovery.journal import ActionFailed, Journal, Step
+from recovery.journal import Journal, Step
 from recovery.target import Target
 from recovery.uploads import service_account
 
@@ -113,11 +113,6 @@ def _reload(target: Target, step: Step, timeout: float = 15.0) -> None:
         raise WebServerError(f"after reload {target.public_url} answers {code}, not 200")
 
 
-def _fail(journal: Journal, exc: BaseException) -> ActionFailed:
-    journal.finish(exc)
-    return ActionFailed(journal, exc)
-
-
 def nginx_check(target: Target, *, dry_run: bool = False) -> Journal:
     """Nginx設定テスト (`nginx -t`) only."""
     journal = Journal("nginx-test", "Nginx設定テスト", target.name, dry_run=dry_run)
@@ -128,7 +123,7 @@ def nginx_check(target: Target, *, dry_run: bool = False) -> Journal:
         with journal.step("nginx-t", "Nginx設定テスト") as step:
             nginx_test(target, step)
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 
@@ -145,7 +140,7 @@ def reload_nginx(target: Target, *, dry_run: bool = False) -> Journal:
         with journal.step("reload", "Nginx再読み込み") as step:
             _reload(target, step)
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 
@@ -182,7 +177,7 @@ def check_certificate(target: Target, min_days: float = DEFAULT_MIN_DAYS, renew:
             if after.days_left < min_days:
                 raise WebServerError(f"the renewed certificate has only {after.days_left:.1f} days left")
     except Exception as exc:
-        raise _fail(journal, exc) from exc
+        raise journal.failed(exc) from exc
     return journal.finish()
 
 
