@@ -18,6 +18,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -187,7 +188,10 @@ def _wait_new_certificate(target: Target, before: ServedCertificate,
     deadline = time.monotonic() + timeout
     streak = 0
     current = before
-    while streak < 5:
+    master = target.service_manager().main_pid(target.services.web)
+    # an old worker still shutting down may take a connection from the shared socket and hand out
+    # the old certificate: done means the new one, several times in a row, and no old worker left
+    while streak < 5 or (master and _workers_shutting_down(master)):
         if time.monotonic() > deadline:
             raise WebServerError("nginx still serves the old certificate after renewal and reload")
         current = served_certificate(target)
@@ -195,3 +199,18 @@ def _wait_new_certificate(target: Target, before: ServedCertificate,
         if not streak:
             time.sleep(0.2)
     return current
+
+
+def _workers_shutting_down(master: int) -> bool:
+    """Whether the nginx master still has workers of the previous configuration."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            title = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == master and "shutting down" in title:
+            return True
+    return False
