@@ -1,6 +1,6 @@
 """Forecast accuracy: calibrate at two small scales, forecast a scale at least 4 times larger, measure it.
 
-fixtures/forecast.py's method, step for step: one stack seeded at the smallest calibration scale,
+fixtures/engine/forecast.py's method, step for step: one stack seeded at the smallest calibration scale,
 then `measure(stack, scale)` for each calibration scale (filler grown to scale * PAD_BYTES in the
 database and the uploads, backup, restore_database and restore_uploads timed as whole actions), the
 Calibration's fits (time = a + b * bytes per component, fixed database steps averaged). Then the same
@@ -22,10 +22,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fixtures.forecast import COMPONENTS, Calibration, measure
-from fixtures.sandbox import default_base_dir
-from fixtures.seeding import SeedPlan, seed
-from fixtures.stack import LocalStack, StackSettings
+from fixtures.apps.reference.seeding import SeedPlan, seed
+from fixtures.engine.forecast import COMPONENTS, Calibration, measure
+from fixtures.stack.local import LocalStack, StackSettings
+from fixtures.stack.sandbox import default_base_dir
 
 
 def repetition(scales: list[float], big: float) -> dict[str, Any]:

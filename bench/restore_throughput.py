@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fixtures.sandbox import default_base_dir
-from fixtures.seeding import SeedPlan, seed
-from fixtures.stack import LocalStack, StackSettings
+from fixtures.apps.reference.seeding import SeedPlan, seed
+from fixtures.stack.local import LocalStack, StackSettings
+from fixtures.stack.sandbox import default_base_dir
 from recovery.archives import verify_archive
 from recovery.commands import run
 from recovery.database import backup_database, restore_database, run_as

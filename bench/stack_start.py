@@ -25,11 +25,11 @@ import httpx
 import psycopg
 import trustme
 
-from fixtures.nginx import find_nginx
-from fixtures.postgres import find_install
-from fixtures.readiness import wait_until
-from fixtures.sandbox import default_base_dir, free_port
-from fixtures.stack import REFERENCE_BACKEND, LocalStack, StackSettings
+from fixtures.stack.local import REFERENCE_BACKEND, LocalStack, StackSettings
+from fixtures.stack.nginx import find_nginx
+from fixtures.stack.postgres import find_install
+from fixtures.stack.readiness import wait_until
+from fixtures.stack.sandbox import default_base_dir, free_port
 from recovery.commands import RunAs, run, spawn
 
 SUPERUSER_SECRET = "floor-bench-superuser-secret"  # a throwaway cluster that lives for seconds

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fixtures.sandbox import default_base_dir
+from fixtures.stack.sandbox import default_base_dir
 from recovery.commands import run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """The drill record: everything a drill produced, in one JSON-able structure.
 
-Drills (scenarios/, through fixtures/drill.py) fill it; every report form (REC Markdown, HTML, the
+Drills (scenarios/, through fixtures/engine/drill.py) fill it; every report form (REC Markdown, HTML, the
 JSON journal, the pytest-html row, the compliance index) is rendered from it and from nothing else.
 Times are ISO 8601 in UTC; offsets are seconds from the drill's start.
 """

@@ -76,7 +76,7 @@ def _setting(config: pytest.Config, name: str) -> str | None:
 
 
 def reports_dir(config: pytest.Config) -> Path:
-    # the same resolution as fixtures.plugin's reports_dir fixture, which hooks cannot request
+    # the same resolution as fixtures.stack.plugin's reports_dir fixture, which hooks cannot request
     folder = Path(_setting(config, "drill_reports") or "reports/out")
     return folder if folder.is_absolute() else config.rootpath / folder
 

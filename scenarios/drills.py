@@ -1,6 +1,6 @@
 """The drill catalogue: what breaks, how the runbook recovers, at which level and on which schedule.
 
-Each drill is a fixtures.drill.Drill; scenarios/test_drills.py runs them on their schedules and
+Each drill is a fixtures.engine.drill.Drill; scenarios/test_drills.py runs them on their schedules and
 tests/test_sabotage.py runs them with a recovery broken on purpose.
 
 Full recovery and migration run recovery/full_system.py's actions with their own post checks off
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import faults
-from fixtures.drill import Drill, DrillRun
-from fixtures.stack import LocalStack
+from fixtures.engine import faults
+from fixtures.engine.drill import Drill, DrillRun
+from fixtures.stack.local import LocalStack
 from recovery import backups, config_files, database, full_system, pitr, services, uploads, webserver
 from recovery.database import journaled, psql
 from recovery.errors import RecoveryError

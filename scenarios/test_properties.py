@@ -25,9 +25,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from fixtures import faults
-from fixtures.drill import DrillRun
-from fixtures.postgres import APP_DB
+from fixtures.engine import faults
+from fixtures.engine.drill import DrillRun
+from fixtures.stack.postgres import APP_DB
 from recovery import backups, database, uploads
 from recovery.integrity import compare, fingerprint
 from recovery.services import auto_recover

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.container_engine import DOCKER_DIR, EngineUnavailable, find_engine
-from fixtures.plugin import setting
-from fixtures.stack import StackSettings
+from fixtures.stack.container_engine import DOCKER_DIR, EngineUnavailable, find_engine
+from fixtures.stack.local import StackSettings
+from fixtures.stack.plugin import setting
 from recovery.commands import run
 
 NOWHERE = "unix:///nonexistent/mks-drill/docker.sock"
@@ -37,8 +37,8 @@ def test_drills_skip_when_docker_host_points_nowhere(tmp_path: Path) -> None:
         "def test_needs_a_stack(stack):\n    raise AssertionError('must not run without an engine')\n")
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "DOCKER_HOST": NOWHERE, "PYTHONPATH": str(root)}
-    result = run([sys.executable, "-m", "pytest", "-p", "fixtures.plugin", "-p", "no:cacheprovider", "-rs",
-                  "-q", "--rootdir", str(tmp_path), "-c", os.devnull, "--drill-provider=docker",
+    result = run([sys.executable, "-m", "pytest", "-p", "fixtures.stack.plugin", "-p", "no:cacheprovider",
+                  "-rs", "-q", "--rootdir", str(tmp_path), "-c", os.devnull, "--drill-provider=docker",
                   f"--drill-reports={tmp_path / 'reports'}", f"--drill-base-dir={tmp_path / 'base'}",
                   str(tmp_path / "test_child.py")], timeout=120, env=env, cwd=tmp_path, check=False)
     out = result.stdout + result.stderr
@@ -66,7 +66,7 @@ def test_compose_file_matches_the_images() -> None:
 
 @pytest.fixture
 def container_stack(pytestconfig: pytest.Config, drill_settings: StackSettings):
-    from fixtures.container_stack import ContainerProvider, ContainerSettings
+    from fixtures.stack.container import ContainerProvider, ContainerSettings
 
     provider = ContainerProvider(drill_settings, ContainerSettings(
         base_image=setting(pytestconfig, "drill_container_base") or "debian:bookworm-slim",
@@ -86,7 +86,7 @@ def container_stack(pytestconfig: pytest.Config, drill_settings: StackSettings):
 
 @pytest.mark.stack
 def test_container_stack_services(container_stack) -> None:
-    from fixtures.container_services import ContainerServiceManager
+    from fixtures.stack.container_services import ContainerServiceManager
 
     stack = container_stack
     with stack.client() as client:

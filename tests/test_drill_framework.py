@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.drill import SCHEDULES, DrillFailed
-from fixtures.drill_plugin import RECORD_KEY, parse_bytes, parse_levels
-from fixtures.faults import KillBackendWorkers
-from fixtures.forecast import Calibration, CalibrationPoint, Forecaster, ForecastError, fit, forecast
-from fixtures.probes import AvailabilityProbe, CanaryRow, ProbeError, downtime, loss_summary
+from fixtures.engine.drill import SCHEDULES, DrillFailed
+from fixtures.engine.faults import KillBackendWorkers
+from fixtures.engine.forecast import Calibration, CalibrationPoint, Forecaster, ForecastError, fit, forecast
+from fixtures.engine.plugin import RECORD_KEY, parse_bytes, parse_levels
+from fixtures.engine.probes import AvailabilityProbe, CanaryRow, ProbeError, downtime, loss_summary
 from reports.model import LEVELS, DrillRecord
 from scenarios import test_drills
 from scenarios.drills import BACKEND_WORKERS, CATALOGUE, sabotaged

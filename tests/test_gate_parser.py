@@ -10,7 +10,7 @@ from gate.report import _last_line
 from gate.runner import MARK, _split_output
 
 INFO = SandboxInfo(root=Path("/sb/r1"), backend_port=41000, pg_major=15, service_account="postgres",
-                   renew_command="python -m fixtures.tls renew /sb/r1", old_root=Path("/sb/old"))
+                   renew_command="python -m fixtures.stack.tls renew /sb/r1", old_root=Path("/sb/old"))
 
 RUNBOOK = """# 手順書
 

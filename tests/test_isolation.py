@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.sandbox import processes_in
+from fixtures.stack.sandbox import processes_in
 from tests.syscall_trace import STRACE_ARGS, outside, writes_in
 
 pytestmark = pytest.mark.stack

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fixtures.postgres import APP_DB
+from fixtures.stack.postgres import APP_DB
 from recovery.commands import run
 from recovery.database import (
     backend_healthy,

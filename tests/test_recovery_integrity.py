@@ -7,8 +7,8 @@ import json
 import psycopg
 import pytest
 
-from fixtures.postgres import APP_DB
-from fixtures.stack import ADMIN_USER
+from fixtures.stack.local import ADMIN_USER
+from fixtures.stack.postgres import APP_DB
 from recovery.integrity import Fingerprint, compare, fingerprint, performance, post_checks
 
 pytestmark = pytest.mark.stack

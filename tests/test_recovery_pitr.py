@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fixtures.postgres import APP_DB
+from fixtures.stack.postgres import APP_DB
 from recovery import pitr
 from recovery.integrity import compare, fingerprint
 from recovery.journal import ActionFailed

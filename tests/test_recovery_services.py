@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures.tls import issue_server_cert
+from fixtures.stack.tls import issue_server_cert
 from recovery.journal import ActionFailed
 from recovery.services import (
     auto_recover,

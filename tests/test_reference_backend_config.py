@@ -1,4 +1,4 @@
-"""Configuration loading of the reference MKS backend (fixtures/reference_backend), without a database.
+"""Configuration loading of the reference MKS backend (fixtures/apps/reference/backend), without a database.
 
 Also covers the pieces whose safety does not need PostgreSQL: the upload file-name sanitiser, the
 password hash format shared with the seeder, tokens, and the app's behaviour when the database is down.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-BACKEND_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "reference_backend"
+BACKEND_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "apps" / "reference" / "backend"
 sys.path.insert(0, str(BACKEND_DIR))
 
 from mks_backend.auth import InvalidToken, decode_token, hash_password, issue_token, verify_password  # noqa: E402

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import jwt
 
-from fixtures.drill import DrillSettings, run_drill
-from fixtures.stack import StackSecrets
+from fixtures.engine.drill import DrillSettings, run_drill
+from fixtures.stack.local import StackSecrets
 from recovery.commands import run
 from reports import markdown, numbering, session
 from reports import rec as rec_module
@@ -388,7 +388,7 @@ def test_plugin_renders_every_record_of_a_session_under_xdist(tmp_path):
         "-p",
         "no:cacheprovider",
         "-p",
-        "fixtures.plugin",
+        "fixtures.stack.plugin",
         "-p",
         "reports.pytest_plugin",
         "-n",

@@ -9,10 +9,10 @@ import time
 import psycopg
 import pytest
 
-from fixtures.drill import DrillFailed, DrillRun
-from fixtures.faults import Defanged, DropDatabase
-from fixtures.postgres import APP_DB
-from fixtures.probes import CANARY_TABLE
+from fixtures.engine.drill import DrillFailed, DrillRun
+from fixtures.engine.faults import Defanged, DropDatabase
+from fixtures.engine.probes import CANARY_TABLE
+from fixtures.stack.postgres import APP_DB
 from recovery import backups, database, pitr, services
 from scenarios.drills import (
     DB_RESTORE,

@@ -7,8 +7,8 @@ import hashlib
 import psycopg
 import pytest
 
-from fixtures.postgres import APP_DB
-from fixtures.seeding import SeedPlan
+from fixtures.apps.reference.seeding import SeedPlan
+from fixtures.stack.postgres import APP_DB
 
 DIGEST_SQL = {
     "users": "SELECT md5(string_agg(concat_ws('|', id, username, display_name, role), ',' ORDER BY id))"

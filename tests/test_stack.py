@@ -10,8 +10,8 @@ import time
 import psycopg
 import pytest
 
-from fixtures.postgres import APP_DB
-from fixtures.supervisor import wait_gone
+from fixtures.stack.postgres import APP_DB
+from fixtures.stack.supervisor import wait_gone
 from recovery.service_manager import ServiceError
 
 pytestmark = pytest.mark.stack
