@@ -19,7 +19,7 @@ import pytest
 
 from fixtures.engine import faults
 from fixtures.engine.drill import Drill, DrillRun
-from fixtures.stack.local import LocalStack
+from fixtures.stack import Stack
 from recovery import backups, config_files, database, full_system, pitr, services, uploads, webserver
 from recovery.database import journaled, psql
 from recovery.errors import RecoveryError
@@ -190,7 +190,7 @@ def offsite_copy(run: DrillRun, offsite: Path) -> Target:
     return dataclasses.replace(run.target, paths=paths)
 
 
-def migration(new: LocalStack) -> Drill:
+def migration(new: Stack) -> Drill:
     """新規サーバーへの移行復旧 onto `new` (a prepared server: code deployed, empty database).
 
     The old server's backups survive off it (in the new server's sandbox, as if mounted there);
