@@ -1,0 +1,53 @@
+"""The harness's plugins are installed (pytest11 entry points): they load from any folder.
+
+A team keeps its tests (and its runbook, and its app) in its own repository and runs the harness
+from there; path options that point outside this checkout must work either way they are written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures.stack.plugin import setting
+from fixtures.stack.sandbox import default_base_dir
+from recovery.commands import run
+
+pytestmark = pytest.mark.stack
+
+
+def pytest_in(folder: Path, *args: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed harness only
+    result = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], timeout=180,
+                 env=env, cwd=folder, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_a_stack_from_a_folder_outside_the_checkout(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    base = setting(pytestconfig, "drill_base_dir") or str(default_base_dir())
+    team = tmp_path / "team-repo"
+    team.mkdir()
+    (team / "test_ours.py").write_text(
+        "def test_our_stack_answers(stack):\n"
+        "    with stack.client() as client:\n"
+        "        assert stack.health(client) == 200\n", encoding="utf-8")
+    reports = tmp_path / "evidence"
+    reports.mkdir()  # an existing folder outside the checkout, given as `--option PATH`
+    code, out = pytest_in(team, "--drill-reports", str(reports), "--drill-base-dir", base,
+                          "--drill-scale", "0.1", "test_ours.py")
+    assert code == 0, out
+    assert "1 passed" in out
+
+
+@pytest.mark.parametrize("form", ["separate", "equals"])
+def test_runbook_path_outside_the_checkout_in_both_forms(tmp_path: Path, form: str) -> None:
+    runbook = tmp_path / "elsewhere" / "runbook.md"
+    runbook.parent.mkdir()
+    runbook.write_text("# 復旧手順\n", encoding="utf-8")
+    option = ["--runbook", str(runbook)] if form == "separate" else [f"--runbook={runbook}"]
+    code, out = pytest_in(tmp_path, *option, "--collect-only")
+    assert "unrecognized arguments" not in out, out
+    assert code in (0, 5), out  # 5: nothing to collect in that folder, which is fine here
