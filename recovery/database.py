@@ -207,7 +207,11 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
     return path
 
 
-@action("database_backup", "データベースバックアップ")
+@action("database_backup", "データベースバックアップ", cli="db-backup",
+        help="データベースバックアップ: pg_dump -Fc, its .sha256 sidecar and the row counts of its snapshot",
+        plan=(("dump", "データベースバックアップ (pg_dump -Fc)",
+               "backup_dir/db_<ts>.dump (custom format), .sha256 sidecar, "
+               "row counts read in the dump's snapshot"),))
 def backup_database(journal: Journal, target: Target) -> None:
     """backup_dir/db_YYYYmmdd_HHMMSS.dump (UTC) with its .sha256 sidecar."""
     with journal.step("dump", "データベースバックアップ (pg_dump -Fc)") as step:

@@ -189,7 +189,11 @@ def parse_backup_label(text: str) -> dict[str, str]:
             "timeline": fields.get("START TIMELINE", "1")}
 
 
-@action("pitr_base_backup", "ポイントインタイムリカバリ ベースバックアップ")
+@action("pitr_base_backup", "ポイントインタイムリカバリ ベースバックアップ", cli="pitr-base-backup",
+        help="ポイントインタイムリカバリ ベースバックアップ (pg_basebackup -Ft -z, WAL streamed)",
+        plan=(("pg_basebackup", "ベースバックアップ取得",
+               "pg_basebackup -Ft -z -X stream into backup_dir/base/<ts>, with its time and WAL range"),),
+        options=(option("--label", help="the backup's label (default: mks <ts>)"),))
 def base_backup(journal: Journal, target: Target, label: str | None = None) -> None:
     """pg_basebackup -Ft -z into backup_dir/base/<ts>, with a record of its time and WAL range."""
     ts = backups.stamp()
@@ -422,7 +426,11 @@ def _log_lines(target: Target, lines: int = 15) -> str:
     return tail(Path(target.database.log_file), lines)
 
 
-@action("pitr_allow_archiving", "アーカイブ再開")
+@action("pitr_allow_archiving", "アーカイブ再開", cli="allow-archiving",
+        help="アーカイブ再開: after a PITR is accepted, archive WAL again (restarts PostgreSQL)",
+        plan=(("archive_on", "アーカイブ再開", "ALTER SYSTEM RESET archive_mode"),
+              ("restart", "PostgreSQL再起動",
+               "restart PostgreSQL; wait for a real query; SHOW archive_mode")))
 def allow_archiving(journal: Journal, target: Target) -> None:
     """The operator's decision after checking the recovered data: archive again (needs a restart)."""
     with journal.step("archive_on", "アーカイブ再開") as step:
