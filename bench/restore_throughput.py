@@ -34,7 +34,7 @@ from fixtures.stack.local import LocalStack, StackSettings
 from fixtures.stack.sandbox import default_base_dir
 from recovery.archives import verify_archive
 from recovery.commands import run
-from recovery.database import backup_database, restore_database, run_as
+from recovery.database import backup_database, restore_database
 from recovery.integrity import connect
 from recovery.journal import Journal
 from recovery.target import Target
@@ -69,7 +69,7 @@ def bare_pg_restore(target: Target, dump: Path, jobs: int) -> float:
     argv = [db.tool("pg_restore"), "-U", db.superuser, "-d", BARE_DB, "--exit-on-error", str(dump)]
     if jobs > 1:
         argv[1:1] = ["-j", str(jobs)]
-    run(argv, timeout=3600, run_as=run_as(target), env=db.env())
+    run(argv, timeout=3600, run_as=target.service_account(), env=db.env())
     seconds = time.monotonic() - started
     with connect(target) as conn:
         conn.execute(f"DROP DATABASE {BARE_DB} WITH (FORCE)")

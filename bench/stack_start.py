@@ -36,7 +36,7 @@ SUPERUSER_SECRET = "floor-bench-superuser-secret"  # a throwaway cluster that li
 
 
 def _run_as() -> RunAs:
-    return StackSettings().run_as()
+    return StackSettings().service_account()
 
 
 def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:

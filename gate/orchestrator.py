@@ -191,7 +191,7 @@ class Gate:
         # certbot renews as root on a real host; in the sandbox the block's account renews its own certificate
         stack.sandbox.give(stack.sandbox.path("/etc/letsencrypt"), recursive=True)
         info = SandboxInfo(root=root, backend_port=stack.backend_port, pg_major=target.database.major,
-                           service_account=stack.sandbox.run_as.name,
+                           service_account=stack.sandbox.service_account.name,
                            renew_command=" ".join(target.renew_command),
                            old_root=old.root if old is not None else None)
         home = root / "run/home"
@@ -210,7 +210,7 @@ class Gate:
             "MKS_CHECK_USER": "admin",
             **extra_env,
         }
-        run_as = None if stack.sandbox.run_as.is_current else stack.sandbox.run_as
+        run_as = None if stack.sandbox.service_account.is_current else stack.sandbox.service_account
         return SessionEnv(info, bin_dir, work, home, run_as, env, self.secrets,
                           timeout_per_block=self.timeout_per_block)
 
@@ -229,7 +229,7 @@ class Gate:
         for prefix, members in (("uploads", ["opt/mks/uploads"]), ("config", list(CONFIG_MEMBERS))):
             dest = backup_dir / f"{prefix}_{stamp}.tar.gz"
             run(["tar", "-czf", str(dest), "-C", str(stack.root), *members], timeout=300,
-                run_as=None if stack.sandbox.run_as.is_current else stack.sandbox.run_as)
+                run_as=None if stack.sandbox.service_account.is_current else stack.sandbox.service_account)
         self.backed_up[stack.name] = now
         self.events.append(f"backups taken on {stack.name} (db, uploads, config {stamp})")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recovery.archives import sha256_file
-from recovery.commands import RunAs, run
+from recovery.commands import run
 from recovery.errors import CommandError, RecoveryError
 from recovery.target import Target
 
@@ -206,10 +206,9 @@ def verify_dump(path: Path, target: Target, *, max_age: dt.timedelta | None = No
 
 def list_header(path: Path, target: Target) -> DumpHeader:
     """`pg_restore --list` as the service account; a damaged TOC is a BackupError."""
-    run_as = RunAs.named(target.run_as) if target.run_as else None
     try:
         result = run([target.database.tool("pg_restore"), "--list", str(path)], timeout=120,
-                     run_as=run_as, env={"TZ": "UTC"})
+                     run_as=target.service_account(), env={"TZ": "UTC"})
     except CommandError as exc:
         detail = (exc.stderr or exc.stdout).strip().splitlines()[-1:] or [exc.reason]
         raise BackupError(f"{path}: pg_restore --list fails: {detail[0]}") from None

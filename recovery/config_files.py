@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from recovery.actions import BACKUP_OPTION, action, option
 from recovery.archives import (
     ArchiveError,
     backup_path,
@@ -31,7 +32,6 @@ from recovery.commands import RunAs
 from recovery.errors import RecoveryError
 from recovery.journal import Journal
 from recovery.target import PathsTarget, Target
-from recovery.uploads import service_account
 
 ROOT = "/"  # config archives hold paths relative to the target's root
 PREFIX = "config"
@@ -88,82 +88,34 @@ def config_members(target: Target) -> list[str]:
     return members
 
 
-# ---- from git --------------------------------------------------------------------------------
-def restore_from_git(target: Target, files: tuple[str, ...] | list[str] = GIT_FILES, revision: str = "HEAD",
-                     *, dry_run: bool = False) -> Journal:
-    """`git checkout REV -- FILES` in the backend checkout, as the service account."""
-    backend = Path(target.paths.backend_dir)
-    journal = Journal("config-git-restore", "設定ファイル復旧 (Gitからの復旧)", target.name, dry_run=dry_run)
-    if dry_run:
-        for name, title, what in GIT_PLAN:
-            journal.plan(name, title, what=what, backend_dir=str(backend), revision=revision,
-                         files=list(files))
-        return journal.finish()
-    account = service_account(target)
-    git = ["git", "-C", str(backend)]
-    try:
-        with journal.step(*GIT_PLAN[0][:2]) as step:
-            for name in files:
-                relative = PurePosixPath(name)
-                if relative.is_absolute() or ".." in relative.parts:
-                    raise ConfigRestoreError(f"{name}: give paths relative to the checkout, inside it")
-            result = step.run([*git, "log", "--oneline", "-5"], timeout=30, run_as=account, env=GIT_ENV)
-            step.note("recent_commits", result.stdout.strip().splitlines())
-        with journal.step(*GIT_PLAN[1][:2]) as step:
-            commit = step.run([*git, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
-                              timeout=30, run_as=account, env=GIT_ENV, check=False)
-            if not commit.ok:
-                raise ConfigRestoreError(f"revision {revision!r} does not exist in {backend}")
-            step.note("commit", commit.stdout.strip())
-            for name in files:
-                found = step.run([*git, "cat-file", "-e", f"{commit.stdout.strip()}:{name}"], timeout=30,
-                                 run_as=account, env=GIT_ENV, check=False)
-                if not found.ok:
-                    raise ConfigRestoreError(f"{name} is not in revision {revision}")
-        with journal.step(*GIT_PLAN[2][:2]) as step:
-            kept = Path(target.paths.scratch_dir) / f"config_pre_restore_{timestamp()}"
-            for name in files:
-                if (backend / name).is_file():
-                    (kept / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    shutil.copy2(backend / name, kept / name)
-            step.note("safety_copy", str(kept))
-        with journal.step(*GIT_PLAN[3][:2]) as step:
-            step.run([*git, "checkout", commit.stdout.strip(), "--", *files], timeout=60, run_as=account,
-                     env=GIT_ENV)
-            step.note("restored", list(files))
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
-
-
 # ---- from a tarball --------------------------------------------------------------------------
-def backup_config(target: Target, *, dry_run: bool = False) -> Journal:
+def _plan_backup(journal: Journal, target: Target) -> None:
+    journal.plan(*BACKUP_PLAN[0][:2], what=BACKUP_PLAN[0][2], backup_dir=target.paths.backup_dir)
+
+
+@action("config-backup", "設定ファイルバックアップ", plan=_plan_backup, cli="config-backup",
+        help="設定ファイルのバックアップ (config.yml, nginx site)")
+def backup_config(journal: Journal, target: Target) -> None:
     """Write backup_dir/config_YYYYmmdd_HHMMSS.tar.gz of config.yml and the nginx site."""
-    journal = Journal("config-backup", "設定ファイルバックアップ", target.name, dry_run=dry_run)
-    if dry_run:
-        journal.plan(*BACKUP_PLAN[0][:2], what=BACKUP_PLAN[0][2], backup_dir=target.paths.backup_dir)
-        return journal.finish()
-    try:
-        with journal.step(*BACKUP_PLAN[0][:2]) as step:
-            dest = backup_path(Path(target.paths.backup_dir), PREFIX)
-            members = config_members(target)
-            create_archive(target_root(target), dest, root=ROOT, include=members)
-            step.note("archive", str(dest))
-            step.note("files", members)
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
+    with journal.step(*BACKUP_PLAN[0][:2]) as step:
+        dest = backup_path(Path(target.paths.backup_dir), PREFIX)
+        members = config_members(target)
+        create_archive(target_root(target), dest, root=ROOT, include=members)
+        step.note("archive", str(dest))
+        step.note("files", members)
 
 
-def restore_config(target: Target, backup: str | Path | None = None, *, dry_run: bool = False) -> Journal:
+def _plan_restore(journal: Journal, target: Target, backup: str | Path | None = None) -> None:
+    for name, title, what in RESTORE_PLAN:
+        journal.plan(name, title, what=what, backup=str(backup or "newest"),
+                     backup_dir=target.paths.backup_dir)
+
+
+@action("config-restore", "設定ファイル復旧 (手動バックアップからの復旧)", plan=_plan_restore,
+        cli="config-restore", help="設定ファイル復旧 (手動バックアップから)", options=(BACKUP_OPTION,))
+def restore_config(journal: Journal, target: Target, backup: str | Path | None = None) -> None:
     """Restore config.yml (and the nginx site) from `backup` or the newest valid config backup."""
     backup_dir, scratch = Path(target.paths.backup_dir), Path(target.paths.scratch_dir)
-    journal = Journal("config-restore", "設定ファイル復旧 (手動バックアップからの復旧)", target.name,
-                      dry_run=dry_run)
-    if dry_run:
-        for name, title, what in RESTORE_PLAN:
-            journal.plan(name, title, what=what, backup=str(backup or "newest"), backup_dir=str(backup_dir))
-        return journal.finish()
     staging = scratch / f"config-staging-{timestamp()}"
     try:
         root = target_root(target)
@@ -192,7 +144,7 @@ def restore_config(target: Target, backup: str | Path | None = None, *, dry_run:
                 check_yaml(staging / config_name)  # a broken config.yml is refused before it goes live
                 step.note("config_yml", "parses")
         with journal.step(*RESTORE_PLAN[3][:2]) as step:
-            account = service_account(target)
+            account = target.service_account()
             for entry in manifest.files:
                 _install(staging / entry.path, root / entry.path, file_mode(entry.mode), account)
             step.note("installed", [str(root / e.path) for e in manifest.files])
@@ -205,12 +157,60 @@ def restore_config(target: Target, backup: str | Path | None = None, *, dry_run:
                 from recovery.webserver import nginx_test
 
                 nginx_test(target, step)  # not reloaded here: nginx-reload does that after its own test
-    except Exception as exc:
-        raise journal.failed(exc) from exc
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return journal.finish()
+
+
+# ---- from git --------------------------------------------------------------------------------
+def _plan_git(journal: Journal, target: Target, files: tuple[str, ...] | list[str] = GIT_FILES,
+              revision: str = "HEAD") -> None:
+    for name, title, what in GIT_PLAN:
+        journal.plan(name, title, what=what, backend_dir=target.paths.backend_dir, revision=revision,
+                     files=list(files))
+
+
+@action("config-git-restore", "設定ファイル復旧 (Gitからの復旧)", plan=_plan_git, cli="config-git-restore",
+        help="設定ファイル復旧 (Gitから)",
+        options=(option("--revision", default="HEAD"),
+                 option("--file", action="append", dest="files", metavar="PATH",
+                        help="relative to the backend checkout "
+                             "(repeatable; default: production.yml, alembic.ini)")))
+def restore_from_git(journal: Journal, target: Target, files: tuple[str, ...] | list[str] = GIT_FILES,
+                     revision: str = "HEAD") -> None:
+    """`git checkout REV -- FILES` in the backend checkout, as the service account."""
+    backend = Path(target.paths.backend_dir)
+    account = target.service_account()
+    git = ["git", "-C", str(backend)]
+    with journal.step(*GIT_PLAN[0][:2]) as step:
+        for name in files:
+            relative = PurePosixPath(name)
+            if relative.is_absolute() or ".." in relative.parts:
+                raise ConfigRestoreError(f"{name}: give paths relative to the checkout, inside it")
+        result = step.run([*git, "log", "--oneline", "-5"], timeout=30, run_as=account, env=GIT_ENV)
+        step.note("recent_commits", result.stdout.strip().splitlines())
+    with journal.step(*GIT_PLAN[1][:2]) as step:
+        commit = step.run([*git, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+                          timeout=30, run_as=account, env=GIT_ENV, check=False)
+        if not commit.ok:
+            raise ConfigRestoreError(f"revision {revision!r} does not exist in {backend}")
+        step.note("commit", commit.stdout.strip())
+        for name in files:
+            found = step.run([*git, "cat-file", "-e", f"{commit.stdout.strip()}:{name}"], timeout=30,
+                             run_as=account, env=GIT_ENV, check=False)
+            if not found.ok:
+                raise ConfigRestoreError(f"{name} is not in revision {revision}")
+    with journal.step(*GIT_PLAN[2][:2]) as step:
+        kept = Path(target.paths.scratch_dir) / f"config_pre_restore_{timestamp()}"
+        for name in files:
+            if (backend / name).is_file():
+                (kept / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                shutil.copy2(backend / name, kept / name)
+        step.note("safety_copy", str(kept))
+    with journal.step(*GIT_PLAN[3][:2]) as step:
+        step.run([*git, "checkout", commit.stdout.strip(), "--", *files], timeout=60, run_as=account,
+                 env=GIT_ENV)
+        step.note("restored", list(files))
 
 
 def _install(staged: Path, live: Path, mode: int, account: RunAs | None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -22,13 +21,14 @@ from typing import Any
 import httpx
 
 from recovery import backups
+from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action
 from recovery.archives import sha256_file
 from recovery.backups import BackupError, VerifiedBackup
-from recovery.commands import RunAs
 from recovery.errors import RecoveryError
 from recovery.integrity import APP_TABLES, connect, fingerprint
 from recovery.journal import Journal, Step
-from recovery.target import Target
+from recovery.postgres import ident, psql
+from recovery.target import Target, ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,41 +37,10 @@ GRANTS = (
     "GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO {user}",
     "GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public TO {user}",
 )
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 class RestoreError(RecoveryError):
     """The restored copy failed its verification; the live database was not touched."""
-
-
-def run_as(target: Target) -> RunAs | None:
-    return RunAs.named(target.run_as) if target.run_as else None
-
-
-def ident(name: str) -> str:
-    """A PostgreSQL identifier we generate or read from the target: plain names only."""
-    if not _IDENT.match(name):
-        raise RecoveryError(f"unexpected database or role name {name!r}")
-    return name
-
-
-def psql(step: Step, target: Target, statement: str, *, dbname: str = "postgres",
-         superuser: bool = True, timeout: float = 60) -> list[list[str]]:
-    """One statement through psql as the service account; rows as lists of strings."""
-    db = target.database
-    argv = [db.tool("psql"), "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-            "-U", db.superuser if superuser else db.user, "-d", dbname, "-c", statement]
-    out = step.run(argv, timeout=timeout, run_as=run_as(target), env=db.env()).stdout
-    return [line.split("\t") for line in out.splitlines() if line]
-
-
-def ensure_dir(path: Path, target: Target, mode: int = 0o750) -> Path:
-    """Make a directory the service account can write to."""
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
-    account = run_as(target)
-    if account is not None and not account.is_current:
-        os.chown(path, account.uid, account.gid)
-    return path
 
 
 def wait_for(what: str, probe: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.2) -> str:
@@ -101,55 +70,43 @@ def backend_healthy(target: Target) -> tuple[bool, str]:
     return response.status_code == 200, f"HTTP {response.status_code}"
 
 
-def journaled(target: Target, action: str, title: str, body: Callable[[Journal], None],
-              dry_run: bool = False) -> Journal:
-    journal = Journal(action, title, target.name, dry_run=dry_run)
-    try:
-        body(journal)
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
-
-
 # ---- 接続確認 / 再起動手順 / 設定確認 ----------------------------------------------------------
 
-def connection_check(target: Target, start_grace: float = 15.0) -> Journal:
+@action("database_connection_check", "2. データベース復旧 接続確認")
+def connection_check(journal: Journal, target: Target, start_grace: float = 15.0) -> None:
     """接続確認: the service's state, SELECT 1 as mks_user, the active connections."""
-    def body(journal: Journal) -> None:
-        with journal.step("status", "PostgreSQLサービス確認") as step:
-            manager, name = target.service_manager(), target.services.database
-            # a service that is still starting gets a moment; one that is down does not
+    with journal.step("status", "PostgreSQLサービス確認") as step:
+        manager, name = target.service_manager(), target.services.database
+        # a service that is still starting gets a moment; one that is down does not
+        status = manager.status(name)
+        deadline = time.monotonic() + start_grace
+        while status.active_state == "activating" and time.monotonic() < deadline:
+            time.sleep(0.2)
             status = manager.status(name)
-            deadline = time.monotonic() + start_grace
-            while status.active_state == "activating" and time.monotonic() < deadline:
-                time.sleep(0.2)
-                status = manager.status(name)
-            step.note("active_state", status.active_state)
-            step.note("detail", status.detail)
-            if not status.is_active:
-                raise RecoveryError(f"{name} is {status.detail}")
-        with journal.step("select_1", "データベース接続テスト") as step:
-            rows = psql(step, target, "SELECT 1;", dbname=target.database.name, superuser=False)
-            if rows != [["1"]]:
-                raise RecoveryError(f"SELECT 1 answered {rows!r}")
-        with journal.step("activity", "アクティブ接続確認") as step:
-            rows = psql(step, target, "SELECT count(*) FROM pg_stat_activity;", dbname=target.database.name,
-                        superuser=False)
-            step.note("connections", int(rows[0][0]))
-    return journaled(target, "database_connection_check", "2. データベース復旧 接続確認", body)
+        step.note("active_state", status.active_state)
+        step.note("detail", status.detail)
+        if not status.is_active:
+            raise RecoveryError(f"{name} is {status.detail}")
+    with journal.step("select_1", "データベース接続テスト") as step:
+        rows = psql(step, target, "SELECT 1;", dbname=target.database.name, superuser=False)
+        if rows != [["1"]]:
+            raise RecoveryError(f"SELECT 1 answered {rows!r}")
+    with journal.step("activity", "アクティブ接続確認") as step:
+        rows = psql(step, target, "SELECT count(*) FROM pg_stat_activity;", dbname=target.database.name,
+                    superuser=False)
+        step.note("connections", int(rows[0][0]))
 
 
-def restart_database(target: Target, timeout: float = 60.0) -> Journal:
+@action("database_restart", "2. データベース復旧 再起動手順")
+def restart_database(journal: Journal, target: Target, timeout: float = 60.0) -> None:
     """再起動手順: restart through the service manager; done when a real query answers."""
-    def body(journal: Journal) -> None:
-        with journal.step("restart", "PostgreSQL再起動") as step:
-            target.service_manager().restart(target.services.database)
-            step.note("service", target.services.database)
-        with journal.step("connect", "接続テスト") as step:
-            step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), timeout))
-            rows = psql(step, target, "SELECT version();")
-            step.note("version", rows[0][0] if rows else "")
-    return journaled(target, "database_restart", "2. データベース復旧 再起動手順", body)
+    with journal.step("restart", "PostgreSQL再起動") as step:
+        target.service_manager().restart(target.services.database)
+        step.note("service", target.services.database)
+    with journal.step("connect", "接続テスト") as step:
+        step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), timeout))
+        rows = psql(step, target, "SELECT version();")
+        step.note("version", rows[0][0] if rows else "")
 
 
 CONFIG_KEYS = ("listen_addresses", "port", "max_connections")
@@ -178,44 +135,47 @@ class ConfigReport:
 def config_check(target: Target) -> tuple[Journal, ConfigReport]:
     """設定確認: listen/port/max_connections from the server and its file; mks_user's rights."""
     report = ConfigReport({}, {}, [])
+    return check_config(target, report), report
 
-    def body(journal: Journal) -> None:
-        with journal.step("settings", "PostgreSQL設定確認") as step:
-            for key in CONFIG_KEYS:
-                report.running[key] = psql(step, target, f"SHOW {key};")[0][0]
-            conf = Path(target.database.config_dir) / "postgresql.conf"
-            report.config_file = parse_config(conf.read_text(encoding="utf-8", errors="replace"))
-            auto = Path(target.database.data_dir) / "postgresql.auto.conf"
-            if auto.exists():
-                report.config_file.update(parse_config(auto.read_text(encoding="utf-8", errors="replace")))
-            report.pending = [f"{k}: running {report.running[k]!r}, file {report.config_file[k]!r}"
-                              for k in CONFIG_KEYS if k in report.config_file
-                              and report.config_file[k] != report.running[k]]
-            step.note("running", report.running)
-            step.note("config_file", report.config_file)
-            step.note("pending", report.pending)
-        with journal.step("user", "ユーザー権限確認") as step:
-            user = target.database.user
-            rows = psql(step, target, "SELECT usename, usecreatedb, usesuper FROM pg_user"
-                                      f" WHERE usename = '{ident(user)}';")
-            if not rows:
-                report.problems.append(f"role {user} does not exist")
-            else:
-                report.user = {"usename": rows[0][0], "usecreatedb": rows[0][1] == "t",
-                               "usesuper": rows[0][2] == "t"}
-                if report.user["usesuper"]:
-                    report.problems.append(f"{user} is a superuser; the application should not be")
-                tables = ",".join(f"'{t}'" for t in APP_TABLES)
-                privs = psql(step, target, "SELECT c.relname, has_table_privilege("
-                             f"'{ident(user)}', c.oid, 'SELECT,INSERT,UPDATE,DELETE') FROM pg_class c"
-                             f" WHERE c.relnamespace = 'public'::regnamespace AND c.relname IN ({tables})"
-                             " ORDER BY 1;", dbname=target.database.name)
-                report.user["tables"] = {r[0]: r[1] == "t" for r in privs}
-                report.problems += [f"{user} lacks rights on {t}" for t in APP_TABLES
-                                    if not report.user["tables"].get(t)]
-            step.note("user", report.user)
-            step.note("problems", report.problems)
-    return journaled(target, "database_config_check", "2. データベース復旧 設定確認", body), report
+
+@action("database_config_check", "2. データベース復旧 設定確認")
+def check_config(journal: Journal, target: Target, report: ConfigReport) -> None:
+    """設定確認 into `report`."""
+    with journal.step("settings", "PostgreSQL設定確認") as step:
+        for key in CONFIG_KEYS:
+            report.running[key] = psql(step, target, f"SHOW {key};")[0][0]
+        conf = Path(target.database.config_dir) / "postgresql.conf"
+        report.config_file = parse_config(conf.read_text(encoding="utf-8", errors="replace"))
+        auto = Path(target.database.data_dir) / "postgresql.auto.conf"
+        if auto.exists():
+            report.config_file.update(parse_config(auto.read_text(encoding="utf-8", errors="replace")))
+        report.pending = [f"{k}: running {report.running[k]!r}, file {report.config_file[k]!r}"
+                          for k in CONFIG_KEYS if k in report.config_file
+                          and report.config_file[k] != report.running[k]]
+        step.note("running", report.running)
+        step.note("config_file", report.config_file)
+        step.note("pending", report.pending)
+    with journal.step("user", "ユーザー権限確認") as step:
+        user = target.database.user
+        rows = psql(step, target, "SELECT usename, usecreatedb, usesuper FROM pg_user"
+                                  f" WHERE usename = '{ident(user)}';")
+        if not rows:
+            report.problems.append(f"role {user} does not exist")
+        else:
+            report.user = {"usename": rows[0][0], "usecreatedb": rows[0][1] == "t",
+                           "usesuper": rows[0][2] == "t"}
+            if report.user["usesuper"]:
+                report.problems.append(f"{user} is a superuser; the application should not be")
+            tables = ",".join(f"'{t}'" for t in APP_TABLES)
+            privs = psql(step, target, "SELECT c.relname, has_table_privilege("
+                         f"'{ident(user)}', c.oid, 'SELECT,INSERT,UPDATE,DELETE') FROM pg_class c"
+                         f" WHERE c.relnamespace = 'public'::regnamespace AND c.relname IN ({tables})"
+                         " ORDER BY 1;", dbname=target.database.name)
+            report.user["tables"] = {r[0]: r[1] == "t" for r in privs}
+            report.problems += [f"{user} lacks rights on {t}" for t in APP_TABLES
+                                if not report.user["tables"].get(t)]
+        step.note("user", report.user)
+        step.note("problems", report.problems)
 
 
 # ---- backups -------------------------------------------------------------------------------
@@ -233,7 +193,7 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[table] = int(row[0]) if row else 0
         step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
-                  "-f", str(path)], timeout=3600, run_as=run_as(target), env=db.env())
+                  "-f", str(path)], timeout=3600, run_as=target.service_account(), env=db.env())
         conn.execute("COMMIT")
     digest = sha256_file(path)
     backups.sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
@@ -247,22 +207,34 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
     return path
 
 
-def backup_database(target: Target) -> Journal:
+@action("database_backup", "データベースバックアップ", cli="db-backup",
+        help="データベースバックアップ: pg_dump -Fc, its .sha256 sidecar and the row counts of its snapshot",
+        plan=(("dump", "データベースバックアップ (pg_dump -Fc)",
+               "backup_dir/db_<ts>.dump (custom format), .sha256 sidecar, "
+               "row counts read in the dump's snapshot"),))
+def backup_database(journal: Journal, target: Target) -> None:
     """backup_dir/db_YYYYmmdd_HHMMSS.dump (UTC) with its .sha256 sidecar."""
-    def body(journal: Journal) -> None:
-        with journal.step("dump", "データベースバックアップ (pg_dump -Fc)") as step:
-            path = Path(target.paths.backup_dir) / f"db_{backups.stamp()}.dump"
-            if path.exists():
-                raise BackupError(f"{path} exists already")
-            dump_database(step, target, target.database.name, path)
-    return journaled(target, "database_backup", "データベースバックアップ", body)
+    with journal.step("dump", "データベースバックアップ (pg_dump -Fc)") as step:
+        path = Path(target.paths.backup_dir) / f"db_{backups.stamp()}.dump"
+        if path.exists():
+            raise BackupError(f"{path} exists already")
+        dump_database(step, target, target.database.name, path)
 
 
 # ---- データベースバックアップからの復旧 ----------------------------------------------------------
 
-def restore_database(target: Target, level: str = "RTO-24", backup: Path | str | None = None, *,
-                     max_age: dt.timedelta | None = None, health_timeout: float = 60.0,
-                     now: dt.datetime | None = None, dry_run: bool = False) -> Journal:
+def _plan_restore(journal: Journal, target: Target, *_: object, **__: object) -> None:
+    ts, live = backups.stamp(), ident(target.database.name)
+    side, old = f"{live}_restore_{ts}", f"{live}_pre_{ts}"
+    for name, title, what in RESTORE_PLAN:
+        journal.plan(name, title, what=what.format(ts=ts, live=live, side=side, old=old))
+
+
+@action("database_restore", "データ復旧 1. データベースバックアップからの復旧", plan=_plan_restore,
+        cli="db-restore", help="データベースバックアップからの復旧", options=(BACKUP_OPTION, LEVEL_OPTION))
+def restore_database(journal: Journal, target: Target, level: str = "RTO-24",
+                     backup: Path | str | None = None, *, max_age: dt.timedelta | None = None,
+                     health_timeout: float = 60.0, now: dt.datetime | None = None) -> None:
     """Restore the newest valid backup (or `backup`) beside the live database, verify, then swap.
 
     A dry run only plans (it reads nothing, like the other actions' dry runs).
@@ -274,32 +246,23 @@ def restore_database(target: Target, level: str = "RTO-24", backup: Path | str |
     ts = backups.stamp()
     live = ident(target.database.name)
     side, old = f"{live}_restore_{ts}", f"{live}_pre_{ts}"
-
-    def body(journal: Journal) -> None:
-        if dry_run:
-            for name, title, what in RESTORE_PLAN:
-                journal.plan(name, title, what=what.format(ts=ts, live=live, side=side, old=old))
-            return
-        with journal.step("select_backup", "最新バックアップ確認") as step:
-            limit = backups.max_age_for(level, max_age)
-            step.note("level", level)
-            step.note("max_age_hours", None if limit is None else limit.total_seconds() / 3600)
-            if backup is not None:
-                chosen = backups.verify_dump(Path(backup), target, max_age=limit, now=now)
-            else:
-                chosen, skipped = backups.choose(target, max_age=limit, now=now)
-                step.note("skipped", skipped)
-            step.note("backup", str(chosen.path))
-            step.note("created_at", chosen.created_at.isoformat())
-            step.note("sha256", chosen.sha256)
-            step.note("sidecar_checked", chosen.sidecar_checked)
-        with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
-            dump_database(step, target, live, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
-        _restore_beside(journal, target, chosen, side)
-        _swap(journal, target, live, side, old, health_timeout)
-
-    return journaled(target, "database_restore", "データ復旧 1. データベースバックアップからの復旧", body,
-                     dry_run)
+    with journal.step("select_backup", "最新バックアップ確認") as step:
+        limit = backups.max_age_for(level, max_age)
+        step.note("level", level)
+        step.note("max_age_hours", None if limit is None else limit.total_seconds() / 3600)
+        if backup is not None:
+            chosen = backups.verify_dump(Path(backup), target, max_age=limit, now=now)
+        else:
+            chosen, skipped = backups.choose(target, max_age=limit, now=now)
+            step.note("skipped", skipped)
+        step.note("backup", str(chosen.path))
+        step.note("created_at", chosen.created_at.isoformat())
+        step.note("sha256", chosen.sha256)
+        step.note("sidecar_checked", chosen.sidecar_checked)
+    with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
+        dump_database(step, target, live, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
+    _restore_beside(journal, target, chosen, side)
+    _swap(journal, target, live, side, old, health_timeout)
 
 
 RESTORE_PLAN = (
@@ -324,8 +287,8 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
         with journal.step("pg_restore", "リストア実行") as step:
             # as the superuser, keeping the dump's owners: extensions such as amcheck need it
             step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", side, "--exit-on-error",
-                      "--single-transaction", str(chosen.path)], timeout=3600, run_as=run_as(target),
-                     env=db.env())
+                      "--single-transaction", str(chosen.path)], timeout=3600,
+                     run_as=target.service_account(), env=db.env())
             for grant in GRANTS:
                 psql(step, target, grant.format(user=user) + ";", dbname=side)
         with journal.step("verify_side", "リストア確認") as step:

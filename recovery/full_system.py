@@ -36,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from recovery import backups, database, integrity
+from recovery.actions import LEVEL_OPTION, action, option
 from recovery.archives import ArchiveError, choose_backup, extract_verified, sha256_file, timestamp
 from recovery.config_files import check_yaml, restore_config, restore_from_git, target_root
 from recovery.errors import RecoveryError
 from recovery.journal import ActionFailed, Journal, StepRecord, now_iso
-from recovery.target import Target, load_target
+from recovery.postgres import ident, psql
+from recovery.target import Target, ensure_dir, load_target
 from recovery.uploads import restore_uploads
 from recovery.webserver import nginx_test, public_health
 
@@ -48,6 +50,15 @@ log = logging.getLogger(__name__)
 
 # config.yml keys that belong to the host, not to the application: never carried to another server
 HOST_KEYS = ("database", "uploads.dir", "auth.jwt_secret")
+
+
+FULL_OPTIONS = (
+    LEVEL_OPTION,
+    option("--health-timeout", type=float, default=60.0, help="seconds to wait for health after the restore"),
+    option("--username", default="admin", help="the login of the post checks"),
+    option("--login-password-file", metavar="FILE",
+           help="the post checks' password (else $MKS_CHECK_PASSWORD; never on the command line)"),
+)
 
 
 class FullRecoveryError(RecoveryError):
@@ -144,22 +155,22 @@ def prepare(journal: Journal, target: Target, dump: Path) -> None:
     """The live database and the uploads folder exist, so the restores can save and swap them."""
     with journal.step("prepare", "リストア準備 (データベース・アップロードディレクトリ)") as step:
         db = target.database
-        live, user = database.ident(db.name), database.ident(db.user)
-        exists = database.psql(step, target, f"SELECT 1 FROM pg_database WHERE datname = '{live}';")
+        live, user = ident(db.name), ident(db.user)
+        exists = psql(step, target, f"SELECT 1 FROM pg_database WHERE datname = '{live}';")
         if exists:
             step.note("database", f"{live} exists")
         else:
             # the runbook's createdb; with the dump's schema, so the safety copy and swap have a subject
-            database.psql(step, target, f"CREATE DATABASE {live} OWNER {user};")
+            psql(step, target, f"CREATE DATABASE {live} OWNER {user};")
             step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", live, "--schema-only",
                       "--exit-on-error", "--single-transaction", str(dump)], timeout=600,
-                     run_as=database.run_as(target), env=db.env())
+                     run_as=target.service_account(), env=db.env())
             step.note("database", f"{live} was missing: created with the schema of {dump.name}")
         uploads = Path(target.paths.uploads_dir)
         if uploads.is_dir():
             step.note("uploads_dir", "exists")
         else:
-            database.ensure_dir(uploads, target, mode=0o755)
+            ensure_dir(uploads, target, mode=0o755)
             step.note("uploads_dir", f"{uploads} was missing: created empty")
 
 
@@ -235,36 +246,36 @@ FULL_PLAN = (
 )
 
 
-def full_recovery(target: Target, *, level: str = "RTO-24", health_timeout: float = 60.0,
+def _plan_full(journal: Journal, target: Target, *, level: str = "RTO-24", **kwargs: object) -> None:
+    _plan(journal, FULL_PLAN, {
+        "config": restore_config(target, dry_run=True),
+        "database": database.restore_database(target, level, dry_run=True),
+        "uploads": restore_uploads(target, dry_run=True)})
+
+
+@action("full_recovery", "完全システム復旧 (完全復旧スクリプト)", plan=_plan_full, cli="full-recovery",
+        help="完全システム復旧: verify backups, PostgreSQL up, restore config, db, uploads",
+        options=FULL_OPTIONS)
+def full_recovery(journal: Journal, target: Target, *, level: str = "RTO-24", health_timeout: float = 60.0,
                   username: str = "admin", password: str | None = None,
-                  login_password_file: str | None = None, checks: bool = True,
-                  dry_run: bool = False) -> Journal:
+                  login_password_file: str | None = None, checks: bool = True) -> None:
     """The runbook's 完全復旧スクリプト in an order that works; every step checked and journaled.
 
     The post checks log in as `username` with `password`, else the first line of
     `login_password_file`, else $MKS_CHECK_PASSWORD (resolved before anything is touched).
     """
-    def body(journal: Journal) -> None:
-        if dry_run:
-            _plan(journal, FULL_PLAN, {
-                "config": restore_config(target, dry_run=True),
-                "database": database.restore_database(target, level, dry_run=True),
-                "uploads": restore_uploads(target, dry_run=True)})
-            return
-        with journal.step("verify_backups", "バックアップ確認") as step:
-            login = login_credentials(journal, username, password, login_password_file) if checks else None
-            chosen = choose_backups(target, level, step.record.details)
-        stop_services(journal, target)
-        postgresql_up(journal, target, health_timeout)
-        compose(journal, "config", "設定ファイル復旧", lambda: restore_config(target, chosen.config))
-        prepare(journal, target, chosen.dump)
-        compose(journal, "database", "データベース復旧", lambda: database.restore_database(
-            target, level, chosen.dump, health_timeout=health_timeout))
-        compose(journal, "uploads", "アップロードファイル復旧",
-                lambda: restore_uploads(target, chosen.uploads))
-        start_and_check(journal, target, health_timeout, login)
-
-    return database.journaled(target, "full_recovery", "完全システム復旧 (完全復旧スクリプト)", body, dry_run)
+    with journal.step("verify_backups", "バックアップ確認") as step:
+        login = login_credentials(journal, username, password, login_password_file) if checks else None
+        chosen = choose_backups(target, level, step.record.details)
+    stop_services(journal, target)
+    postgresql_up(journal, target, health_timeout)
+    compose(journal, "config", "設定ファイル復旧", lambda: restore_config(target, chosen.config))
+    prepare(journal, target, chosen.dump)
+    compose(journal, "database", "データベース復旧", lambda: database.restore_database(
+        target, level, chosen.dump, health_timeout=health_timeout))
+    compose(journal, "uploads", "アップロードファイル復旧",
+            lambda: restore_uploads(target, chosen.uploads))
+    start_and_check(journal, target, health_timeout, login)
 
 
 def _plan(journal: Journal, plan: tuple[tuple[str, str, str], ...], subs: dict[str, Journal]) -> None:
@@ -308,44 +319,57 @@ def migrate_to_new_server(old: Target, new: Target, *, level: str = "RTO-24", he
     go (a drill of the loss of the whole server tears it down there). The post checks log in with a
     user of the old server's data.
     """
-    def body(journal: Journal) -> None:
-        if dry_run:
-            journal.plan("servers", "移行元・移行先", old=old.name, new=new.name)
-            _plan(journal, MIGRATE_PLAN, {
-                "config_git": restore_from_git(new, dry_run=True),
-                "database": database.restore_database(new, level, dry_run=True),
-                "uploads": restore_uploads(new, dry_run=True)})
-            return
-        with journal.step("verify_backups", "移行元バックアップ確認") as step:
-            step.note("old_server", old.name)
-            step.note("new_server", new.name)
-            login = login_credentials(journal, username, password, login_password_file) if checks else None
-            chosen = choose_backups(old, level, step.record.details)
-        with journal.step("transfer", "バックアップ転送") as step:
-            moved = transfer(chosen, old, new, step.record.details)
-        with journal.step("release_old", "移行元サーバー切り離し") as step:
-            if after_transfer is not None:
-                after_transfer()
-            step.note("note", f"{old.name} is not used from here on")
-        stop_services(journal, new)
-        postgresql_up(journal, new, health_timeout)
-        with journal.step("environment_config", "環境設定の維持 (新サーバーの config.yml, nginx)") as step:
-            keep_environment_config(new, moved.config, step.record.details)
-        compose(journal, "config_git", "アプリケーション設定 (Gitから)", lambda: restore_from_git(new))
-        prepare(journal, new, moved.dump)
-        compose(journal, "database", "データベースリストア", lambda: database.restore_database(
-            new, level, moved.dump, health_timeout=health_timeout))
-        compose(journal, "uploads", "アップロードファイルリストア",
-                lambda: restore_uploads(new, moved.uploads))
-        start_and_check(journal, new, health_timeout, login)
+    return _migrate(new, old, level=level, health_timeout=health_timeout, username=username,
+                    password=password, login_password_file=login_password_file, checks=checks,
+                    after_transfer=after_transfer, dry_run=dry_run)
 
-    return database.journaled(new, "migrate_to_new_server", "完全システム復旧 1. 新規サーバーへの移行復旧",
-                              body, dry_run)
+
+def _plan_migrate(journal: Journal, new: Target, old: Target, *, level: str = "RTO-24",
+                  **kwargs: object) -> None:
+    journal.plan("servers", "移行元・移行先", old=old.name, new=new.name)
+    _plan(journal, MIGRATE_PLAN, {
+        "config_git": restore_from_git(new, dry_run=True),
+        "database": database.restore_database(new, level, dry_run=True),
+        "uploads": restore_uploads(new, dry_run=True)})
+
+
+@action("migrate_to_new_server", "完全システム復旧 1. 新規サーバーへの移行復旧", plan=_plan_migrate)
+def _migrate(journal: Journal, new: Target, old: Target, **kwargs: Any) -> None:
+    _migration(journal, new, old, **kwargs)
+
+
+def _migration(journal: Journal, new: Target, old: Target, *, level: str = "RTO-24",
+               health_timeout: float = 60.0, username: str = "admin", password: str | None = None,
+               login_password_file: str | None = None, checks: bool = True,
+               after_transfer: Callable[[], None] | None = None) -> None:
+    """The migration's steps, journaled on the new server."""
+    with journal.step("verify_backups", "移行元バックアップ確認") as step:
+        step.note("old_server", old.name)
+        step.note("new_server", new.name)
+        login = login_credentials(journal, username, password, login_password_file) if checks else None
+        chosen = choose_backups(old, level, step.record.details)
+    with journal.step("transfer", "バックアップ転送") as step:
+        moved = transfer(chosen, old, new, step.record.details)
+    with journal.step("release_old", "移行元サーバー切り離し") as step:
+        if after_transfer is not None:
+            after_transfer()
+        step.note("note", f"{old.name} is not used from here on")
+    stop_services(journal, new)
+    postgresql_up(journal, new, health_timeout)
+    with journal.step("environment_config", "環境設定の維持 (新サーバーの config.yml, nginx)") as step:
+        keep_environment_config(new, moved.config, step.record.details)
+    compose(journal, "config_git", "アプリケーション設定 (Gitから)", lambda: restore_from_git(new))
+    prepare(journal, new, moved.dump)
+    compose(journal, "database", "データベースリストア", lambda: database.restore_database(
+        new, level, moved.dump, health_timeout=health_timeout))
+    compose(journal, "uploads", "アップロードファイルリストア",
+            lambda: restore_uploads(new, moved.uploads))
+    start_and_check(journal, new, health_timeout, login)
 
 
 def transfer(chosen: Chosen, old: Target, new: Target, notes: dict[str, Any]) -> Chosen:
     """Copy the chosen backups (and the dump's sidecar and counts) into the new backup folder."""
-    dest_dir = database.ensure_dir(Path(new.paths.backup_dir), new)
+    dest_dir = ensure_dir(Path(new.paths.backup_dir), new)
     copies: dict[str, Path] = {}
     files = []
     for kind, source in (("dump", chosen.dump), ("uploads", chosen.uploads), ("config", chosen.config)):
@@ -373,7 +397,7 @@ def copy_verified(source: Path, dest: Path, target: Target) -> dict[str, Any]:
     try:
         shutil.copyfile(source, partial)
         os.chmod(partial, 0o640)
-        account = database.run_as(target)
+        account = target.service_account()
         if account is not None and not account.is_current:
             os.chown(partial, account.uid, account.gid)
         received = sha256_file(partial)
@@ -392,7 +416,7 @@ def keep_environment_config(new: Target, archive: Path, notes: dict[str, Any]) -
     site_name = Path(new.paths.nginx_site).relative_to(root).as_posix()
     own = check_yaml(Path(new.paths.config_file))
     staging = Path(new.paths.scratch_dir) / f"migrate-config-{timestamp()}"
-    database.ensure_dir(staging.parent, new, mode=0o700)
+    ensure_dir(staging.parent, new, mode=0o700)
     try:
         manifest = extract_verified(archive, staging, "/")
         names = [e.path for e in manifest.files]
@@ -437,14 +461,22 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def migrate_from_target_file(target: Target, old_target: str | None = None, *, level: str = "RTO-24",
-                             health_timeout: float = 60.0, username: str = "admin",
-                             login_password_file: str | None = None, dry_run: bool = False) -> Journal:
+def _plan_migrate_cli(journal: Journal, target: Target, old_target: str | None = None, *,
+                      level: str = "RTO-24", **kwargs: object) -> None:
+    old = load_target(old_target) if old_target else Target(name="(the server named by --old-target)")
+    _plan_migrate(journal, target, old, level=level)
+
+
+@action("migrate_to_new_server", "完全システム復旧 1. 新規サーバーへの移行復旧", plan=_plan_migrate_cli,
+        cli="migrate", help="新規サーバーへの移行復旧: the old server's backups onto this (new) target",
+        options=(option("--old-target", metavar="FILE",
+                        help="the old server's target file (its backups are read)"),
+                 *FULL_OPTIONS))
+def migrate_from_target_file(journal: Journal, target: Target, old_target: str | None = None, *,
+                             level: str = "RTO-24", health_timeout: float = 60.0, username: str = "admin",
+                             login_password_file: str | None = None) -> None:
     """The CLI's migrate: `target` is the new server, `old_target` the old server's target file."""
-    options: dict[str, Any] = {"level": level, "health_timeout": health_timeout, "username": username,
-                               "login_password_file": login_password_file, "dry_run": dry_run}
     if old_target is None:
-        if dry_run:
-            return migrate_to_new_server(Target(name="(the server named by --old-target)"), target, **options)
         raise FullRecoveryError("migrate needs --old-target FILE: the old server's target file")
-    return migrate_to_new_server(load_target(old_target), target, **options)
+    _migration(journal, target, load_target(old_target), level=level, health_timeout=health_timeout,
+               username=username, login_password_file=login_password_file)

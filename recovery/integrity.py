@@ -24,8 +24,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from recovery.actions import action, option, secret_file
 from recovery.archives import sha256_file
 from recovery.errors import RecoveryError
+from recovery.journal import Journal
 from recovery.target import Target
 
 log = logging.getLogger(__name__)
@@ -284,6 +286,39 @@ def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: Check
     back = client.get(f"/api/v1/documents/{body['id']}/content", headers=auth)
     same = back.status_code == 200 and hashlib.sha256(back.content).hexdigest() == expected
     result.add("download", same, f"HTTP {back.status_code}, {len(back.content)} bytes")
+
+
+POST_CHECKS_TITLE = "復旧後の確認手順 (機能テスト)"
+POST_CHECKS_PLAN = tuple((name, POST_CHECKS_TITLE, what) for name, what in (
+    ("health", "GET /api/v1/health answers 200"),
+    ("login", "log in with the user's password"),
+    ("projects", "the projects list answers, with projects"),
+    ("upload", "upload a document; its sha256 comes back"),
+    ("download", "the uploaded document reads back the same"),
+))
+
+
+@action("post-checks", POST_CHECKS_TITLE, plan=POST_CHECKS_PLAN, cli="post-checks",
+        options=(option("--username", default="admin"),
+                 option("--password-file", required=True, metavar="FILE", keyword="password",
+                        convert=secret_file,
+                        help="a file holding the user's password (never on the command line)")))
+def run_post_checks(journal: Journal, target: Target, username: str | None = None,
+                    password: str | None = None) -> None:
+    """post_checks as an action: one step per check; it fails when one of them failed."""
+    if password:
+        journal.secrets.append(password)
+    result = post_checks(target, username, password)
+    for check in result.checks:
+        try:
+            with journal.step(check.name, POST_CHECKS_TITLE) as step:
+                step.note("detail", check.detail)
+                if not check.ok:
+                    raise RecoveryError(f"check {check.name} failed")
+        except RecoveryError:
+            continue  # every check gets its step; the verdict comes after the last
+    if not result.ok:
+        raise RecoveryError("checks failed: " + ", ".join(c.name for c in result.failures()))
 
 
 @dataclass

@@ -157,10 +157,10 @@ class Journal:
 
     def finish(self, error: BaseException | None = None) -> Journal:
         self.ended_at = now_iso()
-        if self.dry_run:
-            self.status = "planned"
+        if error or any(s.status == "failed" for s in self.steps):
+            self.status = "failed"
         else:
-            self.status = "failed" if error or any(s.status == "failed" for s in self.steps) else "succeeded"
+            self.status = "planned" if self.dry_run else "succeeded"
         return self
 
     def failed(self, error: BaseException) -> ActionFailed:

@@ -26,19 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from recovery import backups
-from recovery.database import (
-    backend_healthy,
-    ensure_dir,
-    journaled,
-    psql,
-    query_answers,
-    run_as,
-    wait_for,
-)
+from recovery.actions import action, aware_time, option
+from recovery.database import backend_healthy, query_answers, wait_for
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
+from recovery.postgres import psql
 from recovery.service_manager import ServiceError
-from recovery.target import Target
+from recovery.target import Target, ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +149,7 @@ def archive_range(target: Target, start_segment: str, archive: Path | None = Non
     if segments:
         argv = [target.database.tool("pg_waldump"), "--path", str(archive), "--rmgr=Transaction",
                 segments[0], segments[-1]]
-        kwargs = {"timeout": 600, "run_as": run_as(target), "env": {"TZ": "UTC"}, "check": False}
+        kwargs = {"timeout": 600, "run_as": target.service_account(), "env": {"TZ": "UTC"}, "check": False}
         if step is not None:
             result = step.run(argv, **kwargs)  # type: ignore[arg-type]
         else:
@@ -195,35 +189,38 @@ def parse_backup_label(text: str) -> dict[str, str]:
             "timeline": fields.get("START TIMELINE", "1")}
 
 
-def base_backup(target: Target, label: str | None = None) -> Journal:
+@action("pitr_base_backup", "ポイントインタイムリカバリ ベースバックアップ", cli="pitr-base-backup",
+        help="ポイントインタイムリカバリ ベースバックアップ (pg_basebackup -Ft -z, WAL streamed)",
+        plan=(("pg_basebackup", "ベースバックアップ取得",
+               "pg_basebackup -Ft -z -X stream into backup_dir/base/<ts>, with its time and WAL range"),),
+        options=(option("--label", help="the backup's label (default: mks <ts>)"),))
+def base_backup(journal: Journal, target: Target, label: str | None = None) -> None:
     """pg_basebackup -Ft -z into backup_dir/base/<ts>, with a record of its time and WAL range."""
-    def body(journal: Journal) -> None:
-        ts = backups.stamp()
-        with journal.step("pg_basebackup", "ベースバックアップ取得") as step:
-            base = ensure_dir(Path(target.paths.backup_dir) / "base", target)
-            path = base / ts
-            if path.exists():
-                raise PitrError(f"{path} exists already")
-            started = dt.datetime.now(dt.UTC)
-            db = target.database
-            step.run([db.tool("pg_basebackup"), "-U", db.superuser, "-D", str(path), "-Ft", "-z",
-                      "-X", "stream", "-c", "fast", "-l", label or f"mks {ts}"], timeout=3600,
-                     run_as=run_as(target), env=db.env())
-            ended = dt.datetime.now(dt.UTC)
-            with tarfile.open(path / "base.tar.gz") as tar:
-                member = tar.extractfile("backup_label")
-                label_fields = parse_backup_label(member.read().decode() if member else "")
-            stop_lsn = None
-            manifest = path / "backup_manifest"
-            if manifest.exists():
-                ranges = json.loads(manifest.read_text()).get("WAL-Ranges") or [{}]
-                stop_lsn = ranges[-1].get("End-LSN")
-            info = BaseBackup(str(path), label_fields["label"], started.isoformat(), ended.isoformat(),
-                              label_fields["start_lsn"], label_fields["start_segment"], stop_lsn,
-                              int(label_fields["timeline"]), db.major)
-            (path / INFO_FILE).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
-            step.note("base_backup", asdict(info))
-    return journaled(target, "pitr_base_backup", "ポイントインタイムリカバリ ベースバックアップ", body)
+    ts = backups.stamp()
+    with journal.step("pg_basebackup", "ベースバックアップ取得") as step:
+        base = ensure_dir(Path(target.paths.backup_dir) / "base", target)
+        path = base / ts
+        if path.exists():
+            raise PitrError(f"{path} exists already")
+        started = dt.datetime.now(dt.UTC)
+        db = target.database
+        step.run([db.tool("pg_basebackup"), "-U", db.superuser, "-D", str(path), "-Ft", "-z",
+                  "-X", "stream", "-c", "fast", "-l", label or f"mks {ts}"], timeout=3600,
+                 run_as=target.service_account(), env=db.env())
+        ended = dt.datetime.now(dt.UTC)
+        with tarfile.open(path / "base.tar.gz") as tar:
+            member = tar.extractfile("backup_label")
+            label_fields = parse_backup_label(member.read().decode() if member else "")
+        stop_lsn = None
+        manifest = path / "backup_manifest"
+        if manifest.exists():
+            ranges = json.loads(manifest.read_text()).get("WAL-Ranges") or [{}]
+            stop_lsn = ranges[-1].get("End-LSN")
+        info = BaseBackup(str(path), label_fields["label"], started.isoformat(), ended.isoformat(),
+                          label_fields["start_lsn"], label_fields["start_segment"], stop_lsn,
+                          int(label_fields["timeline"]), db.major)
+        (path / INFO_FILE).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
+        step.note("base_backup", asdict(info))
 
 
 def base_backups(target: Target) -> list[BaseBackup]:
@@ -240,13 +237,7 @@ def base_backups(target: Target) -> list[BaseBackup]:
 
 # ---- point-in-time restore -------------------------------------------------------------------
 
-def point_in_time_restore(target: Target, target_time: dt.datetime | str, *,
-                          archive: Path | str | None = None, timeout: float = 300.0,
-                          dry_run: bool = False) -> Journal:
-    """Recover the cluster to target_time from the newest base backup that ends before it.
-
-    A dry run only plans (it reads nothing, like the other actions' dry runs).
-    """
+def _utc(target_time: dt.datetime | str) -> dt.datetime:
     if isinstance(target_time, str):
         try:
             target_time = dt.datetime.fromisoformat(target_time)
@@ -254,39 +245,56 @@ def point_in_time_restore(target: Target, target_time: dt.datetime | str, *,
             raise PitrError(f"target time {target_time!r} is not like '2024-01-09 10:00:00+09'") from None
     if target_time.tzinfo is None:
         raise PitrError("target_time needs a time zone (the runbook writes +09)")
-    when = target_time.astimezone(dt.UTC)
-    wal = Path(archive or target.paths.wal_archive)
+    return target_time.astimezone(dt.UTC)
+
+
+def _pitr_dirs(target: Target) -> tuple[Path, Path, Path, Path]:
+    """The data directory, and beside it the restored one, the safety copy, a failed restore."""
     ts = backups.stamp()
     data_dir = Path(target.database.data_dir)
-    fresh = data_dir.with_name(f"{data_dir.name}.pitr_{ts}")
-    safety = data_dir.with_name(f"{data_dir.name}.pre_pitr_{ts}")
-    failed = data_dir.with_name(f"{data_dir.name}.failed_pitr_{ts}")
+    return (data_dir, data_dir.with_name(f"{data_dir.name}.pitr_{ts}"),
+            data_dir.with_name(f"{data_dir.name}.pre_pitr_{ts}"),
+            data_dir.with_name(f"{data_dir.name}.failed_pitr_{ts}"))
 
-    def body(journal: Journal) -> None:
-        if dry_run:
-            for name, title, what in PITR_PLAN:
-                journal.plan(name, title, what=what.format(fresh=fresh, safety=safety, data=data_dir))
-            return
-        with journal.step("preflight", "WALアーカイブ確認") as step:
-            chosen = _choose_base(target, when)
-            step.note("base_backup", chosen.path)
-            step.note("base_backup_end", chosen.ended_at)
-            covered = archive_range(target, chosen.start_segment, wal, step)
-            step.note("archive", str(wal))
-            step.note("segments", [covered.segments[0], covered.segments[-1]] if covered.segments else [])
-            step.note("first_missing", covered.missing)
-            step.note("last_commit", covered.last_commit.isoformat() if covered.last_commit else None)
-            _check_covered(when, chosen, covered)
-        with journal.step("restore_base", "ベースバックアップ展開") as step:
-            _extract(step, target, Path(chosen.path), fresh)
-            files = recovery_settings(target.database.major, restore_command(wal), when)
-            for name, content in files.items():
-                _write_setting(fresh / name, content, append=name == "postgresql.auto.conf", target=target)
-            step.note("data_dir", str(fresh))
-            step.note("settings", sorted(files))
-        _swap_and_recover(journal, target, (data_dir, fresh, safety, failed), timeout)
 
-    return journaled(target, "pitr_restore", "ポイントインタイムリカバリ PITR実行", body, dry_run)
+def _plan_pitr(journal: Journal, target: Target, target_time: dt.datetime | str, **kwargs: object) -> None:
+    _utc(target_time)
+    data_dir, fresh, safety, _ = _pitr_dirs(target)
+    for name, title, what in PITR_PLAN:
+        journal.plan(name, title, what=what.format(fresh=fresh, safety=safety, data=data_dir))
+
+
+@action("pitr_restore", "ポイントインタイムリカバリ PITR実行", plan=_plan_pitr, cli="pitr",
+        help="ポイントインタイムリカバリ",
+        options=(option("--target-time", required=True, type=aware_time,
+                        help="with a time zone, e.g. '2024-01-09 10:00:00+09'"),))
+def point_in_time_restore(journal: Journal, target: Target, target_time: dt.datetime | str, *,
+                          archive: Path | str | None = None, timeout: float = 300.0) -> None:
+    """Recover the cluster to target_time from the newest base backup that ends before it.
+
+    A dry run only plans (it reads nothing, like the other actions' dry runs).
+    """
+    when = _utc(target_time)
+    wal = Path(archive or target.paths.wal_archive)
+    data_dir, fresh, safety, failed = _pitr_dirs(target)
+    with journal.step("preflight", "WALアーカイブ確認") as step:
+        chosen = _choose_base(target, when)
+        step.note("base_backup", chosen.path)
+        step.note("base_backup_end", chosen.ended_at)
+        covered = archive_range(target, chosen.start_segment, wal, step)
+        step.note("archive", str(wal))
+        step.note("segments", [covered.segments[0], covered.segments[-1]] if covered.segments else [])
+        step.note("first_missing", covered.missing)
+        step.note("last_commit", covered.last_commit.isoformat() if covered.last_commit else None)
+        _check_covered(when, chosen, covered)
+    with journal.step("restore_base", "ベースバックアップ展開") as step:
+        _extract(step, target, Path(chosen.path), fresh)
+        files = recovery_settings(target.database.major, restore_command(wal), when)
+        for name, content in files.items():
+            _write_setting(fresh / name, content, append=name == "postgresql.auto.conf", target=target)
+        step.note("data_dir", str(fresh))
+        step.note("settings", sorted(files))
+    _swap_and_recover(journal, target, (data_dir, fresh, safety, failed), timeout)
 
 
 PITR_PLAN = (
@@ -324,7 +332,7 @@ def _check_covered(when: dt.datetime, chosen: BaseBackup, covered: ArchiveRange)
 def _extract(step: Step, target: Target, source: Path, dest: Path) -> None:
     ensure_dir(dest, target, mode=0o700)
     os.chmod(dest, 0o700)
-    account = run_as(target)
+    account = target.service_account()
     step.run(["tar", "-xzf", str(source / "base.tar.gz"), "-C", str(dest)], timeout=3600, run_as=account)
     wal_tar = source / "pg_wal.tar.gz"
     if wal_tar.exists():
@@ -337,7 +345,7 @@ def _extract(step: Step, target: Target, source: Path, dest: Path) -> None:
 def _write_setting(path: Path, content: str, *, append: bool, target: Target) -> None:
     with open(path, "a" if append else "w", encoding="utf-8") as handle:
         handle.write(content)
-    account = run_as(target)
+    account = target.service_account()
     if account is not None and not account.is_current:
         os.chown(path, account.uid, account.gid)
     os.chmod(path, 0o600)
@@ -418,16 +426,19 @@ def _log_lines(target: Target, lines: int = 15) -> str:
     return tail(Path(target.database.log_file), lines)
 
 
-def allow_archiving(target: Target) -> Journal:
+@action("pitr_allow_archiving", "アーカイブ再開", cli="allow-archiving",
+        help="アーカイブ再開: after a PITR is accepted, archive WAL again (restarts PostgreSQL)",
+        plan=(("archive_on", "アーカイブ再開", "ALTER SYSTEM RESET archive_mode"),
+              ("restart", "PostgreSQL再起動",
+               "restart PostgreSQL; wait for a real query; SHOW archive_mode")))
+def allow_archiving(journal: Journal, target: Target) -> None:
     """The operator's decision after checking the recovered data: archive again (needs a restart)."""
-    def body(journal: Journal) -> None:
-        with journal.step("archive_on", "アーカイブ再開") as step:
-            psql(step, target, "ALTER SYSTEM RESET archive_mode;")
-        with journal.step("restart", "PostgreSQL再起動") as step:
-            target.service_manager().restart(target.services.database)
-            step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), 60))
-            step.note("archive_mode", psql(step, target, "SHOW archive_mode;")[0][0])
-    return journaled(target, "pitr_allow_archiving", "アーカイブ再開", body)
+    with journal.step("archive_on", "アーカイブ再開") as step:
+        psql(step, target, "ALTER SYSTEM RESET archive_mode;")
+    with journal.step("restart", "PostgreSQL再起動") as step:
+        target.service_manager().restart(target.services.database)
+        step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), 60))
+        step.note("archive_mode", psql(step, target, "SHOW archive_mode;")[0][0])
 
 
 def remove_safety_copy(path: Path) -> None:

@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from recovery.actions import action, option
 from recovery.config_files import check_yaml
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.service_manager import ServiceManager, SupervisorServiceManager
 from recovery.target import Target
-from recovery.uploads import service_account
 
 log = logging.getLogger(__name__)
 
@@ -184,54 +184,58 @@ AUTO_PLAN = (
 )
 
 
-def auto_recover(target: Target, max_attempts: int = 3, backoff: float | Callable[[int], float] = 2.0,
-                 settle: float = 30.0, *, dry_run: bool = False) -> Journal:
+def _plan_auto(journal: Journal, target: Target, max_attempts: int = 3, *_: object, **__: object) -> None:
+    for name, title, what in AUTO_PLAN:
+        journal.plan(name, title, what=what, service=target.services.backend, max_attempts=max_attempts)
+
+
+@action("service-auto-recover", "自動復旧", plan=_plan_auto, cli="service-auto-recover",
+        help="自動復旧: restart until health answers 200 (bounded, with backoff)",
+        options=(option("--max-attempts", type=int, default=3),
+                 option("--backoff", type=float, default=2.0,
+                        help="first pause in seconds, doubled after each failed attempt"),
+                 option("--settle", type=float, default=30.0,
+                        help="seconds to wait for health after a restart")))
+def auto_recover(journal: Journal, target: Target, max_attempts: int = 3,
+                 backoff: float | Callable[[int], float] = 2.0, settle: float = 30.0) -> None:
     """The runbook's auto-recovery.sh, with health 200 as the test of success.
 
     `backoff` is the first pause (doubled after each failed attempt) or a function of the attempt
     number; `settle` bounds the wait for health after each restart (the script's `sleep 30`).
     """
     service = target.services.backend
-    journal = Journal("service-auto-recover", "自動復旧", target.name, dry_run=dry_run)
-    if dry_run:
-        for name, title, what in AUTO_PLAN:
-            journal.plan(name, title, what=what, service=service, max_attempts=max_attempts)
-        return journal.finish()
     pause = backoff if callable(backoff) else (lambda n: float(backoff) * 2 ** (n - 1))
     manager = target.service_manager()
-    try:
-        with journal.step(*AUTO_PLAN[0][:2]) as step:
-            status = manager.status(service)
-            code, seen = health(target)
-            step.note("state", status.detail)
+    with journal.step(*AUTO_PLAN[0][:2]) as step:
+        status = manager.status(service)
+        code, seen = health(target)
+        step.note("state", status.detail)
+        step.note("health", seen)
+    if code == 200:
+        journal.steps[-1].details["verdict"] = "healthy; nothing to do"
+        return
+    reasons = []
+    for attempt in range(1, max_attempts + 1):
+        with journal.step(f"attempt-{attempt}", f"復旧実行 ({attempt}/{max_attempts})") as step:
+            try:
+                manager.restart(service)
+            except RecoveryError as exc:
+                step.note("restart_error", str(exc))
+            ok, seen = wait_healthy(target, settle)
+            step.note("state", manager.status(service).detail)
             step.note("health", seen)
-        if code == 200:
-            journal.steps[-1].details["verdict"] = "healthy; nothing to do"
-            return journal.finish()
-        reasons = []
-        for attempt in range(1, max_attempts + 1):
-            with journal.step(f"attempt-{attempt}", f"復旧実行 ({attempt}/{max_attempts})") as step:
-                try:
-                    manager.restart(service)
-                except RecoveryError as exc:
-                    step.note("restart_error", str(exc))
-                ok, seen = wait_healthy(target, settle)
-                step.note("state", manager.status(service).detail)
-                step.note("health", seen)
-                if ok:
-                    step.note("verdict", "Recovery successful")
-                    return journal.finish()
-                reasons.append(f"attempt {attempt}: {seen}")
-                step.note("log_tail", manager.log_tail(service, 10))
-                if attempt < max_attempts:
-                    step.note("backoff_seconds", pause(attempt))
-                    time.sleep(pause(attempt))
-        with journal.step("give-up", "自動復旧失敗 (手動対応が必要)") as step:
-            step.note("reasons", reasons)
-            raise ServiceRecoveryError(f"{service} not healthy after {max_attempts} restarts; manual "
-                                       f"intervention required. Last: {reasons[-1]}")
-    except Exception as exc:
-        raise journal.failed(exc) from exc
+            if ok:
+                step.note("verdict", "Recovery successful")
+                return
+            reasons.append(f"attempt {attempt}: {seen}")
+            step.note("log_tail", manager.log_tail(service, 10))
+            if attempt < max_attempts:
+                step.note("backoff_seconds", pause(attempt))
+                time.sleep(pause(attempt))
+    with journal.step("give-up", "自動復旧失敗 (手動対応が必要)") as step:
+        step.note("reasons", reasons)
+        raise ServiceRecoveryError(f"{service} not healthy after {max_attempts} restarts; manual "
+                                   f"intervention required. Last: {reasons[-1]}")
 
 
 MANUAL_PLAN = (
@@ -242,34 +246,32 @@ MANUAL_PLAN = (
 )
 
 
-def manual_recover(target: Target, health_timeout: float = 60.0, *, dry_run: bool = False) -> Journal:
+def _plan_manual(journal: Journal, target: Target, *_: object, **__: object) -> None:
+    for name, title, what in MANUAL_PLAN:
+        journal.plan(name, title, what=what, service=target.services.backend, port=backend_port(target))
+
+
+@action("service-manual-recover", "手動復旧", plan=_plan_manual, cli="service-manual-recover",
+        help="手動復旧: stop, free the port, start, wait for health")
+def manual_recover(journal: Journal, target: Target, health_timeout: float = 60.0) -> None:
     """Stop, clear a stale process of this service from the backend port, start, wait for health."""
     service, port = target.services.backend, backend_port(target)
-    journal = Journal("service-manual-recover", "手動復旧", target.name, dry_run=dry_run)
-    if dry_run:
-        for name, title, what in MANUAL_PLAN:
-            journal.plan(name, title, what=what, service=service, port=port)
-        return journal.finish()
     manager = target.service_manager()
-    try:
-        with journal.step(*MANUAL_PLAN[0][:2]) as step:
-            step.note("before", manager.status(service).detail)
-            manager.stop(service)
-            step.note("after", manager.status(service).detail)
-        with journal.step(*MANUAL_PLAN[1][:2]) as step:
-            free_port(manager, service, port, step)
-        with journal.step(*MANUAL_PLAN[2][:2]) as step:
-            manager.start(service)
-            step.note("state", manager.status(service).detail)
-        with journal.step(*MANUAL_PLAN[3][:2]) as step:
-            ok, seen = wait_healthy(target, health_timeout)
-            step.note("health", seen)
-            if not ok:
-                step.note("log_tail", manager.log_tail(service, 20))
-                raise ServiceRecoveryError(f"{service} not healthy {health_timeout:g}s after start: {seen}")
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
+    with journal.step(*MANUAL_PLAN[0][:2]) as step:
+        step.note("before", manager.status(service).detail)
+        manager.stop(service)
+        step.note("after", manager.status(service).detail)
+    with journal.step(*MANUAL_PLAN[1][:2]) as step:
+        free_port(manager, service, port, step)
+    with journal.step(*MANUAL_PLAN[2][:2]) as step:
+        manager.start(service)
+        step.note("state", manager.status(service).detail)
+    with journal.step(*MANUAL_PLAN[3][:2]) as step:
+        ok, seen = wait_healthy(target, health_timeout)
+        step.note("health", seen)
+        if not ok:
+            step.note("log_tail", manager.log_tail(service, 20))
+            raise ServiceRecoveryError(f"{service} not healthy {health_timeout:g}s after start: {seen}")
 
 
 def free_port(manager: ServiceManager, service: str, port: int, step: Step) -> None:
@@ -314,48 +316,47 @@ def _secret_values(data: object) -> list[str]:
     return found
 
 
-def check_service_config(target: Target, *, dry_run: bool = False) -> Journal:
+def _plan_check(journal: Journal, target: Target) -> None:
+    for name, title, what in CHECK_PLAN:
+        journal.plan(name, title, what=what, service=target.services.backend,
+                     config_file=target.paths.config_file, port=backend_port(target))
+
+
+@action("service-check-config", "設定確認", plan=_plan_check, cli="service-check-config",
+        help="設定確認: program definition, config.yml, check-config, port")
+def check_service_config(journal: Journal, target: Target) -> None:
     """設定確認: the program definition, config.yml, the backend's own check-config, the port."""
     service, port = target.services.backend, backend_port(target)
     config = Path(target.paths.config_file)
-    journal = Journal("service-check-config", "設定確認", target.name, dry_run=dry_run)
-    if dry_run:
-        for name, title, what in CHECK_PLAN:
-            journal.plan(name, title, what=what, service=service, config_file=str(config), port=port)
-        return journal.finish()
     manager = target.service_manager()
-    try:
-        with journal.step(*CHECK_PLAN[0][:2]) as step:
-            if isinstance(manager, SupervisorServiceManager):
-                infos = manager.rpc().supervisor.getAllConfigInfo()
-                info = next((i for i in infos if i["name"] == service), None)  # type: ignore[union-attr]
-                if info is None:
-                    raise ServiceRecoveryError(f"supervisord has no program {service}")
-                step.note("command", info["command"])
-                for key in ("directory", "startsecs", "startretries", "stopwaitsecs"):
-                    step.note(key, str(info.get(key)))
-            else:
-                sudo = ["sudo", "-n"] if target.services.use_sudo else []
-                result = step.run([*sudo, "systemctl", "cat", f"{service}.service"], timeout=30)
-                step.note("unit", result.stdout[-1500:])
-        with journal.step(*CHECK_PLAN[1][:2]) as step:
-            journal.secrets += _secret_values(check_yaml(config))
-            step.note("config_yml", f"{config} parses")
-            backend = Path(target.paths.backend_dir)
-            venv_python = backend / "venv/bin/python"
-            python = str(venv_python) if venv_python.exists() else sys.executable
-            env = {"MKS_CONFIG": str(config), "PYTHONPATH": str(backend), "PYTHONDONTWRITEBYTECODE": "1"}
-            result = step.run([python, "-m", "mks_backend", "check-config"], timeout=60,
-                              run_as=service_account(target), env=env, cwd=backend)
-            step.note("check_config", result.stdout.strip())
-        with journal.step(*CHECK_PLAN[2][:2]) as step:
-            holders = port_holders(port)
-            if not holders:
-                raise ServiceRecoveryError(f"nothing listens on the backend port {port}")
-            verdicts = [belongs_to_service(manager, service, pid) for pid in holders]
-            step.note("holders", [why for _, why in verdicts])
-            if not any(ours for ours, _ in verdicts):
-                raise ServiceRecoveryError(f"port {port} listens, but not by {service}")
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
+    with journal.step(*CHECK_PLAN[0][:2]) as step:
+        if isinstance(manager, SupervisorServiceManager):
+            infos = manager.rpc().supervisor.getAllConfigInfo()
+            info = next((i for i in infos if i["name"] == service), None)  # type: ignore[union-attr]
+            if info is None:
+                raise ServiceRecoveryError(f"supervisord has no program {service}")
+            step.note("command", info["command"])
+            for key in ("directory", "startsecs", "startretries", "stopwaitsecs"):
+                step.note(key, str(info.get(key)))
+        else:
+            sudo = ["sudo", "-n"] if target.services.use_sudo else []
+            result = step.run([*sudo, "systemctl", "cat", f"{service}.service"], timeout=30)
+            step.note("unit", result.stdout[-1500:])
+    with journal.step(*CHECK_PLAN[1][:2]) as step:
+        journal.secrets += _secret_values(check_yaml(config))
+        step.note("config_yml", f"{config} parses")
+        backend = Path(target.paths.backend_dir)
+        venv_python = backend / "venv/bin/python"
+        python = str(venv_python) if venv_python.exists() else sys.executable
+        env = {"MKS_CONFIG": str(config), "PYTHONPATH": str(backend), "PYTHONDONTWRITEBYTECODE": "1"}
+        result = step.run([python, "-m", "mks_backend", "check-config"], timeout=60,
+                          run_as=target.service_account(), env=env, cwd=backend)
+        step.note("check_config", result.stdout.strip())
+    with journal.step(*CHECK_PLAN[2][:2]) as step:
+        holders = port_holders(port)
+        if not holders:
+            raise ServiceRecoveryError(f"nothing listens on the backend port {port}")
+        verdicts = [belongs_to_service(manager, service, pid) for pid in holders]
+        step.note("holders", [why for _, why in verdicts])
+        if not any(ours for ours, _ in verdicts):
+            raise ServiceRecoveryError(f"port {port} listens, but not by {service}")

@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from recovery.commands import RunAs
 from recovery.errors import RecoveryError
 from recovery.service_manager import ServiceManager, SupervisorServiceManager, SystemdServiceManager
 
@@ -71,7 +73,7 @@ class PathsTarget:
 class Target:
     name: str = "production"
     root: str = "/"  # what the runbook's absolute paths hang from: "/" on a host, the sandbox root
-    run_as: str | None = None  # the account for PostgreSQL tools when running as root
+    service_user: str | None = None  # the account of PostgreSQL's tools and the services' files, as root
     database: DatabaseTarget = field(default_factory=DatabaseTarget)
     services: ServicesTarget = field(default_factory=ServicesTarget)
     paths: PathsTarget = field(default_factory=PathsTarget)
@@ -81,6 +83,10 @@ class Target:
     nginx_binary: str = "/usr/sbin/nginx"
     nginx_args: list[str] = field(default_factory=list)  # e.g. -p PREFIX -c CONF in a sandbox
     renew_command: list[str] = field(default_factory=lambda: ["certbot", "renew", "--quiet"])
+
+    def service_account(self) -> RunAs | None:
+        """The account commands run as and restored files belong to (None: the current user, no chown)."""
+        return RunAs.named(self.service_user) if self.service_user else None
 
     def service_manager(self) -> ServiceManager:
         services = self.services
@@ -99,6 +105,15 @@ class Target:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_as_dict(self), sort_keys=False, allow_unicode=True)
+
+
+def ensure_dir(path: Path, target: Target, mode: int = 0o750) -> Path:
+    """Make a directory the target's service account can write to."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    account = target.service_account()
+    if account is not None and not account.is_current:
+        os.chown(path, account.uid, account.gid)
+    return path
 
 
 def _as_dict(obj: Any) -> Any:

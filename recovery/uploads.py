@@ -22,6 +22,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from recovery.actions import BACKUP_OPTION, action
 from recovery.archives import (
     DIR_MODE,
     ArchiveError,
@@ -33,7 +34,6 @@ from recovery.archives import (
     extract_verified,
     timestamp,
 )
-from recovery.commands import RunAs
 from recovery.journal import Journal
 from recovery.target import Target
 
@@ -52,41 +52,36 @@ RESTORE_PLAN = (
 )
 
 
-def service_account(target: Target) -> RunAs | None:
-    """Who should own restored files: target.run_as (None: the current user, no chown)."""
-    return RunAs.named(target.run_as) if target.run_as else None
+def _plan_backup(journal: Journal, target: Target) -> None:
+    for name, title, what in BACKUP_PLAN:
+        journal.plan(name, title, what=what, source=target.paths.uploads_dir,
+                     backup_dir=target.paths.backup_dir)
 
 
-def _planned(journal: Journal, plan: tuple[tuple[str, str, str], ...], **details: object) -> Journal:
-    for name, title, what in plan:
-        journal.plan(name, title, what=what, **details)
-    return journal.finish()
-
-
-def backup_uploads(target: Target, *, dry_run: bool = False) -> Journal:
+@action("uploads-backup", "アップロードファイルバックアップ", plan=_plan_backup, cli="uploads-backup",
+        help="アップロードファイルのバックアップ")
+def backup_uploads(journal: Journal, target: Target) -> None:
     """Write backup_dir/uploads_YYYYmmdd_HHMMSS.tar.gz of the uploads folder (hidden files included)."""
     uploads, backup_dir = Path(target.paths.uploads_dir), Path(target.paths.backup_dir)
-    journal = Journal("uploads-backup", "アップロードファイルバックアップ", target.name, dry_run=dry_run)
-    if dry_run:
-        return _planned(journal, BACKUP_PLAN, source=str(uploads), backup_dir=str(backup_dir))
-    try:
-        with journal.step(*BACKUP_PLAN[0][:2]) as step:
-            dest = backup_path(backup_dir, PREFIX)
-            manifest = create_archive(uploads, dest, root=ROOT)
-            step.note("archive", str(dest))
-            step.note("files", len(manifest.files))
-            step.note("bytes", manifest.total_bytes)
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
+    with journal.step(*BACKUP_PLAN[0][:2]) as step:
+        dest = backup_path(backup_dir, PREFIX)
+        manifest = create_archive(uploads, dest, root=ROOT)
+        step.note("archive", str(dest))
+        step.note("files", len(manifest.files))
+        step.note("bytes", manifest.total_bytes)
 
 
-def restore_uploads(target: Target, backup: str | Path | None = None, *, dry_run: bool = False) -> Journal:
+def _plan_restore(journal: Journal, target: Target, backup: str | Path | None = None) -> None:
+    for name, title, what in RESTORE_PLAN:
+        journal.plan(name, title, what=what, uploads_dir=target.paths.uploads_dir,
+                     backup=str(backup or "newest"))
+
+
+@action("uploads-restore", "アップロードファイル復旧", plan=_plan_restore, cli="uploads-restore",
+        help="アップロードファイル復旧", options=(BACKUP_OPTION,))
+def restore_uploads(journal: Journal, target: Target, backup: str | Path | None = None) -> None:
     """Restore the uploads folder from `backup` or the newest valid uploads backup."""
     uploads, backup_dir = Path(target.paths.uploads_dir), Path(target.paths.backup_dir)
-    journal = Journal("uploads-restore", "アップロードファイル復旧", target.name, dry_run=dry_run)
-    if dry_run:
-        return _planned(journal, RESTORE_PLAN, uploads_dir=str(uploads), backup=str(backup or "newest"))
     stamp = timestamp()
     staging = uploads.parent / f".{uploads.name}.staging-{stamp}"
     old = uploads.parent / f".{uploads.name}.old-{stamp}"
@@ -106,14 +101,14 @@ def restore_uploads(target: Target, backup: str | Path | None = None, *, dry_run
                 step.note("safety_copy", f"none: {uploads} does not exist")
         with journal.step(*RESTORE_PLAN[2][:2]) as step:
             extract_verified(archive, staging, ROOT)
-            account = service_account(target)
+            account = target.service_account()
             if account is not None:
                 chown_tree(staging, account.uid, account.gid)
             step.note("staging", str(staging))
             step.note("owner", account.name if account else "current user")
             if account is not None and uploads.is_dir() and uploads.stat().st_uid != account.uid:
                 step.note("warning", f"the live folder was owned by uid {uploads.stat().st_uid}, not by "
-                                     f"{account.name}; check target.run_as is the backend's account")
+                                     f"{account.name}; check target.service_user is the backend's account")
         with journal.step(*RESTORE_PLAN[3][:2]) as step:
             swap_in(staging, uploads, old)
             step.note("removed_old", str(old))
@@ -125,12 +120,9 @@ def restore_uploads(target: Target, backup: str | Path | None = None, *, dry_run
             step.note("bytes", manifest.total_bytes)
             if problems:
                 raise ArchiveError(f"{uploads} does not hold the backup's files: " + "; ".join(problems[:10]))
-    except Exception as exc:
-        raise journal.failed(exc) from exc
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return journal.finish()
 
 
 def swap_in(staging: Path, live: Path, old: Path) -> None:

@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
+from recovery.actions import action, option
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.target import Target
-from recovery.uploads import service_account
 
 DEFAULT_MIN_DAYS = 30
 
@@ -88,7 +88,7 @@ def public_health(target: Target, timeout: float = 5.0) -> int | None:
 def nginx_test(target: Target, step: Step) -> None:
     """`nginx -t` as the service account; a failure is a WebServerError carrying nginx's words."""
     argv = [target.nginx_binary, *target.nginx_args, "-t"]
-    result = step.run(argv, timeout=30, run_as=service_account(target), check=False)
+    result = step.run(argv, timeout=30, run_as=target.service_account(), check=False)
     words = (result.stderr or result.stdout).strip()
     step.note("nginx_t", words.splitlines()[-3:])
     if not result.ok:
@@ -114,72 +114,70 @@ def _reload(target: Target, step: Step, timeout: float = 15.0) -> None:
         raise WebServerError(f"after reload {target.public_url} answers {code}, not 200")
 
 
-def nginx_check(target: Target, *, dry_run: bool = False) -> Journal:
+def _plan_nginx_test(journal: Journal, target: Target) -> None:
+    journal.plan("nginx-t", "Nginx設定テスト", argv=[target.nginx_binary, *target.nginx_args, "-t"])
+
+
+@action("nginx-test", "Nginx設定テスト", plan=_plan_nginx_test, cli="nginx-test",
+        help="Nginx設定テスト (nginx -t)")
+def nginx_check(journal: Journal, target: Target) -> None:
     """Nginx設定テスト (`nginx -t`) only."""
-    journal = Journal("nginx-test", "Nginx設定テスト", target.name, dry_run=dry_run)
-    if dry_run:
-        journal.plan("nginx-t", "Nginx設定テスト", argv=[target.nginx_binary, *target.nginx_args, "-t"])
-        return journal.finish()
-    try:
-        with journal.step("nginx-t", "Nginx設定テスト") as step:
-            nginx_test(target, step)
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
+    with journal.step("nginx-t", "Nginx設定テスト") as step:
+        nginx_test(target, step)
 
 
-def reload_nginx(target: Target, *, dry_run: bool = False) -> Journal:
+RELOAD_PLAN = (
+    ("nginx-t", "Nginx設定テスト", "nginx -t as the service account; stop if it fails"),
+    ("reload", "Nginx再読み込み", "graceful reload (HUP), then health 200 over HTTPS"),
+)
+
+
+@action("nginx-reload", "Nginx再読み込み", plan=RELOAD_PLAN, cli="nginx-reload",
+        help="Nginx再読み込み, only after nginx -t passes")
+def reload_nginx(journal: Journal, target: Target) -> None:
     """`nginx -t`, and only if it passes, a graceful reload; then HTTPS health 200."""
-    journal = Journal("nginx-reload", "Nginx再読み込み", target.name, dry_run=dry_run)
-    if dry_run:
-        journal.plan("nginx-t", "Nginx設定テスト", what="nginx -t as the service account; stop if it fails")
-        journal.plan("reload", "Nginx再読み込み", what="graceful reload (HUP), then health 200 over HTTPS")
-        return journal.finish()
-    try:
-        with journal.step("nginx-t", "Nginx設定テスト") as step:
-            nginx_test(target, step)
-        with journal.step("reload", "Nginx再読み込み") as step:
-            _reload(target, step)
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
+    with journal.step("nginx-t", "Nginx設定テスト") as step:
+        nginx_test(target, step)
+    with journal.step("reload", "Nginx再読み込み") as step:
+        _reload(target, step)
 
 
-def check_certificate(target: Target, min_days: float = DEFAULT_MIN_DAYS, renew: bool = True,
-                      *, dry_run: bool = False) -> Journal:
+def _plan_certificate(journal: Journal, target: Target, min_days: float = DEFAULT_MIN_DAYS,
+                      renew: bool = True) -> None:
+    journal.plan("served", "証明書期限確認", what=f"certificate served at {target.public_url}",
+                 min_days=min_days)
+    journal.plan("renew", "証明書更新", what="only when fewer days remain", argv=target.renew_command)
+    journal.plan("nginx-t", "Nginx設定テスト", what="nginx -t")
+    journal.plan("reload", "Nginx再読み込み", what="graceful reload")
+    journal.plan("verify", "証明書確認", what="the served certificate changed and has enough days left")
+
+
+@action("cert-check", "SSL証明書確認", plan=_plan_certificate, cli="cert-check",
+        help="SSL証明書確認: days left of the served certificate, renew when too few",
+        options=(option("--min-days", type=float, default=30.0),
+                 option("--no-renew", action="store_false", dest="renew")))
+def check_certificate(journal: Journal, target: Target, min_days: float = DEFAULT_MIN_DAYS,
+                      renew: bool = True) -> None:
     """SSL証明書確認: days left of the served certificate; renew, test, reload when too few remain."""
-    journal = Journal("cert-check", "SSL証明書確認", target.name, dry_run=dry_run)
-    if dry_run:
-        journal.plan("served", "証明書期限確認", what=f"certificate served at {target.public_url}",
-                     min_days=min_days)
-        journal.plan("renew", "証明書更新", what="only when fewer days remain", argv=target.renew_command)
-        journal.plan("nginx-t", "Nginx設定テスト", what="nginx -t")
-        journal.plan("reload", "Nginx再読み込み", what="graceful reload")
-        journal.plan("verify", "証明書確認", what="the served certificate changed and has enough days left")
-        return journal.finish()
-    try:
-        with journal.step("served", "証明書期限確認") as step:
-            before = served_certificate(target)
-            step.note("certificate", before.describe())
-        if before.days_left >= min_days:
-            journal.steps[-1].details["verdict"] = f"{before.days_left:.1f} days left (>= {min_days})"
-            return journal.finish()
-        if not renew:
-            raise WebServerError(f"the served certificate expires in {before.days_left:.1f} days")
-        with journal.step("renew", "証明書更新") as step:
-            step.run(target.renew_command, timeout=300)
-        with journal.step("nginx-t", "Nginx設定テスト") as step:
-            nginx_test(target, step)
-        with journal.step("reload", "Nginx再読み込み") as step:
-            _reload(target, step)
-        with journal.step("verify", "証明書確認") as step:
-            after = _wait_new_certificate(target, before)
-            step.note("certificate", after.describe())
-            if after.days_left < min_days:
-                raise WebServerError(f"the renewed certificate has only {after.days_left:.1f} days left")
-    except Exception as exc:
-        raise journal.failed(exc) from exc
-    return journal.finish()
+    with journal.step("served", "証明書期限確認") as step:
+        before = served_certificate(target)
+        step.note("certificate", before.describe())
+    if before.days_left >= min_days:
+        journal.steps[-1].details["verdict"] = f"{before.days_left:.1f} days left (>= {min_days})"
+        return
+    if not renew:
+        raise WebServerError(f"the served certificate expires in {before.days_left:.1f} days")
+    with journal.step("renew", "証明書更新") as step:
+        step.run(target.renew_command, timeout=300)
+    with journal.step("nginx-t", "Nginx設定テスト") as step:
+        nginx_test(target, step)
+    with journal.step("reload", "Nginx再読み込み") as step:
+        _reload(target, step)
+    with journal.step("verify", "証明書確認") as step:
+        after = _wait_new_certificate(target, before)
+        step.note("certificate", after.describe())
+        if after.days_left < min_days:
+            raise WebServerError(f"the renewed certificate has only {after.days_left:.1f} days left")
 
 
 def _wait_new_certificate(target: Target, before: ServedCertificate,

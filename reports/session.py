@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reports import compliance, manifest, numbering
-from reports.rec import render_file
+from reports.rec_files import render_file
 from reports.secrets_scan import Finding, scan_files
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ from fixtures.engine import faults
 from fixtures.engine.drill import Drill, DrillRun
 from fixtures.stack import Stack
 from recovery import backups, config_files, database, full_system, pitr, services, uploads, webserver
-from recovery.database import journaled, psql
+from recovery.actions import journaled
 from recovery.errors import RecoveryError
 from recovery.journal import ActionFailed, Journal
+from recovery.postgres import psql
 from recovery.target import Target
 
 SERVICE = "サービス復旧手順 > 1. バックエンドサービス復旧"

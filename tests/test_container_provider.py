@@ -65,10 +65,10 @@ def test_compose_file_matches_the_images() -> None:
 # ---- with an engine --------------------------------------------------------------------------
 
 @pytest.fixture
-def container_stack(pytestconfig: pytest.Config, drill_settings: StackSettings):
+def container_stack(pytestconfig: pytest.Config, stack_settings: StackSettings):
     from fixtures.stack.container import ContainerProvider, ContainerSettings
 
-    provider = ContainerProvider(drill_settings, ContainerSettings(
+    provider = ContainerProvider(stack_settings, ContainerSettings(
         base_image=setting(pytestconfig, "drill_container_base") or "debian:bookworm-slim",
         engine_url=setting(pytestconfig, "drill_engine_url")))
     try:

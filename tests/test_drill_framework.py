@@ -95,23 +95,23 @@ def test_a_record_survives_json():
 
 
 @pytest.mark.stack
-def test_the_verdict_fails_on_recovery_time_and_on_the_forecast(stack, drill_runner, drill_config, request,
+def test_the_verdict_fails_on_recovery_time_and_on_the_forecast(stack, drill_runner, drill_settings, request,
                                                                 monkeypatch):
     monkeypatch.setitem(LEVELS, "TEST-0", {"rto_seconds": 0.001, "rpo_seconds": 0, "loss_text": "test"})
-    strict = dataclasses.replace(drill_config, levels={BACKEND_WORKERS.name: "TEST-0"}, forecaster=None)
+    strict = dataclasses.replace(drill_settings, levels={BACKEND_WORKERS.name: "TEST-0"}, forecaster=None)
     with pytest.raises(DrillFailed) as caught:
         drill_runner(BACKEND_WORKERS, stack, strict)
     assert "is over the TEST-0 target" in caught.value.record.failure_reason
     assert caught.value.record.data_loss_rows == 0 and caught.value.record.probe.requests > 0
 
     # a production far too big for RTO-1 at the (synthetic) measured throughput of 1 s per MB
-    forecaster = Forecaster(drill_config.forecaster.settings if drill_config.forecaster else None,  # type: ignore[arg-type]
+    forecaster = Forecaster(drill_settings.forecaster.settings if drill_settings.forecaster else None,  # type: ignore[arg-type]
                             [0.3, 1], {"database": 1e10, "uploads": 0})
     forecaster._calibration = Calibration([CalibrationPoint(0.3, 10**6, 0, 1.0, 0, 0),
                                            CalibrationPoint(1, 2 * 10**6, 0, 2.0, 0, 0)])
     drill = sabotaged(BACKEND_WORKERS, fault=KillBackendWorkers(), forecast=("database",))
     with pytest.raises(DrillFailed) as caught:
-        drill_runner(drill, stack, dataclasses.replace(drill_config, forecaster=forecaster))
+        drill_runner(drill, stack, dataclasses.replace(drill_settings, forecaster=forecaster))
     record = caught.value.record
     assert record.forecast_seconds == pytest.approx(10000, rel=0.01)
     assert "forecast recovery time 10000s" in record.failure_reason

@@ -123,7 +123,7 @@ def test_bad_backups_are_refused_and_the_live_database_is_left_as_it_was(stack, 
         conn.execute("CREATE DATABASE other_db OWNER mks_user")
     other = backup_dir / "db_other.dump"
     run([target.database.tool("pg_dump"), "-Fc", "-U", "postgres", "-d", "other_db", "-f", str(other)],
-        timeout=60, run_as=stack.sandbox.run_as, env=target.database.env())
+        timeout=60, run_as=stack.sandbox.service_account, env=target.database.env())
     names = databases(stack)
     refused("a dump of database 'other_db', not 'mks_db'", backup=other)
 

@@ -144,7 +144,7 @@ def test_uploads_backup_and_restore_on_a_live_stack(stack):
     restored = restore_uploads(target)
     assert restored.status == "succeeded"
     assert listing(uploads) == backed_up
-    account = stack.sandbox.run_as
+    account = stack.sandbox.service_account
     assert {(kind, mode, uid) for kind, mode, uid in _modes_and_owner(uploads)} <= {
         ("d", 0o755, account.uid), ("f", 0o644, account.uid)}
     assert not [p for p in uploads.parent.iterdir() if p.name.startswith(".uploads.")]
@@ -178,7 +178,7 @@ def test_config_restore_from_tarball_and_from_git_on_a_live_stack(stack):
     assert noted(restored, "archive") == str(archive)
     assert config.read_bytes() == original_config and site.read_bytes() == original_site
     assert stat.S_IMODE(config.stat().st_mode) == 0o640, "the database password stays private"
-    assert config.stat().st_uid == stack.sandbox.run_as.uid
+    assert config.stat().st_uid == stack.sandbox.service_account.uid
     assert yaml.safe_load(config.read_text())["database"]["port"] == target.database.port
     stack.nginx.test_config()
 

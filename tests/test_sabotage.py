@@ -90,11 +90,11 @@ def test_a_pitr_that_ignores_its_target_fails_the_pitr_drill(stack, drill_runner
     assert "data differs from the baseline" in reason and "documents:" in reason
 
 
-def test_losing_committed_rows_fails_a_drill_that_must_lose_nothing(stack, drill_runner, drill_config):
+def test_losing_committed_rows_fails_a_drill_that_must_lose_nothing(stack, drill_runner, drill_settings):
     """The database restore at RTO-1: the canary rows written after the backup are gone."""
     import dataclasses
 
-    strict = dataclasses.replace(drill_config, levels={DB_RESTORE.name: "RTO-1"}, forecaster=None)
+    strict = dataclasses.replace(drill_settings, levels={DB_RESTORE.name: "RTO-1"}, forecaster=None)
     with pytest.raises(DrillFailed) as caught:
         drill_runner(DB_RESTORE, stack, strict)
     record = caught.value.record

@@ -24,5 +24,5 @@ def test_waits_to_be_interrupted(stack, reports_dir):
     time.sleep(120)
 
 
-def test_settings_only(drill_settings):
-    assert drill_settings.base_dir.is_dir() or not drill_settings.base_dir.exists()
+def test_settings_only(stack_settings):
+    assert stack_settings.base_dir.is_dir() or not stack_settings.base_dir.exists()
