@@ -135,6 +135,10 @@ def load_target(path: str | Path) -> Target:
         raise TargetError(f"{path}{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise TargetError(f"{path}: the top level must be a mapping")
+    if "run_as" in data:  # the key's name before it said what it holds; target files written then still load
+        if "service_user" in data:
+            raise TargetError(f"{path}: run_as and service_user both given; keep service_user")
+        data["service_user"] = data.pop("run_as")
     return _build(Target, data, str(path), "")
 
 

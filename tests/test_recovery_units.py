@@ -203,3 +203,15 @@ def test_check_credentials_come_from_a_file_or_the_environment_never_a_default(t
         credentials("admin", None, tmp_path / "missing")
     monkeypatch.setenv("MKS_CHECK_PASSWORD", "from-env")
     assert credentials("ops", None) == ("ops", "from-env")
+
+
+def test_a_target_file_with_the_old_run_as_key_still_loads(tmp_path):
+    from recovery.target import TargetError, load_target
+
+    old = tmp_path / "old.yml"
+    old.write_text("name: prod\nrun_as: mks\n", encoding="utf-8")
+    assert load_target(old).service_user == "mks"
+    both = tmp_path / "both.yml"
+    both.write_text("name: prod\nrun_as: mks\nservice_user: mks\n", encoding="utf-8")
+    with pytest.raises(TargetError, match="run_as and service_user both given"):
+        load_target(both)
