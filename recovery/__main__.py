@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recovery import levels
 from recovery.errors import RecoveryError
 from recovery.journal import ActionFailed, Journal
 from recovery.target import Target, TargetError, load_target
@@ -42,7 +43,7 @@ def _opt(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 BACKUP = _opt("--backup", metavar="PATH", help="this archive instead of the newest valid one")
 FULL_OPTIONS = (
-    _opt("--level", default="RTO-24", choices=("RTO-1", "RTO-4", "RTO-24")),
+    _opt("--level", default="RTO-24", choices=levels.NAMES),
     _opt("--health-timeout", type=float, default=60.0, help="seconds to wait for health after the restore"),
     _opt("--username", default="admin", help="the login of the post checks"),
     _opt("--login-password-file", metavar="FILE",
@@ -73,7 +74,7 @@ ACTIONS = (
            (_opt("--revision", default="HEAD"), _opt("--file", action="append", dest="files", metavar="PATH",
             help="relative to the backend checkout (repeatable; default: production.yml, alembic.ini)"))),
     Action("db-restore", "データベースバックアップからの復旧", "recovery.database:restore_database",
-           (BACKUP, _opt("--level", default="RTO-24", choices=("RTO-1", "RTO-4", "RTO-24"))), optional=True),
+           (BACKUP, _opt("--level", default="RTO-24", choices=levels.NAMES)), optional=True),
     Action("pitr", "ポイントインタイムリカバリ", "recovery.pitr:point_in_time_restore",
            (_opt("--target-time", required=True, type=lambda text: _when(text),
                  help="with a time zone, e.g. '2024-01-09 10:00:00+09'"),), optional=True),
