@@ -8,20 +8,20 @@ in backup_dir, not a plain file in /tmp).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import psycopg
 
-from recovery import backups
+from recovery import backups, health
 from recovery.archives import sha256_file
 from recovery.backups import BackupError, VerifiedBackup
 from recovery.commands import RunAs
@@ -29,6 +29,7 @@ from recovery.errors import RecoveryError
 from recovery.integrity import APP_TABLES, connect, fingerprint
 from recovery.journal import Journal, Step
 from recovery.target import Target
+from recovery.waiting import Observation, WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -74,31 +75,23 @@ def ensure_dir(path: Path, target: Target, mode: int = 0o750) -> Path:
     return path
 
 
-def wait_for(what: str, probe: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.2) -> str:
-    deadline = time.monotonic() + timeout
-    last = "not tried"
-    while True:
-        try:
-            ok, last = probe()
-        except Exception as exc:  # the thing is not up yet: keep the last observation
-            ok, last = False, f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        if ok:
-            return last
-        if time.monotonic() > deadline:
-            raise RecoveryError(f"{what} not ready after {timeout:g}s; last: {last}")
-        time.sleep(interval)
-
-
-def query_answers(target: Target, dbname: str = "postgres") -> tuple[bool, str]:
+def query_answers(target: Target, dbname: str = "postgres") -> Observation:
+    """A real query, answered by a server out of recovery (psycopg.Error while it is not up)."""
     with connect(target, dbname) as conn:
         row = conn.execute("SELECT pg_is_in_recovery(), version()").fetchone()
     assert row is not None
-    return (not row[0], f"in recovery: {row[0]}; {row[1]}")
+    return Observation(not row[0], f"in recovery: {row[0]}; {row[1]}")
 
 
-def backend_healthy(target: Target) -> tuple[bool, str]:
-    response = httpx.get(target.backend_url.rstrip("/") + "/api/v1/health", timeout=3)
-    return response.status_code == 200, f"HTTP {response.status_code}"
+def wait_answering(target: Target, timeout: float) -> str:
+    """Until PostgreSQL answers a real query out of recovery; RecoveryError with the last answer."""
+    return wait_until("PostgreSQL to answer a query", lambda: query_answers(target), timeout=timeout,
+                      interval=0.2, error=RecoveryError, not_yet=(psycopg.Error, OSError)).detail
+
+
+def wait_backend_healthy(target: Target, timeout: float) -> str:
+    """Until the backend's health answers 200 (WaitTimeout, a RecoveryError, with the last answer)."""
+    return health.wait_healthy(target, timeout, interval=0.2).detail
 
 
 def journaled(target: Target, action: str, title: str, body: Callable[[Journal], None],
@@ -119,11 +112,11 @@ def connection_check(target: Target, start_grace: float = 15.0) -> Journal:
         with journal.step("status", "PostgreSQLサービス確認") as step:
             manager, name = target.service_manager(), target.services.database
             # a service that is still starting gets a moment; one that is down does not
+            with contextlib.suppress(WaitTimeout):
+                wait_until(f"{name} to finish starting",
+                           lambda: manager.status(name).active_state != "activating",
+                           timeout=start_grace, interval=0.2)
             status = manager.status(name)
-            deadline = time.monotonic() + start_grace
-            while status.active_state == "activating" and time.monotonic() < deadline:
-                time.sleep(0.2)
-                status = manager.status(name)
             step.note("active_state", status.active_state)
             step.note("detail", status.detail)
             if not status.is_active:
@@ -146,7 +139,7 @@ def restart_database(target: Target, timeout: float = 60.0) -> Journal:
             target.service_manager().restart(target.services.database)
             step.note("service", target.services.database)
         with journal.step("connect", "接続テスト") as step:
-            step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), timeout))
+            step.note("answer", wait_answering(target, timeout))
             rows = psql(step, target, "SELECT version();")
             step.note("version", rows[0][0] if rows else "")
     return journaled(target, "database_restart", "2. データベース復旧 再起動手順", body)
@@ -392,4 +385,4 @@ def _swap(journal: Journal, target: Target, live: str, side: str, old: str, heal
         raise
     with journal.step("start_backend", "サービス起動") as step:
         services.start(backend)
-        step.note("health", wait_for("backend health", lambda: backend_healthy(target), health_timeout))
+        step.note("health", wait_backend_healthy(target, health_timeout))

@@ -40,10 +40,11 @@ class Observation(NamedTuple):
 class WaitTimeout(RecoveryError):
     """What waited for did not happen in time (the default error of wait_until)."""
 
-    def __init__(self, message: str, last: str = "", log_tail: str = ""):
+    def __init__(self, message: str, last: str = "", log_tail: str = "", result: object = None):
         super().__init__(message)
-        self.last = last
+        self.last = last  # the last observation in words
         self.log_tail = log_tail
+        self.result = result  # the probe's last (falsy) answer; None when it last raised
 
 
 def wait_until(
@@ -64,21 +65,21 @@ def wait_until(
     """
     started = time.monotonic()
     deadline = started + timeout
-    last = "never probed"
+    last, last_result = "never probed", None
     probes = 0
     while True:
         probes += 1
         try:
             result = probe()
         except not_yet as exc:
-            last = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            last, last_result = f"{type(exc).__name__}: {str(exc).strip()[:300]}", None
         else:
             if result:
                 return result
-            last = describe(result)
+            last, last_result = describe(result), result
         now = time.monotonic()
         if now >= deadline:
-            raise _timeout(error, what, now - started, last, _read_tail(log_tail))
+            raise _timeout(error, what, now - started, last, _read_tail(log_tail), last_result)
         pause = interval(probes) if callable(interval) else interval
         time.sleep(min(max(pause, 0.0), deadline - now))
 
@@ -91,12 +92,12 @@ def describe(value: object) -> str:
 
 
 def _timeout(error: Callable[[str], BaseException], what: str, seconds: float, last: str,
-             log_tail: str) -> BaseException:
+             log_tail: str, result: object) -> BaseException:
     message = f"timed out after {seconds:.1f}s waiting for {what}; last observation: {last}"
     if log_tail:
         message += "\n--- log tail ---\n" + log_tail
     if error is WaitTimeout:
-        return WaitTimeout(message, last, log_tail)
+        return WaitTimeout(message, last, log_tail, result)
     return error(message)
 
 

@@ -50,6 +50,7 @@ def test_timeout_names_what_it_waited_for_the_last_observation_and_the_log_tail(
     assert int(last.split()[1].rstrip(":")) >= 3  # the last one, not the first
     assert "--- log tail ---\nstarting\nFATAL: could not bind" in message
     assert caught.value.log_tail.endswith("FATAL: could not bind")
+    assert caught.value.result == Observation(False, last)
 
 
 def test_a_falsy_answer_that_is_no_observation_is_shown_as_it_is():
@@ -91,6 +92,7 @@ def test_not_yet_exceptions_are_observations_with_type_and_text():
     with pytest.raises(WaitTimeout) as caught:
         wait_until("the port", probe, timeout=0.1, interval=0.02, not_yet=OSError)
     assert caught.value.last == "ConnectionRefusedError: connection refused"
+    assert caught.value.result is None
     assert len(calls) >= 3
 
 
