@@ -30,6 +30,7 @@ from fixtures.stack.nginx import find_nginx
 from fixtures.stack.postgres import find_install
 from fixtures.stack.readiness import wait_until
 from fixtures.stack.sandbox import default_base_dir, free_port
+from recovery import health
 from recovery.commands import RunAs, run, spawn
 
 SUPERUSER_SECRET = "floor-bench-superuser-secret"  # a throwaway cluster that lives for seconds
@@ -105,12 +106,12 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
     )
     conninfo = f"host=127.0.0.1 port={pg_port} user=postgres password={SUPERUSER_SECRET} dbname=postgres"
 
-    def pg_ready() -> tuple[bool, str]:
+    def pg_ready() -> bool:
         with psycopg.connect(conninfo, connect_timeout=2) as conn:
             conn.execute("SELECT 1")
-        return True, "ok"
+        return True
 
-    wait_until("floor postgres", pg_ready, timeout=60, interval=0.05)
+    wait_until("floor postgres to answer", pg_ready, timeout=60, interval=0.05)
     procs.append(
         spawn(
             [
@@ -157,13 +158,8 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
     )
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    with httpx.Client(verify=context, timeout=3) as client:
-
-        def healthy() -> tuple[bool, str]:
-            response = client.get(f"https://127.0.0.1:{https_port}/api/v1/health")
-            return response.status_code == 200, str(response.status_code)
-
-        wait_until("floor health", healthy, timeout=60, interval=0.05)
+    with httpx.Client(base_url=f"https://127.0.0.1:{https_port}", verify=context, timeout=3) as client:
+        wait_until("floor health 200", lambda: health.probe(client), timeout=60, interval=0.05)
     start_seconds = time.monotonic() - started
     started = time.monotonic()
     for proc in reversed(procs):

@@ -15,6 +15,7 @@ After each procedure: every service active, the backend healthy, login and proje
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -33,6 +34,7 @@ from recovery.commands import run
 from recovery.database import backup_database
 from recovery.journal import tail
 from recovery.services import wait_healthy
+from recovery.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -256,12 +258,13 @@ class Gate:
             conn.execute("CREATE TABLE gate_after_target_time (id int)")
             conn.execute("DROP TABLE gate_after_target_time")
             segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+
+            def archived() -> bool:
                 last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-                if last is not None and last >= segment:
-                    break
-                time.sleep(0.2)
+                return last is not None and last >= segment
+
+            with contextlib.suppress(WaitTimeout):  # as before: the restore then says what is missing
+                wait_until(f"{segment} to be archived", archived, timeout=30, interval=0.2)
         self.events.append(f"stack {stack.name}: base backup, target time {when}, WAL {segment} archived")
         return baseline, when
 

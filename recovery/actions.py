@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recovery import levels
 from recovery.journal import Journal
 from recovery.target import Target, TargetError
 
@@ -125,4 +126,4 @@ def registered(module: str | None = None) -> list[Action]:
 
 # options several actions share
 BACKUP_OPTION = option("--backup", metavar="PATH", help="this archive instead of the newest valid one")
-LEVEL_OPTION = option("--level", default="RTO-24", choices=("RTO-1", "RTO-4", "RTO-24"))
+LEVEL_OPTION = option("--level", default="RTO-24", choices=levels.NAMES)

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from recovery.errors import RecoveryError
+from recovery.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -436,14 +437,12 @@ def timestamp() -> str:
 
 def backup_path(directory: Path, prefix: str) -> Path:
     """directory/PREFIX_YYYYmmdd_HHMMSS.tar.gz; never an existing file (wait for the next second)."""
-    import time
-
-    for _ in range(30):
+    def free() -> Path | None:
         candidate = directory / f"{prefix}_{timestamp()}.tar.gz"
-        if not candidate.exists():
-            return candidate
-        time.sleep(0.1)
-    raise ArchiveError(f"{directory}: could not find a free name for a {prefix} backup")
+        return None if candidate.exists() else candidate
+
+    return wait_until(f"a free name for a {prefix} backup in {directory}", free, timeout=3, interval=0.1,
+                      error=ArchiveError)
 
 
 def backups(directory: Path, prefix: str) -> list[Path]:

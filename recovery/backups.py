@@ -17,6 +17,7 @@ from pathlib import Path
 from recovery.archives import sha256_file
 from recovery.commands import run
 from recovery.errors import CommandError, RecoveryError
+from recovery.levels import LEVELS
 from recovery.target import Target
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,8 @@ NAME_RE = re.compile(r"^db_(\d{8})_(\d{6})\.dump$")
 SAFETY_RE = re.compile(r"^pre_restore_(\d{8})_(\d{6})\.dump$")
 STAMP_FORMAT = "%Y%m%d_%H%M%S"
 
-# the runbook's table: data loss allowed per level; None = the caller decides (RTO-1: "minimal")
-LEVEL_MAX_AGE: dict[str, dt.timedelta | None] = {
-    "RTO-1": None,
-    "RTO-4": dt.timedelta(hours=1),
-    "RTO-24": dt.timedelta(days=1),
-}
+# the runbook's table (recovery/levels.py): data loss allowed per level; None = the caller decides
+LEVEL_MAX_AGE: dict[str, dt.timedelta | None] = {name: level.backup_max_age for name, level in LEVELS.items()}
 
 
 class BackupError(RecoveryError):

@@ -8,19 +8,18 @@ in backup_dir, not a plain file in /tmp).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import psycopg
 
-from recovery import backups
+from recovery import backups, health
 from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action
 from recovery.archives import sha256_file
 from recovery.backups import BackupError, VerifiedBackup
@@ -29,6 +28,7 @@ from recovery.integrity import APP_TABLES, connect, fingerprint
 from recovery.journal import Journal, Step
 from recovery.postgres import ident, psql
 from recovery.target import Target, ensure_dir
+from recovery.waiting import Observation, WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +43,23 @@ class RestoreError(RecoveryError):
     """The restored copy failed its verification; the live database was not touched."""
 
 
-def wait_for(what: str, probe: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.2) -> str:
-    deadline = time.monotonic() + timeout
-    last = "not tried"
-    while True:
-        try:
-            ok, last = probe()
-        except Exception as exc:  # the thing is not up yet: keep the last observation
-            ok, last = False, f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        if ok:
-            return last
-        if time.monotonic() > deadline:
-            raise RecoveryError(f"{what} not ready after {timeout:g}s; last: {last}")
-        time.sleep(interval)
-
-
-def query_answers(target: Target, dbname: str = "postgres") -> tuple[bool, str]:
+def query_answers(target: Target, dbname: str = "postgres") -> Observation:
+    """A real query, answered by a server out of recovery (psycopg.Error while it is not up)."""
     with connect(target, dbname) as conn:
         row = conn.execute("SELECT pg_is_in_recovery(), version()").fetchone()
     assert row is not None
-    return (not row[0], f"in recovery: {row[0]}; {row[1]}")
+    return Observation(not row[0], f"in recovery: {row[0]}; {row[1]}")
 
 
-def backend_healthy(target: Target) -> tuple[bool, str]:
-    response = httpx.get(target.backend_url.rstrip("/") + "/api/v1/health", timeout=3)
-    return response.status_code == 200, f"HTTP {response.status_code}"
+def wait_answering(target: Target, timeout: float) -> str:
+    """Until PostgreSQL answers a real query out of recovery; RecoveryError with the last answer."""
+    return wait_until("PostgreSQL to answer a query", lambda: query_answers(target), timeout=timeout,
+                      interval=0.2, error=RecoveryError, not_yet=(psycopg.Error, OSError)).detail
+
+
+def wait_backend_healthy(target: Target, timeout: float) -> str:
+    """Until the backend's health answers 200 (WaitTimeout, a RecoveryError, with the last answer)."""
+    return health.wait_healthy(target, timeout, interval=0.2).detail
 
 
 # ---- 接続確認 / 再起動手順 / 設定確認 ----------------------------------------------------------
@@ -78,11 +70,11 @@ def connection_check(journal: Journal, target: Target, start_grace: float = 15.0
     with journal.step("status", "PostgreSQLサービス確認") as step:
         manager, name = target.service_manager(), target.services.database
         # a service that is still starting gets a moment; one that is down does not
+        with contextlib.suppress(WaitTimeout):
+            wait_until(f"{name} to finish starting",
+                       lambda: manager.status(name).active_state != "activating",
+                       timeout=start_grace, interval=0.2)
         status = manager.status(name)
-        deadline = time.monotonic() + start_grace
-        while status.active_state == "activating" and time.monotonic() < deadline:
-            time.sleep(0.2)
-            status = manager.status(name)
         step.note("active_state", status.active_state)
         step.note("detail", status.detail)
         if not status.is_active:
@@ -104,7 +96,7 @@ def restart_database(journal: Journal, target: Target, timeout: float = 60.0) ->
         target.service_manager().restart(target.services.database)
         step.note("service", target.services.database)
     with journal.step("connect", "接続テスト") as step:
-        step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), timeout))
+        step.note("answer", wait_answering(target, timeout))
         rows = psql(step, target, "SELECT version();")
         step.note("version", rows[0][0] if rows else "")
 
@@ -355,4 +347,4 @@ def _swap(journal: Journal, target: Target, live: str, side: str, old: str, heal
         raise
     with journal.step("start_backend", "サービス起動") as step:
         services.start(backend)
-        step.note("health", wait_for("backend health", lambda: backend_healthy(target), health_timeout))
+        step.note("health", wait_backend_healthy(target, health_timeout))

@@ -26,16 +26,16 @@ the journal shows which application settings differ for an operator to review.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recovery import backups, database, integrity
+from recovery import backups, database, health, integrity
 from recovery.actions import LEVEL_OPTION, action, option
 from recovery.archives import ArchiveError, choose_backup, extract_verified, sha256_file, timestamp
 from recovery.config_files import check_yaml, restore_config, restore_from_git, target_root
@@ -44,7 +44,8 @@ from recovery.journal import ActionFailed, Journal, StepRecord, now_iso
 from recovery.postgres import ident, psql
 from recovery.target import Target, ensure_dir, load_target
 from recovery.uploads import restore_uploads
-from recovery.webserver import nginx_test, public_health
+from recovery.waiting import WaitTimeout, wait_until
+from recovery.webserver import nginx_test
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def postgresql_up(journal: Journal, target: Target, timeout: float) -> None:
         if not was.is_active:
             manager.start(name)
             step.note("started", True)
-        step.note("answer", database.wait_for("PostgreSQL", lambda: database.query_answers(target), timeout))
+        step.note("answer", database.wait_answering(target, timeout))
 
 
 def prepare(journal: Journal, target: Target, dump: Path) -> None:
@@ -180,8 +181,7 @@ def start_and_check(journal: Journal, target: Target, health_timeout: float,
     manager = target.service_manager()
     with journal.step("start_backend", "バックエンド起動") as step:
         manager.start(target.services.backend)
-        step.note("health", database.wait_for("backend health", lambda: database.backend_healthy(target),
-                                              health_timeout))
+        step.note("health", database.wait_backend_healthy(target, health_timeout))
     with journal.step("start_nginx", "Nginx起動 (nginx -t の後)") as step:
         nginx_test(target, step)
         manager.start(target.services.web)
@@ -192,8 +192,8 @@ def start_and_check(journal: Journal, target: Target, health_timeout: float,
         step.note("attempts", attempts)
         step.note("status_code", code)
         if code != 200:
-            raise FullRecoveryError(f"{target.public_url}/api/v1/health answers {code} after {attempts} "
-                                    f"attempts in {health_timeout:g}s")
+            raise FullRecoveryError(f"{target.public_url}{target.health_path} answers {code} after "
+                                    f"{attempts} attempts in {health_timeout:g}s")
     with journal.step("integrity", "データ整合性確認") as step:
         # taken before the post checks, whose upload adds a document: this is the restored data
         found = integrity.fingerprint(target)
@@ -216,14 +216,16 @@ def start_and_check(journal: Journal, target: Target, health_timeout: float,
 
 def wait_public_health(target: Target, timeout: float) -> tuple[int, int | None]:
     """Health through nginx, retried with a growing pause until 200 or the timeout."""
-    deadline, pause, attempts, code = time.monotonic() + timeout, 0.2, 0, None
-    while True:
-        attempts += 1
-        code = public_health(target)
-        if code == 200 or time.monotonic() + pause > deadline:
-            return attempts, code
-        time.sleep(pause)
-        pause = min(pause * 2, 5.0)
+    answers: list[health.Health] = []
+
+    def answer() -> health.Health:
+        answers.append(health.public(target))
+        return answers[-1]
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until(f"health 200 at {target.public_url}", answer, timeout=timeout,
+                   interval=lambda n: min(0.2 * 2 ** (n - 1), 5.0))
+    return len(answers), answers[-1].status
 
 
 # ---- 完全復旧 -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from recovery import health
 from recovery.actions import action, option, secret_file
 from recovery.archives import sha256_file
 from recovery.errors import RecoveryError
@@ -257,8 +258,8 @@ def post_checks(target: Target, username: str | None = None, password: str | Non
     with http_client(target, url) as client:
         result = CheckResult("post_checks", str(client.base_url))
         try:
-            health = client.get("/api/v1/health")
-            result.add("health", health.status_code == 200, f"HTTP {health.status_code}")
+            answer = health.probe(client, target.health_path)
+            result.add("health", answer.ok, f"HTTP {answer.status}" if answer.status else answer.detail)
             login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
             token = login.json().get("token") if login.status_code == 200 else None
             if not result.add("login", bool(token), f"HTTP {login.status_code}"):
@@ -363,7 +364,8 @@ def performance(target: Target, username: str | None = None, password: str | Non
         login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
         token = login.json().get("token") if login.status_code == 200 else ""
         auth = {"Authorization": f"Bearer {token}"}
-        for name, path, headers in (("health", "/api/v1/health", {}), ("projects", "/api/v1/projects", auth)):
+        paths = (("health", target.health_path, {}), ("projects", "/api/v1/projects", auth))
+        for name, path, headers in paths:
             samples: list[float] = []
             failures = 0
             for _ in range(requests):

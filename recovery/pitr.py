@@ -21,18 +21,20 @@ import os
 import re
 import shutil
 import tarfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psycopg
+
 from recovery import backups
 from recovery.actions import action, aware_time, option
-from recovery.database import backend_healthy, query_answers, wait_for
+from recovery.database import query_answers, wait_answering, wait_backend_healthy
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.postgres import psql
 from recovery.service_manager import ServiceError
 from recovery.target import Target, ensure_dir
+from recovery.waiting import Observation, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -394,30 +396,27 @@ def _swap_and_recover(journal: Journal, target: Target, dirs: tuple[Path, Path, 
             elif fresh.exists():
                 shutil.rmtree(fresh)
             services.start(db_service)
-            wait_for("PostgreSQL", lambda: query_answers(target), timeout)
+            wait_answering(target, timeout)
             services.start(backend)
         raise
     with journal.step("start_backend", "サービス起動") as step:
         services.start(backend)
-        step.note("health", wait_for("backend health", lambda: backend_healthy(target), 60))
+        step.note("health", wait_backend_healthy(target, 60))
 
 
 def _wait_promoted(target: Target, timeout: float) -> str:
     services = target.service_manager()
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+
+    def promoted() -> Observation:
         status = services.status(target.services.database)
         if status.active_state in ("inactive", "failed"):
             raise PitrError(f"the server stopped during recovery ({status.detail}):\n{_log_lines(target)}")
-        try:
-            ok, last = query_answers(target)
-            if ok:
-                return last
-        except Exception as exc:  # still starting or replaying
-            last = str(exc).strip()[:200]
-        time.sleep(0.3)
-    raise PitrError(f"not promoted after {timeout:g}s; last: {last}\n{_log_lines(target)}")
+        return query_answers(target)
+
+    answer = wait_until("the recovered server to be promoted", promoted, timeout=timeout, interval=0.3,
+                        error=PitrError, not_yet=(psycopg.Error, OSError),
+                        log_tail=lambda: _log_lines(target))
+    return answer.detail
 
 
 def _log_lines(target: Target, lines: int = 15) -> str:
@@ -437,7 +436,7 @@ def allow_archiving(journal: Journal, target: Target) -> None:
         psql(step, target, "ALTER SYSTEM RESET archive_mode;")
     with journal.step("restart", "PostgreSQL再起動") as step:
         target.service_manager().restart(target.services.database)
-        step.note("answer", wait_for("PostgreSQL", lambda: query_answers(target), 60))
+        step.note("answer", wait_answering(target, 60))
         step.note("archive_mode", psql(step, target, "SHOW archive_mode;")[0][0])
 
 

@@ -6,7 +6,6 @@ the services of a sandbox with the same meaning (an automatic restart like syste
 
 from __future__ import annotations
 
-import time
 import xmlrpc.client
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Protocol
 
 from recovery.commands import run
 from recovery.errors import RecoveryError
+from recovery.waiting import Observation, wait_until
 
 
 class ServiceError(RecoveryError):
@@ -141,16 +141,14 @@ class SupervisorServiceManager:
 
     def wait_active(self, name: str, timeout: float = 30.0) -> ServiceStatus:
         """Wait until the service is active (after an automatic restart, for example)."""
-        deadline = time.monotonic() + timeout
-        status = self.status(name)
-        while not status.is_active:
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"{name} not active after {timeout:g}s: {status.detail}\n{self.log_tail(name)}"
-                )
-            time.sleep(0.1)
+        def active() -> ServiceStatus | Observation:
             status = self.status(name)
-        return status
+            return status if status.is_active else Observation(False, status.detail)
+
+        found = wait_until(f"{name} to be active", active, timeout=timeout, interval=0.1, error=ServiceError,
+                           log_tail=lambda: self.log_tail(name))
+        assert isinstance(found, ServiceStatus)
+        return found
 
 
 class SystemdServiceManager:

@@ -23,18 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
+from recovery import health
 from recovery.actions import action, option
 from recovery.config_files import check_yaml
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.service_manager import ServiceManager, SupervisorServiceManager
 from recovery.target import Target
+from recovery.waiting import Observation, WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
-HEALTH_PATH = "/api/v1/health"
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -43,25 +42,12 @@ class ServiceRecoveryError(RecoveryError):
 
 
 # ---- health and ports ------------------------------------------------------------------------
-def health(target: Target, timeout: float = 5.0) -> tuple[int | None, str]:
-    """GET the backend's health URL: (status code or None, a short observation)."""
-    url = target.backend_url.rstrip("/") + HEALTH_PATH
-    try:
-        response = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return None, f"{url}: {type(exc).__name__}: {exc}"
-    return response.status_code, f"{url}: {response.status_code} {response.text[:200]}"
-
-
 def wait_healthy(target: Target, timeout: float, interval: float = 0.5) -> tuple[bool, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, seen = health(target)
-        if code == 200:
-            return True, seen
-        if time.monotonic() >= deadline:
-            return False, seen
-        time.sleep(interval)
+    """The backend's health 200 within timeout: (True, its answer), or (False, the last answer)."""
+    try:
+        return True, health.wait_healthy(target, timeout, interval=interval).detail
+    except WaitTimeout as exc:
+        return False, exc.last
 
 
 def backend_port(target: Target) -> int:
@@ -162,12 +148,17 @@ def stop_pid(pid: int, grace: float = 5.0) -> str:
             os.kill(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
         except ProcessLookupError:
             return "gone"
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if ProcessInfo.read(pid) is None or _is_zombie(pid):
-                return f"stopped by {sig.name}"
-            time.sleep(0.05)
+        try:
+            wait_until(f"pid {pid} to exit after {sig.name}", lambda: _is_gone(pid),
+                       timeout=grace, interval=0.05)
+        except WaitTimeout:
+            continue
+        return f"stopped by {sig.name}"
     return "still alive after SIGKILL"
+
+
+def _is_gone(pid: int) -> bool:
+    return ProcessInfo.read(pid) is None or _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -208,10 +199,10 @@ def auto_recover(journal: Journal, target: Target, max_attempts: int = 3,
     manager = target.service_manager()
     with journal.step(*AUTO_PLAN[0][:2]) as step:
         status = manager.status(service)
-        code, seen = health(target)
+        answer = health.backend(target)
         step.note("state", status.detail)
-        step.note("health", seen)
-    if code == 200:
+        step.note("health", answer.detail)
+    if answer.ok:
         journal.steps[-1].details["verdict"] = "healthy; nothing to do"
         return
     reasons = []
@@ -287,11 +278,13 @@ def free_port(manager: ServiceManager, service: str, port: int, step: Step) -> N
     if foreign:
         raise ServiceRecoveryError(f"port {port} is held by a process not of {service}; not killing it: "
                                    + "; ".join(foreign))
-    deadline = time.monotonic() + 5
-    while listening_inodes(port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if listening_inodes(port):
-        raise ServiceRecoveryError(f"port {port} still listening after the stale process was stopped")
+
+    def port_free() -> Observation:
+        inodes = listening_inodes(port)
+        return Observation(not inodes, f"still listening (socket inodes {', '.join(sorted(inodes))})")
+
+    wait_until(f"port {port} to be free after the stale process was stopped", port_free,
+               timeout=5, interval=0.1, error=ServiceRecoveryError)
     step.note("port", f"{port} free")
 
 

@@ -16,6 +16,8 @@ from recovery.commands import RunAs
 from recovery.errors import RecoveryError
 from recovery.service_manager import ServiceManager, SupervisorServiceManager, SystemdServiceManager
 
+HEALTH_PATH = "/api/v1/health"  # the backend's health URL path, below backend_url and public_url
+
 
 class TargetError(RecoveryError):
     """The target file is missing, malformed or incomplete."""
@@ -79,6 +81,7 @@ class Target:
     paths: PathsTarget = field(default_factory=PathsTarget)
     backend_url: str = "http://localhost:5100"
     public_url: str = "https://example.com"
+    health_path: str = HEALTH_PATH
     ca_file: str | None = None
     nginx_binary: str = "/usr/sbin/nginx"
     nginx_args: list[str] = field(default_factory=list)  # e.g. -p PREFIX -c CONF in a sandbox

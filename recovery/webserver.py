@@ -16,18 +16,18 @@ import datetime as dt
 import hashlib
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 from cryptography import x509
 
+from recovery import health
 from recovery.actions import action, option
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.target import Target
+from recovery.waiting import Observation, WaitTimeout, wait_until
 
 DEFAULT_MIN_DAYS = 30
 
@@ -53,17 +53,11 @@ class ServedCertificate:
                 "sha256": self.sha256}
 
 
-def _context(target: Target) -> ssl.SSLContext:
-    if target.ca_file:
-        return ssl.create_default_context(cafile=target.ca_file)
-    return ssl.create_default_context()
-
-
 def served_certificate(target: Target, timeout: float = 10.0) -> ServedCertificate:
     """The leaf certificate presented at target.public_url (verified against target.ca_file)."""
     parts = urlsplit(target.public_url)
     host, port = parts.hostname or "localhost", parts.port or 443
-    context = _context(target)
+    context = health.tls_context(target)
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=host) as tls:
@@ -75,14 +69,6 @@ def served_certificate(target: Target, timeout: float = 10.0) -> ServedCertifica
     cert = x509.load_der_x509_certificate(der)
     return ServedCertificate(cert.subject.rfc4514_string(), cert.serial_number, cert.not_valid_after_utc,
                              hashlib.sha256(der).hexdigest())
-
-
-def public_health(target: Target, timeout: float = 5.0) -> int | None:
-    try:
-        with httpx.Client(verify=_context(target), timeout=timeout) as client:
-            return client.get(target.public_url.rstrip("/") + "/api/v1/health").status_code
-    except httpx.HTTPError:
-        return None
 
 
 def nginx_test(target: Target, step: Step) -> None:
@@ -100,13 +86,11 @@ def _reload(target: Target, step: Step, timeout: float = 15.0) -> None:
     manager = target.service_manager()
     before = manager.status(target.services.web)
     manager.reload(target.services.web)
-    deadline = time.monotonic() + timeout
-    code = None
-    while time.monotonic() < deadline:
-        code = public_health(target)
-        if code == 200:
-            break
-        time.sleep(0.2)
+    try:
+        answer: health.Health | None = health.wait_healthy(target, timeout, through_nginx=True, interval=0.2)
+    except WaitTimeout as exc:
+        answer = exc.result  # type: ignore[assignment]
+    code = answer.status if answer is not None else None
     after = manager.status(target.services.web)
     step.note("master_pid", f"{before.pid} -> {after.pid}")
     step.note("public_health", code)
@@ -183,20 +167,26 @@ def check_certificate(journal: Journal, target: Target, min_days: float = DEFAUL
 def _wait_new_certificate(target: Target, before: ServedCertificate,
                           timeout: float = 15.0) -> ServedCertificate:
     """The new certificate, once several connections in a row get it (old workers finish first)."""
-    deadline = time.monotonic() + timeout
     streak = 0
-    current = before
     master = target.service_manager().main_pid(target.services.web)
+
     # an old worker still shutting down may take a connection from the shared socket and hand out
     # the old certificate: done means the new one, several times in a row, and no old worker left
-    while streak < 5 or (master and _workers_shutting_down(master)):
-        if time.monotonic() > deadline:
-            raise WebServerError("nginx still serves the old certificate after renewal and reload")
+    def settled() -> ServedCertificate | Observation:
+        nonlocal streak
         current = served_certificate(target)
         streak = streak + 1 if current.sha256 != before.sha256 else 0
-        if not streak:
-            time.sleep(0.2)
-    return current
+        old_workers = bool(master) and _workers_shutting_down(master)
+        if streak >= 5 and not old_workers:
+            return current
+        return Observation(False, f"the new certificate {streak} time(s) in a row; "
+                                  f"old workers left: {'yes' if old_workers else 'no'}")
+
+    found = wait_until("nginx to serve only the renewed certificate (5 connections in a row, no old worker)",
+                       settled, timeout=timeout, interval=lambda _: 0.0 if streak else 0.2,
+                       error=WebServerError)
+    assert isinstance(found, ServedCertificate)
+    return found
 
 
 def _workers_shutting_down(master: int) -> bool:

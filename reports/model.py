@@ -11,11 +11,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from recovery import levels
+
+# the runbook's 復旧レベル定義 (recovery/levels.py): recovery time target and data loss allowed, in seconds
 LEVELS = {
-    # the runbook's 復旧レベル定義: recovery time target and data loss allowed, in seconds
-    "RTO-1": {"rto_seconds": 3600, "rpo_seconds": 0, "loss_text": "最小限"},
-    "RTO-4": {"rto_seconds": 4 * 3600, "rpo_seconds": 3600, "loss_text": "1時間分"},
-    "RTO-24": {"rto_seconds": 24 * 3600, "rpo_seconds": 86400, "loss_text": "1日分"},
+    level.name: {"rto_seconds": int(level.rto.total_seconds()),
+                 "rpo_seconds": int(level.data_loss.total_seconds()), "loss_text": level.loss_text}
+    for level in levels.LEVELS.values()
 }
 
 

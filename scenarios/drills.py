@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from recovery.errors import RecoveryError
 from recovery.journal import ActionFailed, Journal
 from recovery.postgres import psql
 from recovery.target import Target
+from recovery.waiting import Observation, wait_until
 
 SERVICE = "サービス復旧手順 > 1. バックエンドサービス復旧"
 DATABASE = "サービス復旧手順 > 2. データベース復旧"
@@ -46,14 +46,13 @@ def await_supervisor_restart(run: DrillRun, timeout: float = 60.0) -> None:
     manager = run.stack.services
 
     def body(journal: Journal) -> None:
+        def restarted() -> Observation:
+            status = manager.status("mks-backend")
+            return Observation(status.is_active and status.pid not in (None, old), status.detail)
+
         with journal.step("auto-restart", "systemdによる自動再起動確認") as step:
-            deadline = time.monotonic() + timeout
-            while not (manager.is_active("mks-backend")
-                       and manager.main_pid("mks-backend") not in (None, old)):
-                if time.monotonic() > deadline:
-                    state = manager.status("mks-backend").detail
-                    raise DrillRecoveryError(f"not restarted in {timeout:g}s: {state}")
-                time.sleep(0.05)
+            wait_until(f"the service manager to restart mks-backend (old master {old})", restarted,
+                       timeout=timeout, interval=0.05, error=DrillRecoveryError)
             step.note("state", manager.status("mks-backend").detail)
 
     run.journal(journaled(run.target, "supervisor-auto-restart", "自動再起動", body))
@@ -131,11 +130,8 @@ def wal_switch(run: DrillRun, timeout: float = 30.0) -> None:
         with journal.step("switch", "WALアーカイブ確認 (pg_switch_wal)") as step:
             segment = psql(step, target, "SELECT pg_walfile_name(pg_switch_wal());")[0][0]
             archived = Path(target.paths.wal_archive) / segment
-            deadline = time.monotonic() + timeout
-            while not archived.exists():
-                if time.monotonic() > deadline:
-                    raise DrillRecoveryError(f"{segment} not archived in {timeout:g}s")
-                time.sleep(0.1)
+            wait_until(f"{segment} to be archived", archived.exists, timeout=timeout, interval=0.1,
+                       error=DrillRecoveryError)
             step.note("segment", segment)
 
     run.journal(journaled(target, "wal-switch", "WALアーカイブ確認", body))

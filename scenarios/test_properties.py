@@ -31,6 +31,7 @@ from fixtures.stack.postgres import APP_DB
 from recovery import backups, database, uploads
 from recovery.integrity import compare, fingerprint
 from recovery.services import auto_recover
+from recovery.waiting import wait_until
 from reports.model import LEVELS, DrillRecord
 from scenarios.drills import DB_RESTORE, recreate_if_dropped
 
@@ -45,8 +46,7 @@ projects = st.lists(st.tuples(names, documents), min_size=1, max_size=3)
 
 def next_second(last: list[str]) -> None:
     """Backups are named to the second: wait for a new one."""
-    while last and backups.stamp() == last[-1]:
-        time.sleep(0.05)
+    wait_until("the next second", lambda: not last or backups.stamp() != last[-1], timeout=5, interval=0.05)
     last.append(backups.stamp())
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from fixtures.stack.container_engine import DOCKER_DIR, EngineUnavailable, find_
 from fixtures.stack.local import StackSettings
 from fixtures.stack.plugin import setting
 from recovery.commands import run
+from recovery.waiting import Observation, wait_until
 
 NOWHERE = "unix:///nonexistent/mks-drill/docker.sock"
 
@@ -100,10 +100,10 @@ def test_container_stack_services(container_stack) -> None:
     master = manager.main_pid("mks-backend")
     assert master and "gunicorn" in Path(f"/proc/{master}/cmdline").read_bytes().decode(errors="replace")
     os.kill(master, signal.SIGKILL)  # Restart=always: the engine's restart policy brings it back
-    deadline = time.monotonic() + 30
-    while not (manager.is_active("mks-backend") and manager.main_pid("mks-backend") not in (None, master)):
-        assert time.monotonic() < deadline, manager.status("mks-backend")
-        time.sleep(0.1)
+    wait_until("the engine to restart mks-backend",
+               lambda: Observation(manager.is_active("mks-backend")
+                                   and manager.main_pid("mks-backend") not in (None, master),
+                                   str(manager.status("mks-backend"))), timeout=30, interval=0.1)
     stack.wait_healthy(timeout=30)
     # PostgreSQL has no restart policy (as Debian's unit): stopped stays stopped until started
     manager.stop("postgresql")

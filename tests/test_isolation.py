@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from fixtures.stack.sandbox import processes_in
+from recovery.waiting import wait_until
 from tests.syscall_trace import STRACE_ARGS, outside, writes_in
 
 pytestmark = pytest.mark.stack
@@ -93,11 +93,12 @@ def _child_with_running_stack(base: Path, reports: Path) -> tuple[subprocess.Pop
     """A child session that has brought a stack up and now waits; returns it and the stack's root."""
     child = _child(base, reports, "test_waits_to_be_interrupted", MKS_CHILD_WAIT="1")
     ready = reports / "child-ready"
-    deadline = time.monotonic() + 180
-    while not ready.exists():
+
+    def up() -> bool:
         assert child.poll() is None, child.stdout.read().decode(errors="replace")
-        assert time.monotonic() < deadline, "the child stack did not come up"
-        time.sleep(0.2)
+        return ready.exists()
+
+    wait_until("the child stack to come up", up, timeout=180, interval=0.2)
     return child, Path(ready.read_text())
 
 

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from fixtures.stack.postgres import APP_DB
+from recovery import health
 from recovery.commands import run
 from recovery.database import (
-    backend_healthy,
     backup_database,
     config_check,
     connection_check,
@@ -94,7 +94,7 @@ def test_bad_backups_are_refused_and_the_live_database_is_left_as_it_was(stack, 
         assert expected in str(caught.value), str(caught.value)
         assert compare(live, fingerprint(target)) == []
         assert databases(stack) == names
-        assert backend_healthy(target)[0]
+        assert health.backend(target).ok
         return caught.value
 
     plan = restore_database(target, level="RTO-4", dry_run=True)

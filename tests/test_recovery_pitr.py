@@ -15,6 +15,7 @@ from recovery import pitr
 from recovery.integrity import compare, fingerprint
 from recovery.journal import ActionFailed
 from recovery.pitr import archive_range, base_backup, base_backups, point_in_time_restore
+from recovery.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -24,10 +25,8 @@ def switch_and_wait_archived(stack, timeout: float = 30.0) -> str:
     with stack.pg.connect() as conn:
         row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
     segment = row[0]
-    deadline = time.monotonic() + timeout
-    while not (stack.pg.wal_archive / segment).exists():
-        assert time.monotonic() < deadline, f"{segment} not archived"
-        time.sleep(0.1)
+    archived = stack.pg.wal_archive / segment
+    wait_until(f"{segment} to be archived", archived.exists, timeout=timeout, interval=0.1)
     return segment
 
 

@@ -13,21 +13,21 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from fixtures.stack.tls import issue_server_cert
+from recovery import health
 from recovery.journal import ActionFailed
 from recovery.services import (
     auto_recover,
     backend_port,
     belongs_to_service,
     check_service_config,
-    health,
     manual_recover,
     port_holders,
     stop_pid,
 )
+from recovery.waiting import wait_until
 from recovery.webserver import check_certificate, nginx_check, reload_nginx, served_certificate
 
 BACKEND = "mks-backend"
@@ -46,15 +46,15 @@ def test_auto_recovery_means_health_200_and_says_why_it_gave_up(stack):
     assert all(secret not in checked.to_json() for secret in stack.secrets.values())
 
     stack.services.stop(BACKEND)  # a stopped program is not restarted by the supervisor
-    assert health(target)[0] is None
+    assert health.backend(target).status is None
     recovered = auto_recover(target, backoff=0.1, settle=20)
     assert recovered.status == "succeeded" and "attempt-1" in _names(recovered)
-    assert health(target)[0] == 200
+    assert health.backend(target).status == 200
 
     # active but not healthy: the runbook's script would stop at "Service is running"
     stack.services.stop("postgresql")
     try:
-        assert stack.services.is_active(BACKEND) and health(target)[0] == 503
+        assert stack.services.is_active(BACKEND) and health.backend(target).status == 503
         with pytest.raises(ActionFailed, match="manual intervention") as failure:
             auto_recover(target, max_attempts=2, backoff=0.1, settle=3)
         journal = failure.value.journal
@@ -63,7 +63,7 @@ def test_auto_recovery_means_health_200_and_says_why_it_gave_up(stack):
     finally:
         stack.services.start("postgresql")
     assert auto_recover(target, backoff=0.1, settle=20).status == "succeeded"
-    assert health(target)[0] == 200
+    assert health.backend(target).status == 200
 
     original = stack.config_file.read_text()
     stack.sandbox.write_text(stack.config_file, "database: [unclosed\n", mode=0o640)
@@ -154,13 +154,14 @@ def test_nginx_reload_is_tested_first_drops_no_request_and_renews_the_served_cer
     def load() -> None:
         with stack.client(timeout=5) as client:
             while not stop.is_set():
-                try:  # a new connection each time: the reload must not refuse any
-                    response = client.get("/api/v1/health", headers={"Connection": "close"})
-                    answered[0] += 1
-                    if response.status_code != 200:
-                        failures.append(f"{response.status_code}")
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
+                # a new connection each time: the reload must not refuse any
+                answer = health.probe(client, headers={"Connection": "close"})
+                if answer.status is None:
+                    failures.append(answer.detail)
+                    continue
+                answered[0] += 1
+                if answer.status != 200:
+                    failures.append(f"{answer.status}")
 
     threads = [threading.Thread(target=load) for _ in range(2)]
     for thread in threads:
@@ -203,7 +204,11 @@ def test_nginx_reload_is_tested_first_drops_no_request_and_renews_the_served_cer
 
 def _wait_served(target, condition, timeout: float = 10.0) -> None:
     """Until 10 connections in a row see it: after a reload, old workers answer for a moment."""
-    deadline, streak = time.monotonic() + timeout, 0
-    while streak < 10:
-        assert time.monotonic() < deadline, "nginx did not settle on the certificate"
+    streak = 0
+
+    def settled() -> bool:
+        nonlocal streak
         streak = streak + 1 if condition(served_certificate(target)) else 0
+        return streak >= 10
+
+    wait_until("nginx to settle on the certificate", settled, timeout=timeout, interval=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import time
 
 import psycopg
 import pytest
@@ -13,13 +12,15 @@ import pytest
 from fixtures.stack.postgres import APP_DB
 from fixtures.stack.supervisor import wait_gone
 from recovery.service_manager import ServiceError
+from recovery.target import HEALTH_PATH
+from recovery.waiting import Observation, wait_until
 
 pytestmark = pytest.mark.stack
 
 
 def test_stack_serves_the_api_over_tls_verified_against_the_sandbox_ca(stack):
     with stack.client() as client:
-        health = client.get("/api/v1/health")
+        health = client.get(HEALTH_PATH)
         assert health.status_code == 200, health.text
         assert health.json()["status"] == "healthy"
         token = stack.login(client)
@@ -50,14 +51,14 @@ def test_a_request_without_the_sandbox_ca_is_refused(stack):
     import httpx
 
     with pytest.raises(httpx.ConnectError), httpx.Client(base_url=stack.https_url) as client:
-        client.get("/api/v1/health")
+        client.get(HEALTH_PATH)
 
 
 def test_stopping_postgresql_turns_health_into_503_at_the_next_request(stack):
     with stack.client() as client:
         assert stack.health(client) == 200
         stack.services.stop("postgresql")
-        response = client.get("/api/v1/health")
+        response = client.get(HEALTH_PATH)
         assert response.status_code == 503
         assert response.json()["database"] != "ok"
         stack.services.start("postgresql")
@@ -70,14 +71,12 @@ def test_sigkill_of_the_backend_master_is_followed_by_an_automatic_restart(stack
     assert old_pid
     os.kill(old_pid, signal.SIGKILL)
     assert wait_gone(old_pid)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def restarted() -> Observation:
         status = services.status("mks-backend")
-        if status.is_active and status.pid not in (None, old_pid):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"supervisord did not restart mks-backend: {services.status('mks-backend')}")
+        return Observation(status.is_active and status.pid not in (None, old_pid), str(status))
+
+    wait_until("supervisord to restart mks-backend", restarted, timeout=30, interval=0.1)
     stack.wait_healthy(timeout=30)
 
 
