@@ -8,6 +8,8 @@ Where this differs from the runbook, and why:
   the grep itself). Here the process holding the backend port is found from /proc, and it is killed
   only when it belongs to this service under the service manager (its systemd cgroup, or
   supervisord's session with SUPERVISOR_PROCESS_NAME of the service); anything else is reported.
+  A holder that is exiting (an orphaned worker after its death signal) has no command line or
+  environment any more: it is known by its process group and start time instead, and waited for.
 - `netstat -tlnp | grep 5100` also matches 15100; the port is matched exactly.
 """
 
