@@ -27,9 +27,10 @@ import trustme
 
 from fixtures.stack.local import REFERENCE_BACKEND, LocalStack, StackSettings
 from fixtures.stack.nginx import find_nginx
+from fixtures.stack.ports import PortLease
 from fixtures.stack.postgres import find_install
 from fixtures.stack.readiness import wait_until
-from fixtures.stack.sandbox import default_base_dir, free_port
+from fixtures.stack.sandbox import default_base_dir
 from recovery import health
 from recovery.commands import RunAs, run, spawn
 
@@ -54,7 +55,8 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
     pwfile.write_text(SUPERUSER_SECRET + "\n")
     leaf = ca.issue_cert("127.0.0.1")
     leaf.private_key_and_cert_chain_pem.write_to_path(top / "server.pem")
-    pg_port, app_port, https_port = free_port(), free_port(), free_port()
+    ports = PortLease(base)
+    pg_port, app_port, https_port = (ports.take() for _ in range(3))
     (top / "config.yml").write_text(
         f"database: {{host: 127.0.0.1, port: {pg_port}, name: postgres, user: postgres,"
         f" password: {SUPERUSER_SECRET}}}\nuploads: {{dir: {top / 'uploads'}}}\n"
@@ -167,6 +169,7 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
     for proc in procs:
         proc.wait(timeout=60)
     shutil.rmtree(top)
+    ports.release()
     return start_seconds, time.monotonic() - started
 
 

@@ -6,15 +6,25 @@ the services of a sandbox with the same meaning (an automatic restart like syste
 
 from __future__ import annotations
 
+import contextlib
+import re
 import xmlrpc.client
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from recovery.commands import run
 from recovery.errors import RecoveryError
-from recovery.waiting import Observation, wait_until
+from recovery.waiting import Observation, WaitTimeout, wait_until
+
+# supervisord's main log line for each process it starts (supervisor/process.py, level info)
+SPAWNED = re.compile(
+    r"^(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) INFO spawned: '(?P<name>[^']+)' with pid (?P<pid>\d+)$",
+    re.MULTILINE,
+)
+LOG_SCAN_BYTES = 2_000_000
 
 
 class ServiceError(RecoveryError):
@@ -117,7 +127,20 @@ class SupervisorServiceManager:
     def stop(self, name: str) -> None:
         if self.status(name).active_state in ("inactive", "failed"):
             return
-        self._call(name, "stopProcess", name, True)
+        try:
+            self._call(name, "stopProcess", name, True)
+            return
+        except ServiceError as exc:
+            if "NOT_RUNNING" not in str(exc):
+                raise
+        # it exited between the status and the stop (a crash): supervisord decides on its next round
+        # whether to start it again (autorestart), and then that new process is the one to stop
+        with contextlib.suppress(WaitTimeout):  # still EXITED after that: nothing to stop
+            wait_until(f"supervisord to decide on {name} after its exit",
+                       lambda: Observation(self.status(name).manager_state != "EXITED", "EXITED"),
+                       timeout=2.0, interval=0.05)
+        if self.status(name).active_state not in ("inactive", "failed"):
+            self._call(name, "stopProcess", name, True)
 
     def restart(self, name: str) -> None:
         self.stop(name)
@@ -130,6 +153,23 @@ class SupervisorServiceManager:
 
     def main_pid(self, name: str) -> int | None:
         return self.status(name).pid
+
+    def spawns(self) -> dict[int, tuple[str, float]]:
+        """pid -> (program, epoch seconds) of each process supervisord started, from its main log.
+
+        supervisord puts every process it starts into a process group of its own, which the
+        program's children inherit: this is how a process of a program is known after it has lost
+        its command line and environment (while exiting), and after the process it came from is gone.
+        """
+        try:
+            text = str(self.rpc().supervisor.readLog(-LOG_SCAN_BYTES, 0))
+        except (OSError, xmlrpc.client.Error):
+            return {}
+        spawns = {}
+        for match in SPAWNED.finditer(text):  # in log order: a reused pid keeps its latest program
+            when = datetime.strptime(match["when"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            spawns[int(match["pid"])] = (match["name"], when)
+        return spawns
 
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"

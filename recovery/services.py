@@ -8,11 +8,14 @@ Where this differs from the runbook, and why:
   the grep itself). Here the process holding the backend port is found from /proc, and it is killed
   only when it belongs to this service under the service manager (its systemd cgroup, or
   supervisord's session with SUPERVISOR_PROCESS_NAME of the service); anything else is reported.
+  A holder that is exiting (an orphaned worker after its death signal) has no command line or
+  environment any more: it is known by its process group and start time instead, and waited for.
 - `netstat -tlnp | grep 5100` also matches 15100; the port is matched exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -89,12 +92,21 @@ def port_holders(port: int) -> list[int]:
     return sorted(holders)
 
 
+PF_EXITING = 0x4  # the kernel's flag of a task in do_exit (include/linux/sched.h)
+EXIT_WAIT = 10.0  # seconds an exiting holder of the port gets to let go of it
+
+
 @dataclass(frozen=True)
 class ProcessInfo:
+    """What /proc tells of a process; everything but the command line survives until it is reaped."""
+
     pid: int
     ppid: int
     pgid: int
     sid: int
+    state: str
+    flags: int
+    start_ticks: int  # clock ticks after boot
     cmdline: str
 
     @classmethod
@@ -105,7 +117,25 @@ class ProcessInfo:
         except OSError:
             return None
         fields = stat.rsplit(")", 1)[1].split()
-        return cls(pid, int(fields[1]), int(fields[2]), int(fields[3]), cmdline.strip()[:300])
+        return cls(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0], int(fields[6]),
+                   int(fields[19]), cmdline.strip()[:300])
+
+    @property
+    def exiting(self) -> bool:
+        """In exit: a zombie, flagged by the kernel, or with its memory (the command line) released."""
+        return self.state in "ZXx" or bool(self.flags & PF_EXITING) or not self.cmdline
+
+    @property
+    def started(self) -> float:
+        """Start time in epoch seconds (to the second: the kernel's boot time is whole seconds)."""
+        return _boot_time() + self.start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise ServiceRecoveryError("/proc/stat has no btime")
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -123,14 +153,7 @@ def belongs_to_service(manager: ServiceManager, service: str, pid: int) -> tuple
     if info is None:
         return False, f"pid {pid} is gone"
     if isinstance(manager, SupervisorServiceManager):
-        try:
-            supervisord = int(manager.rpc().supervisor.getPID())  # type: ignore[arg-type]
-        except OSError as exc:
-            return False, f"supervisord does not answer ({exc}); cannot tell who owns pid {pid}"
-        name = _environ(pid).get("SUPERVISOR_PROCESS_NAME")
-        if pid != supervisord and info.sid == supervisord and name == service:
-            return True, f"pid {pid} runs in supervisord's session as program {service}"
-        return False, f"pid {pid} ({info.cmdline}) is not program {service} of supervisord {supervisord}"
+        return _supervised_by(manager, service, info)
     try:
         cgroup = Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
@@ -139,6 +162,37 @@ def belongs_to_service(manager: ServiceManager, service: str, pid: int) -> tuple
     if any(line.rstrip().endswith(unit) for line in cgroup.splitlines()):
         return True, f"pid {pid} is in the cgroup of {service}.service"
     return False, f"pid {pid} ({info.cmdline}) is not in the cgroup of {service}.service"
+
+
+def _supervised_by(manager: SupervisorServiceManager, service: str, info: ProcessInfo) -> tuple[bool, str]:
+    """A process of the program: in supervisord's session, and named by its environment or its group.
+
+    The environment (SUPERVISOR_PROCESS_NAME) is unreadable once a process is exiting; its process
+    group is not: supervisord starts each process of a program in a group of its own, so the group
+    is the service's when supervisord's log says it spawned the group's leader for the service, and
+    the process started after that spawn (a pid reused since then could not pass).
+    """
+    pid = info.pid
+    try:
+        supervisord = int(manager.rpc().supervisor.getPID())  # type: ignore[arg-type]
+    except OSError as exc:
+        return False, f"supervisord does not answer ({exc}); cannot tell who owns pid {pid}"
+    supervisor_info = ProcessInfo.read(supervisord)
+    not_ours = f"pid {pid} ({info.cmdline}) is not program {service} of supervisord {supervisord}"
+    if pid == supervisord or info.sid != supervisord or supervisor_info is None:
+        return False, not_ours
+    if info.start_ticks < supervisor_info.start_ticks:
+        return False, f"{not_ours}: it is older than supervisord"
+    name = _environ(pid).get("SUPERVISOR_PROCESS_NAME")
+    if name is not None:
+        if name == service:
+            return True, f"pid {pid} runs in supervisord's session as program {service}"
+        return False, f"{not_ours}: it is program {name}"
+    program, spawned = manager.spawns().get(info.pgid, (None, 0.0))
+    if program == service and info.started >= spawned - 1.0:  # whole seconds against milliseconds
+        return True, (f"pid {pid} ({'exiting' if info.exiting else info.cmdline}) is in process group "
+                      f"{info.pgid}, which supervisord spawned for program {service}")
+    return False, f"{not_ours}: its environment is unreadable and its group {info.pgid} is not the service's"
 
 
 def stop_pid(pid: int, grace: float = 5.0) -> str:
@@ -266,18 +320,45 @@ def manual_recover(journal: Journal, target: Target, health_timeout: float = 60.
 
 
 def free_port(manager: ServiceManager, service: str, port: int, step: Step) -> None:
+    """Stop the service's own leftovers on the port, wait for its exiting ones; report anything else."""
     holders = port_holders(port)
     step.note("holders", [f"{p}: {info.cmdline}" for p in holders if (info := ProcessInfo.read(p))])
-    foreign = []
+    foreign: list[str] = []
+    exiting: dict[int, str] = {}
     for pid in holders:
         ours, why = belongs_to_service(manager, service, pid)
-        if ours:
-            step.note(f"pid_{pid}", f"{why}; {stop_pid(pid)}")
-        else:
+        info = ProcessInfo.read(pid)
+        if info is None or pid not in port_holders(port):
+            step.note(f"pid_{pid}", "let go of the port while being checked")
+        elif not ours:
             foreign.append(why)
+        elif info.exiting:
+            exiting[pid] = why
+            step.note(f"pid_{pid}", f"{why}; exiting: waiting for it to let go")
+        else:
+            step.note(f"pid_{pid}", f"{why}; {stop_pid(pid)}")
     if foreign:
         raise ServiceRecoveryError(f"port {port} is held by a process not of {service}; not killing it: "
                                    + "; ".join(foreign))
+    started = time.monotonic()
+    released: dict[int, float] = {}
+
+    def exiting_let_go() -> Observation:
+        still = port_holders(port)
+        released.update({pid: time.monotonic() - started for pid in exiting if pid not in still
+                         and pid not in released})
+        return Observation(len(released) >= len(exiting),
+                           f"{len(exiting) - len(released)} exiting holder(s) still hold port {port}")
+
+    with contextlib.suppress(WaitTimeout):  # one stuck in its exit is stopped below
+        wait_until(f"exiting holders of port {port} to let go", exiting_let_go, timeout=EXIT_WAIT,
+                   interval=0.05)
+    for pid, why in exiting.items():
+        if pid in released:
+            step.note(f"pid_{pid}", f"{why}; exiting: let go of the port after {released[pid]:.2f}s")
+        else:  # ours, but stuck in its exit: stopped as any leftover of the service is
+            step.note(f"pid_{pid}", f"{why}; exiting, still holding the port after {EXIT_WAIT:g}s; "
+                      f"{stop_pid(pid)}")
 
     def port_free() -> Observation:
         inodes = listening_inodes(port)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_a_session_leaves_no_process_and_writes_only_inside_its_roots(private_di
     output = child.communicate(timeout=600)[0].decode(errors="replace")
     assert child.returncode == 0, output
     assert processes_in(base) == [], "processes outlived the session"
-    assert [p.name for p in base.iterdir()] == ["templates"], "a sandbox root was left behind"
+    assert sorted(p.name for p in base.iterdir()) == ["ports", "templates"], "a sandbox root was left behind"
     writes = writes_in(trace.read_text(errors="replace"), str(PROJECT))
     assert len(writes) > 100, "the trace saw too little to be trusted"
     assert any(w.path.startswith(f"{base}/") and "pg_wal" in w.path for w in writes), (
@@ -112,17 +113,49 @@ def test_a_terminated_run_still_tears_its_stack_down(private_dirs):
     assert not root.exists()
 
 
+def _watchdogs(root: Path) -> list[int]:
+    return [pid for pid in processes_in(root)
+            if b"fixtures.stack.watchdog" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
 def test_a_killed_run_is_cleaned_up_at_the_next_start(private_dirs):
     _top, base, reports = private_dirs
     child, root = _child_with_running_stack(base, reports)
-    child.send_signal(signal.SIGKILL)
+    watchdogs = _watchdogs(root)
+    assert len(watchdogs) == 1, processes_in(root)
+    for pid in [*watchdogs, child.pid]:  # the whole harness is gone, its watchdog too (a killed cgroup)
+        os.kill(pid, signal.SIGKILL)
     child.communicate(timeout=60)
-    assert processes_in(root), "a SIGKILLed harness leaves its servers behind (nothing can run then)"
+    assert processes_in(root), "with its watchdog killed too, the servers stay (nothing can run then)"
     follow_up = _child(base, reports, "test_settings_only")
     output = follow_up.communicate(timeout=300)[0].decode(errors="replace")
     assert follow_up.returncode == 0, output
     assert processes_in(base) == []
     assert not root.exists()
+
+
+def test_the_servers_of_a_run_killed_mid_drill_stop_by_themselves(private_dirs):
+    """SIGKILL of the harness during a drill's recovery; nothing starts after it; nothing is left at 10 s."""
+    _top, base, reports = private_dirs
+    ready = reports / "child-ready"
+    child = _child(base, reports, "test_a_drill_waits_to_be_killed", MKS_CHILD_READY=str(ready))
+    deadline = time.monotonic() + 180
+    while not ready.exists():  # wait-helper
+        assert child.poll() is None, child.stdout.read().decode(errors="replace")
+        assert time.monotonic() < deadline, "the child drill did not reach its recovery"
+        time.sleep(0.2)
+    root = Path(ready.read_text())
+    running = processes_in(root)
+    assert len(running) > 5, running  # supervisord, postgres and its workers, gunicorn, nginx, the watchdog
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    killed = time.monotonic()
+    while processes_in(base) and time.monotonic() < killed + 10:  # wait-helper
+        time.sleep(0.1)
+    left = processes_in(base)
+    seconds = time.monotonic() - killed
+    print(f"{len(running)} processes in the sandbox; {len(left)} left {seconds:.1f}s after SIGKILL")
+    assert left == [], f"still running 10 s after the harness was killed: {left}"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can start a session as another, normal user")

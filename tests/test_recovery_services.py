@@ -13,12 +13,14 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fixtures.stack.tls import issue_server_cert
 from recovery import health
-from recovery.journal import ActionFailed
+from recovery.journal import ActionFailed, Step
 from recovery.services import (
+    ProcessInfo,
     auto_recover,
     backend_port,
     belongs_to_service,
@@ -140,6 +142,98 @@ def test_manual_recovery_kills_only_the_services_own_leftovers(stack):
     for pid in others:
         assert not belongs_to_service(manager, BACKEND, pid)[0], pid
     assert not belongs_to_service(manager, "nginx", master)[0]
+
+
+def _erase_command_line_and_environment(pid: int) -> None:
+    """Make a live process show what one in exit shows: no command line, no environment (needs root)."""
+    fields = [int(f) for f in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1:]]
+    arg_start, arg_end, env_start, env_end = fields[44:48]  # stat fields 48-51
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as memory:
+        for start, end in ((arg_start, arg_end), (env_start, env_end)):
+            memory.seek(start)
+            memory.write(bytes(end - start))
+
+
+def _holder_of_connection(local_port: int, remote_port: int) -> int | None:
+    """The pid with the server side of the TCP connection local_port <- remote_port open."""
+    wanted = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)) == (local_port,
+                                                                                            remote_port):
+            wanted.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and any(os.readlink(fd) in wanted for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.stack
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may rewrite another process's memory")
+def test_manual_recovery_waits_for_an_exiting_worker_of_the_backend_to_let_go(stack, monkeypatch):
+    """The race of issue 17, made deterministic: after a SIGKILL of the master, an orphaned worker is
+    still in its exit (no command line, no environment) and holds the port when the recovery looks.
+
+    The worker is kept in its exit by a request it is reading (a sync worker finishes its request
+    before it acts on its death signal); the client closes it when the recovery says it waits."""
+    target = stack.target()
+    port = backend_port(target)
+    master = stack.services.main_pid(BACKEND)
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the rest never comes
+    deadline = time.monotonic() + 10
+    while (worker := _holder_of_connection(port, client.getsockname()[1])) is None:  # wait-helper
+        assert time.monotonic() < deadline, "no worker accepted the request"
+        time.sleep(0.05)
+    assert worker in _children(master)
+    _erase_command_line_and_environment(worker)
+    seen = ProcessInfo.read(worker)
+    assert seen is not None and seen.cmdline == "" and seen.exiting
+    os.kill(master, signal.SIGKILL)  # the worker gets its death signal and keeps reading
+
+    note = Step.note
+
+    def note_and_let_go(step: Step, key: str, value: object) -> None:
+        note(step, key, value)
+        if key == f"pid_{worker}" and "waiting for it to let go" in str(value):
+            client.close()  # the worker's request ends, and with it the worker
+
+    monkeypatch.setattr(Step, "note", note_and_let_go)
+    try:
+        journal = manual_recover(target)
+    finally:
+        client.close()
+    assert journal.status == "succeeded"
+    said = journal.steps[1].details.get(f"pid_{worker}", journal.steps[1].details)
+    assert f"which supervisord spawned for program {BACKEND}" in str(said), said
+    assert "exiting: let go of the port after" in str(said), said
+    with httpx.Client(timeout=5) as http:
+        assert http.get(f"{target.backend_url}/api/v1/health").status_code == 200
+
+
+@pytest.mark.stack
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may rewrite another process's memory")
+def test_an_exiting_holder_outside_the_services_tree_is_still_foreign(stack):
+    """Without a command line or environment, only the process group can make a holder the service's."""
+    target = stack.target()
+    port = backend_port(target)
+    stack.services.stop(BACKEND)
+    squatter = _squat(port)
+    try:
+        os.kill(squatter.pid, signal.SIGSTOP)
+        _erase_command_line_and_environment(squatter.pid)
+        assert ProcessInfo.read(squatter.pid).exiting
+        assert not belongs_to_service(target.service_manager(), BACKEND, squatter.pid)[0]
+        with pytest.raises(ActionFailed, match="not killing it"):
+            manual_recover(target, health_timeout=5)
+        assert squatter.poll() is None, "a foreign process must never be killed"
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert manual_recover(target).status == "succeeded"
 
 
 @pytest.mark.stack

@@ -26,3 +26,20 @@ def test_waits_to_be_interrupted(stack, reports_dir):
 
 def test_settings_only(stack_settings):
     assert stack_settings.base_dir.is_dir() or not stack_settings.base_dir.exists()
+
+
+def _recover_slowly(run):
+    """A recovery that stops half-way: the parent test kills the session while it waits here."""
+    (Path(os.environ["MKS_CHILD_READY"])).write_text(str(run.stack.root))
+    time.sleep(120)
+
+
+def test_a_drill_waits_to_be_killed(stack, drill_runner):
+    if not os.environ.get("MKS_CHILD_READY"):
+        return
+    from fixtures.engine.drill import Drill
+    from fixtures.engine.faults import KillBackendWorkers
+
+    drill = Drill("killed-mid-drill", "ドリル中の強制終了", "RTO-1", "weekly", "テスト", KillBackendWorkers(),
+                  _recover_slowly)
+    drill_runner(drill, stack)
