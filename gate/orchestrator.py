@@ -16,6 +16,7 @@ After each procedure: every service active, the backend healthy, login and proje
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 SERVICES = ("postgresql", "mks-backend", "nginx")
 MAIN, NEW, PITR = "main", "new", "pitr"
 MAX_MAIN_STACKS = 3
+DRILL_STACKS = itertools.count(1)
 CONFIG_MEMBERS = ("etc/mks/config.yml", "etc/nginx/sites-available/mks",
                   "opt/mks/backend/config/production.yml", "opt/mks/backend/alembic.ini")
 
@@ -205,7 +207,7 @@ class Gate:
                  drill: Drill) -> ProcedureOutcome:
         """The procedure as the recovery of its drill, on a stack of its own (removed afterwards)."""
         started = time.monotonic()
-        self.drill_stacks += 1
+        self.drill_stacks = next(DRILL_STACKS)  # unique among the gates of one process (mutants)
         stack = self._new_stack(f"drill-{self.drill_stacks}", self.seed_scale, keep_amcheck=True)
         reports = (self.reports_dir or stack.root / "run") / "gate-drills"
         self.sessions += 1
@@ -215,7 +217,7 @@ class Gate:
 
         try:
             result = drilled.run_drilled(plan, drill, sections, stack, session_for, DrillSettings(reports),
-                                         f"session-{self.sessions}")
+                                         f"drill-{self.drill_stacks}")
         finally:
             try:
                 stack.down()
