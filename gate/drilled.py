@@ -34,6 +34,7 @@ from recovery import integrity
 from recovery.archives import sha256_file
 from recovery.commands import run
 from recovery.database import backup_database
+from recovery.journal import tail
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,10 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     down = [f"{name} is {run_.stack.services.status(name).active_state}"
             for name in ("postgresql", "mks-backend", "nginx") if not run_.stack.services.is_active(name)]
+    if not run_.stack.services.is_active("postgresql"):
+        fatal = [line for line in tail(Path(run_.target.database.log_file), 40).splitlines()
+                 if "FATAL" in line or "PANIC" in line]
+        down += [f"server log: {fatal[-1]}"] if fatal else []
     return [OracleResult("every service runs again", not down,
                          "; ".join(down) or "postgresql, mks-backend, nginx")]
 
@@ -373,7 +378,8 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Any,
         checks.append(f"rows committed before the fault: {lost} lost (level {record.level})")
     if record.recovery_seconds is not None:
         checks.append(f"recovery time: {record.recovery_seconds:.1f}s (level {record.level})")
-    problems = [f"drill verdict: {record.failure_reason}"] if record.verdict != "passed" else []
+    reason = " ".join(record.failure_reason.split())  # one line: a psycopg message carries its hint below
+    problems = [f"drill verdict: {reason}"] if record.verdict != "passed" else []
     problems += [f"oracle {o.name}: {o.detail}" for o in ctx.oracles if not o.ok]
     if not ctx.blocks and not problems:
         problems.append("the procedure's blocks did not run")
