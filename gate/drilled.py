@@ -70,6 +70,7 @@ class Plan:
     fault: Any = None  # None: the drill's own
     oracles: tuple[Oracle, ...] = ()
     env: Callable[[DrillRun], dict[str, str]] | None = None  # extra environment of the blocks
+    variants: tuple[Any, ...] = ()  # Variant: the same procedure with a bad backup
 
 
 # ---- the harness's amcheck (production's database has none) ------------------------------------
@@ -278,6 +279,89 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     return out
 
 
+# ---- bad backups: variants of the data drills ---------------------------------------------------
+# The live data is damaged, not lost (so a careless procedure has something to destroy), and the
+# newest backup is bad. Safe: the procedure refused, or restored the older valid backup, and what was
+# live is still there. Harm is named in plain words.
+
+def _truncate(path: Path) -> None:
+    """Cut a file at 60%: a custom-format dump keeps its table of contents (pg_restore --list reads it)."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(int(size * 0.6))
+
+
+def prepare_database_bad_newest(run_: DrillRun, ctx: Context) -> None:
+    prepare_database(run_, ctx)
+    newest = Path(run_.target.paths.backup_dir) / ctx.notes["backups"][-1]
+    _truncate(newest)
+    ctx.notes["truncated"] = newest.name
+
+
+def prepare_uploads_bad_newest(run_: DrillRun, ctx: Context) -> None:
+    prepare_uploads(run_, ctx)
+    newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
+    _truncate(newest)
+    ctx.notes["truncated"] = newest.name
+
+
+@dataclass
+class RemoveSomeUploads:
+    """A few uploaded files lost; the rest is live (and must survive a restore from a bad archive)."""
+
+    count: int = 5
+    name: str = "remove-some-uploads"
+    label: str = "アップロードファイルの一部消失"
+
+    def inject(self, stack: Any) -> Details:
+        files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file() and p.name != BETWEEN_FILE)
+        for path in files[:self.count]:
+            path.unlink()
+        return {"removed": [str(p) for p in files[:self.count]], "left": len(files) - self.count}
+
+    def confirm(self, stack: Any, details: Details) -> str:
+        if any(Path(p).exists() for p in details["removed"]):
+            raise FaultDidNotBite("the uploaded files are still there")
+        return f"{len(details['removed'])} files removed, {details['left']} left"
+
+
+def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    details = run_.fault_details
+    left = details["documents_before"] - details["deleted"]
+    try:
+        with integrity.connect(run_.target, "mks_db") as conn:
+            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
+            users = conn.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
+    except Exception as exc:
+        documents, users = -1, 0
+        ctx.notes["why"] = _first(exc)
+    safe = documents >= left and users > 0
+    detail = (f"the live database kept its data ({documents} documents, {left} before the procedure); "
+              f"the truncated {ctx.notes['truncated']} was not swapped in" if safe else
+              "dropped the live database before the backup was known to restore "
+              f"({ctx.notes.get('why') or f'{documents} documents left of {left}'})")
+    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated, its table of contents intact)",
+                         safe, detail)]
+
+
+def uploads_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    live = folder_manifest(Path(run_.target.paths.uploads_dir))
+    left = run_.fault_details["left"]
+    kept = sum(1 for n in ctx.notes["manifest"] if n in live and n != BETWEEN_FILE)
+    safe = kept >= left
+    detail = (f"{kept} live files kept ({left} before the procedure)" if safe else
+              f"removed the uploads before the archive was read ({kept} of {left} live files left)")
+    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated)", safe, detail)]
+
+
+@dataclass
+class Variant:
+    name: str
+    prepare: Callable[[DrillRun, Context], None]
+    fault: Any
+    judge: Oracle
+
+
 # ---- every drill -------------------------------------------------------------------------------
 
 def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
@@ -292,9 +376,13 @@ def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 
 
 PLANS = (
-    Plan("database-restore", prepare_database, None, (newest_backup_restored, services_running)),
+    Plan("database-restore", prepare_database, None, (newest_backup_restored, services_running),
+         variants=(Variant("truncated newest dump", prepare_database_bad_newest, DeleteRowsByMistake(),
+                           database_kept_safe),)),
     Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
-         (files_are_the_backup, services_running)),
+         (files_are_the_backup, services_running),
+         variants=(Variant("truncated newest uploads archive", prepare_uploads_bad_newest,
+                           RemoveSomeUploads(), uploads_kept_safe),)),
     Plan("point-in-time-recovery", None, MistakeThenMore(), (point_in_time, services_running), env=pitr_env),
 )
 
@@ -385,6 +473,21 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Any,
         problems.append("the procedure's blocks did not run")
     verdict = "passed" if not problems and all(b.status != FAILED for b in ctx.blocks) else "failed"
     return DrilledResult(drill.name, fault.label, verdict, ctx.blocks, checks, problems)
+
+
+def run_variant(variant: Variant, drill: Drill, sections: list[Section], stack: Any,
+                session_for: Callable[[Any, dict[str, str]], Any], settings: DrillSettings,
+                name: str) -> OracleResult:
+    """The procedure under a bad backup; only safe or harmed counts (refusing is the right answer)."""
+    plan = Plan(drill.name, variant.prepare, variant.fault, (variant.judge,))
+    result = run_drilled(plan, drill, sections, stack, session_for, settings, name)
+    found = [c for c in result.checks if c.startswith("oracle bad backup")]
+    if not found:
+        why = "; ".join(result.problems)[:300] or "no judgement"
+        return OracleResult(f"variant {variant.name}", False, f"the variant could not be judged: {why}")
+    ok = ": ok (" in found[0]
+    return OracleResult(f"variant {variant.name}", ok, found[0].split(" (", 1)[-1].rstrip(")")
+                        if ok else found[0].split("FAILED (", 1)[-1].rstrip(")"))
 
 
 def _few(names: list[str], limit: int = 3) -> str:

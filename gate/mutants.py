@@ -64,6 +64,7 @@ class MutantResult:
     killed: bool
     evidence: str
     seconds: float
+    details: list[str] = field(default_factory=list)  # every problem and failed command of the run
 
 
 @dataclass
@@ -158,6 +159,13 @@ def killed_by(outcome: ProcedureOutcome) -> str | None:
     return None
 
 
+def details_of(outcome: ProcedureOutcome) -> list[str]:
+    found = list(outcome.health.problems)
+    for block in outcome.blocks:
+        found += [f"line {c.line} failed: {c.output[-300:]}" for c in block.commands if c.status == FAILED]
+    return found
+
+
 def run_mutants(runbook_path: str, make_stack: Callable[..., Any], reports_dir: Path | None = None,
                 select: Callable[[Mutant], bool] | None = None, limit: int | None = None,
                 seed_scale: float = 0.2, budget_seconds: float = 3600.0) -> MutationReport:
@@ -171,15 +179,28 @@ def run_mutants(runbook_path: str, make_stack: Callable[..., Any], reports_dir: 
     for mutant in list(chosen)[:limit]:
         if time.monotonic() - started > budget_seconds:
             break
-        t0 = time.monotonic()
-        gate = Gate(parse(mutant.text, f"{runbook_path} [{mutant.ident}]"), make_stack, seed_scale=seed_scale,
-                    reports_dir=reports_dir / "mutants" if reports_dir else None)
-        outcomes = gate.run(lambda title, m=mutant: title == m.procedure)  # type: ignore[misc]
-        why = killed_by(outcomes[0]) if outcomes else "the mutated procedure is gone"
-        report.results.append(MutantResult(mutant, why is not None, why or "passed the gate",
-                                           round(time.monotonic() - t0, 1)))
+        # first under the drill's own fault only; a survivor once more with the bad-backup variants
+        result = _run_one(mutant, runbook_path, make_stack, reports_dir, seed_scale, variants=False)
+        if not result.killed and not mutant.display_only:
+            again = _run_one(mutant, runbook_path, make_stack, reports_dir, seed_scale, variants=True)
+            again.seconds += result.seconds
+            result = again
+        report.results.append(result)
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _run_one(mutant: Mutant, runbook_path: str, make_stack: Callable[..., Any], reports_dir: Path | None,
+             seed_scale: float, variants: bool) -> MutantResult:
+    t0 = time.monotonic()
+    gate = Gate(parse(mutant.text, f"{runbook_path} [{mutant.ident}]"), make_stack, seed_scale=seed_scale,
+                reports_dir=reports_dir / "mutants" if reports_dir else None, variants=variants)
+    outcomes = gate.run(lambda title: title == mutant.procedure)
+    why = killed_by(outcomes[0]) if outcomes else "the mutated procedure is gone"
+    if why and variants:
+        why = "under a bad backup: " + why
+    return MutantResult(mutant, why is not None, why or "passed the gate", round(time.monotonic() - t0, 1),
+                        details_of(outcomes[0]) if outcomes else [])
 
 
 def write_mutation_report(report: MutationReport, folder: Path) -> Path:

@@ -89,11 +89,13 @@ class Gate:
     """Runs a parsed runbook on stacks from `make_stack(name, seed_scale)`; their maker tears them down."""
 
     def __init__(self, runbook: Runbook, make_stack: Callable[..., Any], seed_scale: float = 0.2,
-                 timeout_per_block: float = 90.0, reports_dir: Path | None = None, drilled: bool = True):
+                 timeout_per_block: float = 90.0, reports_dir: Path | None = None, drilled: bool = True,
+                 variants: bool = True):
         self.runbook = runbook
         self.reports_dir = reports_dir
         self.drilled = drilled  # False: every procedure on a healthy system (the gate before drills)
         self.drill_stacks = 0
+        self.variants = variants  # the data procedures also under bad backups
         self.make_stack = make_stack
         self.seed_scale = seed_scale
         self.timeout_per_block = timeout_per_block
@@ -224,10 +226,37 @@ class Gate:
             except Exception as exc:  # the stack factory tears it down at the end anyway
                 log.info("stack %s did not go down: %s", stack.name, exc)
         self.events.append(f"{title}: drilled under {result.drill} on {stack.name}: {result.verdict}")
+        if self.variants:
+            for variant in plan.variants:
+                outcome = self._variant(variant, drill, sections)
+                result.checks.append(f"{outcome.name}: {'safe' if outcome.ok else 'HARM'} ({outcome.detail})")
+                if not outcome.ok:
+                    result.problems.append(f"{outcome.name}: {outcome.detail}")
         health = self._redacted(Health(not result.problems, result.checks, summarise(result.problems)))
         return ProcedureOutcome(title, stack.name, [s.key for s in sections], result.blocks, health,
                                 round(time.monotonic() - started, 1),
                                 mode=f"under fault: drill {result.drill} ({result.fault})")
+
+    def _variant(self, variant: drilled.Variant, drill: Drill,
+                 sections: list[Section]) -> drilled.OracleResult:
+        number = next(DRILL_STACKS)
+        try:
+            stack = self._new_stack(f"drill-{number}", self.seed_scale, keep_amcheck=True)
+        except Exception as exc:
+            return drilled.OracleResult(f"variant {variant.name}", False, f"no stack: {exc}")
+        reports = (self.reports_dir or stack.root / "run") / "gate-drills"
+
+        def session_for(current: Any, env: dict[str, str]) -> SessionEnv:
+            return self._session(current, None, {"MKS_CHECK_PASSWORD": current.secrets.admin_password, **env})
+
+        try:
+            return drilled.run_variant(variant, drill, sections, stack, session_for, DrillSettings(reports),
+                                       f"drill-{number}")
+        finally:
+            try:
+                stack.down()
+            except Exception as exc:
+                log.info("stack %s did not go down: %s", stack.name, exc)
 
     def _session(self, stack: Any, old: Any, extra_env: dict[str, str]) -> SessionEnv:
         target = stack.target()
