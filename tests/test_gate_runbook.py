@@ -44,6 +44,10 @@ EXPECTED_DEFECTS = (
     ("oracle point in time: mks_db cannot be read", "the PITR brings nothing back: the server stays down"),
     ("committed canary rows lost; RTO-1 must lose nothing",
      "the PITR loses rows committed before the target"),
+    ("variant truncated newest dump: dropped the live database before the backup was known to restore",
+     "pg_restore --clean onto the live database with a dump that stops halfway"),
+    ("variant truncated newest uploads archive: removed the uploads before the archive was read",
+     "rm -rf before tar -xzf of an archive that stops halfway"),
 )
 DRILLED = {  # procedure -> the oracles it must pass, each by name
     "データ復旧手順 > 1. データベースバックアップからの復旧": (
