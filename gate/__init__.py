@@ -11,7 +11,7 @@ class GateError(Exception):
 
 
 def run_gate(runbook_path: str, make_stack: object, reports_dir: object = None, scenarios_dir: object = None,
-             seed_scale: float = 0.2) -> object:
+             seed_scale: float = 0.2, only: object = None, drilled: bool = True) -> object:
     """Parse, run every procedure on sandbox stacks from `make_stack`, judge, and write the reports.
 
     Returns a gate.report.GateResult; the reports land in reports_dir (Markdown, HTML, JSON).
@@ -26,8 +26,9 @@ def run_gate(runbook_path: str, make_stack: object, reports_dir: object = None, 
 
     started = time.monotonic()
     runbook = parse_file(runbook_path)
-    gate = Gate(runbook, make_stack, seed_scale=seed_scale)
-    procedures = gate.run()
+    gate = Gate(runbook, make_stack, seed_scale=seed_scale,
+                reports_dir=Path(str(reports_dir)) if reports_dir is not None else None, drilled=drilled)
+    procedures = gate.run(only)  # type: ignore[arg-type]
     blocks = [b for p in procedures for b in p.blocks]
     project = Path(__file__).resolve().parent.parent
     scenarios = Path(str(scenarios_dir)) if scenarios_dir else project / "scenarios"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -24,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate import GateError
+from fixtures.drill import Drill, DrillSettings
+from gate import GateError, drilled
 from gate.mapping import SandboxInfo
 from gate.parser import Runbook, Section
 from gate.runner import FAILED, BlockOutcome, SessionEnv, redact, run_session
-from gate.shims import ShimSpec, write_shims
+from gate.shims import PROJECT_DIR, ShimSpec, write_shims
 from recovery import integrity, pitr
 from recovery.commands import run
 from recovery.database import backup_database
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 SERVICES = ("postgresql", "mks-backend", "nginx")
 MAIN, NEW, PITR = "main", "new", "pitr"
 MAX_MAIN_STACKS = 3
+DRILL_STACKS = itertools.count(1)
 CONFIG_MEMBERS = ("etc/mks/config.yml", "etc/nginx/sites-available/mks",
                   "opt/mks/backend/config/production.yml", "opt/mks/backend/alembic.ini")
 
@@ -60,6 +63,7 @@ class ProcedureOutcome:
     blocks: list[BlockOutcome]
     health: Health
     seconds: float
+    mode: str = "healthy system (not drilled: no fault defined)"
 
     @property
     def ok(self) -> bool:
@@ -87,8 +91,13 @@ class Gate:
     """Runs a parsed runbook on stacks from `make_stack(name, seed_scale)`; their maker tears them down."""
 
     def __init__(self, runbook: Runbook, make_stack: Callable[..., Any], seed_scale: float = 0.2,
-                 timeout_per_block: float = 90.0):
+                 timeout_per_block: float = 90.0, reports_dir: Path | None = None, drilled: bool = True,
+                 variants: bool = True):
         self.runbook = runbook
+        self.reports_dir = reports_dir
+        self.drilled = drilled  # False: every procedure on a healthy system (the gate before drills)
+        self.drill_stacks = 0
+        self.variants = variants  # the data procedures also under bad backups
         self.make_stack = make_stack
         self.seed_scale = seed_scale
         self.timeout_per_block = timeout_per_block
@@ -101,7 +110,7 @@ class Gate:
         self.last_backup = 0.0
 
     # ---- stacks ------------------------------------------------------------------------------
-    def _new_stack(self, name: str, seed: float | None) -> Any:
+    def _new_stack(self, name: str, seed: float | None, keep_amcheck: bool = False) -> Any:
         started = time.monotonic()
         stack = self.make_stack(f"gate-{name}", seed_scale=seed)
         self.secrets += stack.secrets.values()
@@ -109,8 +118,10 @@ class Gate:
             stack.services.wait_active(service, timeout=30)
         # amcheck is the harness's own (for fingerprints); production's database has no extension, and a
         # superuser-only extension would make every restore as mks_user fail where production's would not
-        with stack.pg.connect("mks_db") as conn:
-            conn.execute("DROP EXTENSION IF EXISTS amcheck")
+        # (a drilled procedure keeps it for the drill's baseline and takes its backups without it)
+        if not keep_amcheck:
+            with stack.pg.connect("mks_db") as conn:
+                conn.execute("DROP EXTENSION IF EXISTS amcheck")
         self.events.append(f"stack {stack.name} up and seeded in {time.monotonic() - started:.1f}s")
         return stack
 
@@ -129,13 +140,38 @@ class Gate:
         stack.down()
 
     # ---- the run -----------------------------------------------------------------------------
-    def run(self) -> list[ProcedureOutcome]:
+    def run(self, only: Callable[[str], bool] | None = None) -> list[ProcedureOutcome]:
+        """Every procedure (or those whose title `only` accepts); each ends in an outcome, never a crash."""
         outcomes = []
         for title, sections in procedures(self.runbook):
-            outcomes.append(self._procedure(title, sections))
+            if only is not None and not only(title):
+                continue
+            started = time.monotonic()
+            try:
+                outcomes.append(self._procedure(title, sections))
+            except Exception as exc:  # the gate's own error inside one procedure: that procedure's failure
+                log.exception("procedure %s stopped the gate", title)
+                outcomes.append(self._crashed(title, sections, exc, started))
         return outcomes
 
+    def _crashed(self, title: str, sections: list[Section], exc: Exception,
+                 started: float) -> ProcedureOutcome:
+        text = str(exc).strip()
+        message = redact(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}", self.secrets)
+        health = Health(False, [], [f"the procedure could not be judged: {message}"])
+        outcome = ProcedureOutcome(title, "-", [s.key for s in sections], [], health,
+                                   round(time.monotonic() - started, 1))
+        if stack_kind(title) == MAIN and MAIN in self.stacks:
+            try:
+                self._retire_main(f"error while judging {title}")
+            except Exception as down:  # the stack factory tears it down at the end anyway
+                log.info("retiring the main stack failed: %s", down)
+        return outcome
+
     def _procedure(self, title: str, sections: list[Section]) -> ProcedureOutcome:
+        planned = drilled.plan_for(title) if self.drilled else None
+        if planned is not None:
+            return self._drilled(title, sections, *planned)
         kind = stack_kind(title)
         started = time.monotonic()
         old = None
@@ -170,6 +206,59 @@ class Gate:
         if kind == MAIN and not health.ok:
             self._repair_main(stack)
         return outcome
+
+    def _drilled(self, title: str, sections: list[Section], plan: drilled.Plan,
+                 drill: Drill) -> ProcedureOutcome:
+        """The procedure as the recovery of its drill, on a stack of its own (removed afterwards)."""
+        started = time.monotonic()
+        self.drill_stacks = next(DRILL_STACKS)  # unique among the gates of one process (mutants)
+        stack = self._new_stack(f"drill-{self.drill_stacks}", self.seed_scale, keep_amcheck=True)
+        reports = (self.reports_dir or stack.root / "run") / "gate-drills"
+        self.sessions += 1
+
+        def session_for(current: Any, env: dict[str, str]) -> SessionEnv:
+            return self._session(current, None, {"MKS_CHECK_PASSWORD": current.secrets.admin_password, **env})
+
+        try:
+            result = drilled.run_drilled(plan, drill, sections, stack, session_for, DrillSettings(reports),
+                                         f"drill-{self.drill_stacks}")
+        finally:
+            try:
+                stack.down()
+            except Exception as exc:  # the stack factory tears it down at the end anyway
+                log.info("stack %s did not go down: %s", stack.name, exc)
+        self.events.append(f"{title}: drilled under {result.drill} on {stack.name}: {result.verdict}")
+        if self.variants:
+            for variant in plan.variants:
+                outcome = self._variant(variant, drill, sections)
+                result.checks.append(f"{outcome.name}: {'safe' if outcome.ok else 'HARM'} ({outcome.detail})")
+                if not outcome.ok:
+                    result.problems.append(f"{outcome.name}: {outcome.detail}")
+        health = self._redacted(Health(not result.problems, result.checks, summarise(result.problems)))
+        return ProcedureOutcome(title, stack.name, [s.key for s in sections], result.blocks, health,
+                                round(time.monotonic() - started, 1),
+                                mode=f"under fault: drill {result.drill} ({result.fault})")
+
+    def _variant(self, variant: drilled.Variant, drill: Drill,
+                 sections: list[Section]) -> drilled.OracleResult:
+        number = next(DRILL_STACKS)
+        try:
+            stack = self._new_stack(f"drill-{number}", self.seed_scale, keep_amcheck=True)
+        except Exception as exc:
+            return drilled.OracleResult(f"variant {variant.name}", False, f"no stack: {exc}")
+        reports = (self.reports_dir or stack.root / "run") / "gate-drills"
+
+        def session_for(current: Any, env: dict[str, str]) -> SessionEnv:
+            return self._session(current, None, {"MKS_CHECK_PASSWORD": current.secrets.admin_password, **env})
+
+        try:
+            return drilled.run_variant(variant, drill, sections, stack, session_for, DrillSettings(reports),
+                                       f"drill-{number}")
+        finally:
+            try:
+                stack.down()
+            except Exception as exc:
+                log.info("stack %s did not go down: %s", stack.name, exc)
 
     def _session(self, stack: Any, old: Any, extra_env: dict[str, str]) -> SessionEnv:
         target = stack.target()
@@ -207,6 +296,8 @@ class Gate:
             "GIT_CONFIG_GLOBAL": "/dev/null",
             "GIT_CONFIG_NOSYSTEM": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # the project's modules (the sandbox CA's renewal, `python -m recovery`) for the block's python
+            "PYTHONPATH": str(PROJECT_DIR),
             "PAGER": "cat",
             "PSQL_HISTORY": "/dev/null",
             "MKS_CHECK_USER": "admin",
@@ -312,7 +403,7 @@ class Gate:
         health.checks.append("data: " + ("same as before the procedure" if not diffs else "CHANGED"))
         if diffs:
             health.ok = False
-            health.problems += [f"data: {d}" for d in diffs]
+            health.problems += [f"data: {d}" for d in summarise(diffs)]
         return self._redacted(health)
 
     def _check_new_timeline(self, stack: Any, health: Health) -> None:
@@ -344,6 +435,22 @@ class Gate:
             self.backed_up.pop(stack.name, None)
         else:
             self._retire_main("unhealthy after a procedure, and a restart did not help")
+
+
+def summarise(lines: list[str], limit: int = 3) -> list[str]:
+    """Lines of one kind ("file missing: a", "file missing: b", ...) beyond `limit` become one line:
+    the count and the first few."""
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        kind, sep, rest = line.partition(": ")
+        groups.setdefault(kind if sep else line, []).append(rest if sep else "")
+    out = []
+    for kind, rests in groups.items():
+        if len(rests) <= limit or not any(rests):
+            out += [f"{kind}: {r}" if r else kind for r in rests]
+        else:
+            out.append(f"{kind}: {len(rests)} (first {limit}: {', '.join(rests[:limit])})")
+    return out
 
 
 def _documents_grew(diff: str, before: Any, after: Any) -> bool:

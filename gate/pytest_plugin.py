@@ -19,6 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mks-drill runbook gate")
     group.addoption("--runbook", dest="runbook", default=None, metavar="PATH",
                     help=f"the Markdown runbook the gate runs (default: {DEFAULT_RUNBOOK})")
+    group.addoption("--runbook-mutants", dest="runbook_mutants", action="store_true", default=False,
+                    help="also run the gate's whole mutation self-test on the runbook (~15 s per mutant)")
 
 
 @pytest.fixture(scope="session")

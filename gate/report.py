@@ -90,7 +90,8 @@ def markdown(result: GateResult) -> str:
            f"- runbook: `{result.runbook}` (sha256 `{result.sha256[:16]}`)",
            f"- checked at: {result.made_at}, in {result.seconds:g} s", ""]
     out += ["## Defects", ""] + ([f"{i}. {d}" for i, d in enumerate(result.defects, 1)] or ["none"]) + [""]
-    out += ["## Sections", "", "| section | result | after the procedure | covered by |", "|---|---|---|---|"]
+    out += ["## Sections", "", "| section | result | how it was run | after the procedure | covered by |",
+            "|---|---|---|---|---|"]
     health = {s: p.health for p in result.procedures for s in p.sections}
     for entry in result.coverage:
         status = result.section_status(entry.section)
@@ -100,10 +101,13 @@ def markdown(result: GateResult) -> str:
         drills = ", ".join(names) if len(names) <= 4 else f"{len(names)} drills (their post checks)"
         covered = entry.by + (f" ({drills})" if drills else "")
         mark = SYMBOL.get(status, "")
-        out.append(f"| {_cell(entry.section)} | {mark} {status} | {after} | {_cell(covered)} |")
+        out.append(f"| {_cell(entry.section)} | {mark} {status} | {_cell(how_run(result, entry.section))} "
+                   f"| {after} | {_cell(covered)} |")
     out += ["", "## Procedures", ""]
     for p in result.procedures:
-        out += [f"### {p.title}", "", f"stack `{p.stack}`, {p.seconds:g} s; "
+        how = f"run on a {p.mode}" if p.mode.startswith("healthy") else f"run {p.mode}"
+        out += [f"### {p.title}", "", how,
+                "", f"stack `{p.stack}`, {p.seconds:g} s; "
                 f"afterwards: {'healthy, data intact' if p.health.ok else 'NOT healthy'}", ""]
         out += [f"- {c}" for c in p.health.checks] + [f"- **{x}**" for x in p.health.problems] + [""]
         for block in p.blocks:
@@ -158,6 +162,28 @@ table{{border-collapse:collapse}} .failed{{background:#ffebe9}} .passed{{backgro
 <h2>Sections</h2><table><tr><th>section</th><th>result</th><th>after</th><th>covered by</th></tr>
 {''.join(rows)}</table><h2>Procedures</h2>{''.join(details)}</html>
 """
+
+
+def how_run(result: GateResult, section: str) -> str:
+    """drilled under fault / run on a healthy system / not run."""
+    for p in result.procedures:
+        if section in p.sections:
+            return p.mode if p.mode.startswith("under fault") else f"run on a {p.mode}"
+    return "not run (no shell commands)"
+
+
+def section_lines(result: GateResult) -> list[str]:
+    """One line per section (result, how it was run), each oracle of a drilled procedure, the defects."""
+    out = []
+    for entry in result.coverage:
+        status = result.section_status(entry.section)
+        out.append(f"{SYMBOL.get(status, '  ')} {status}: {entry.section} [{how_run(result, entry.section)}]")
+    for p in result.procedures:
+        if p.mode.startswith("under fault"):
+            out.append(f"{p.title}, {p.mode}:")
+            out += [f"    {c}" for c in p.health.checks if c.startswith("oracle ")]
+    out += ["defects:"] + [f"  {i}. {d}" for i, d in enumerate(result.defects, 1)]
+    return out
 
 
 def _short(text: str, limit: int = 90) -> str:

@@ -33,7 +33,32 @@ EXPECTED_DEFECTS = (
     ("scripts/test-recovery.sh", "the recovery test runs a script that does not exist"),
     ("apt update` cannot run in a sandbox and is not marked", "host changes are not marked"),
     ("fence is never closed", "the REC template's fence runs to the end of the file"),
+    # found by running the procedures as the recovery of their drills (under the fault, with their oracles)
+    ("oracle no stale file left (hidden files included): left from before: 1 (.stale-hidden)",
+     "rm -rf /opt/mks/uploads/* leaves hidden files: a restore keeps what the backup does not have"),
+    ("oracle nothing made executable: made executable:", "chmod -R 755 makes every uploaded file executable"),
+    ("`pg_dump -U mks_user -d mks_db > /tmp/mks_pre_restore.dump` failed",
+     "the safety copy fails when the database is lost (the fault the procedure exists for)"),
+    ("oracle every service runs again: mks-backend is inactive",
+     "the database restore leaves the backend down"),
+    ("oracle point in time: mks_db cannot be read", "the PITR brings nothing back: the server stays down"),
+    ("committed canary rows lost; RTO-1 must lose nothing",
+     "the PITR loses rows committed before the target"),
+    ("variant truncated newest dump: dropped the live database before the backup was known to restore",
+     "pg_restore --clean onto the live database with a dump that stops halfway"),
+    ("variant truncated newest uploads archive: removed the uploads before the archive was read",
+     "rm -rf before tar -xzf of an archive that stops halfway"),
 )
+DRILLED = {  # procedure -> the oracles it must pass, each by name
+    "データ復旧手順 > 1. データベースバックアップからの復旧": (
+        "newest backup restored", "every service runs again"),
+    "データ復旧手順 > 2. アップロードファイル復旧": (
+        "newest uploads backup restored", "same files as the backup", "same content as the backup",
+        "no stale file left (hidden files included)", "nothing made executable", "every service runs again"),
+    "完全システム復旧 > 2. ポイントインタイムリカバリ": (
+        "rows deleted by mistake are back", "changes after the target are absent", "new timeline",
+        "accepts writes", "every service runs again"),
+}
 
 
 def test_original_runbook_fails_with_its_defects(stack_factory, reports_dir):
@@ -56,5 +81,13 @@ def test_runbook_passes_the_gate(runbook_path, stack_factory, reports_dir):
     assert result.passed, "the runbook gate FAILED:\n" + "\n".join(result.defects)
     procedures = {p.title: p for p in result.procedures}
     assert all(p.health.ok for p in procedures.values())
+    for title, oracles in DRILLED.items():  # run under their drills' faults, every oracle passed
+        assert procedures[title].mode.startswith("under fault: drill "), procedures[title].mode
+        for name in oracles:
+            checks = procedures[title].health.checks
+            assert any(c.startswith(f"oracle {name}: ok") for c in checks), (title, name)
     pitr = next(p for p in procedures.values() if "ポイントインタイム" in p.title)
-    assert any(c.startswith("timeline: ") and c != "timeline: 1" for c in pitr.health.checks)
+    timeline = next(c for c in pitr.health.checks if c.startswith("oracle new timeline: ok"))
+    assert "timeline 1)" not in timeline
+    healthy = [p for p in procedures.values() if p.title not in DRILLED]
+    assert healthy and all(p.mode.startswith("healthy system") for p in healthy)

@@ -1,0 +1,500 @@
+"""Procedure under drill: a runbook procedure run as the recovery of the drill that covers it.
+
+For a procedure that a drill of scenarios/drills.py covers (its `runbook_section`), the gate runs that
+drill's lifecycle (fixtures.drill.run_drill: prepare, baseline, probe and canary, the fault confirmed,
+the recovery, post checks, fingerprint, verdict against the level) with the procedure's own shell
+blocks as the recovery. What the gate adds per drill (a Plan):
+- prepare: backups in the runbook's names and formats, several of different ages with data written
+  between them, so that restoring an older one instead of the newest shows;
+- the fault: the drill's, sometimes made harder (stale files left in the uploads folder);
+- oracles: named checks of the state the procedure left, run right after its blocks (before the
+  drill's post checks, whose test upload adds a file).
+A procedure without a drill keeps the healthy-system run of the orchestrator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import stat
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fixtures.drill import Drill, DrillFailed, DrillRun, DrillSettings, run_drill
+from fixtures.faults import DeleteRowsByMistake, Details, FaultDidNotBite, WipeUploads
+from gate.parser import Section
+from gate.runner import FAILED, BlockOutcome, run_session
+from recovery import integrity
+from recovery.archives import sha256_file
+from recovery.commands import run
+from recovery.database import backup_database
+from recovery.journal import tail
+
+log = logging.getLogger(__name__)
+
+BETWEEN_PROJECT = "gate: written between the older and the newest backup"
+AFTER_TARGET_PROJECT = "gate: committed after the recovery target time"
+BETWEEN_FILE = "gate-between-backups.txt"
+STALE_FILES = {"stale-partial-restore.bin": 0o750, ".stale-hidden": 0o640}
+
+
+@dataclass
+class OracleResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+Oracle = Callable[[DrillRun, "Context"], list[OracleResult]]
+
+
+@dataclass
+class Context:
+    """What a plan's prepare learns and its oracles need (one per drilled run)."""
+
+    notes: dict[str, Any] = field(default_factory=dict)
+    blocks: list[BlockOutcome] = field(default_factory=list)
+    oracles: list[OracleResult] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    drill: str  # name in scenarios.drills.CATALOGUE
+    prepare: Callable[[DrillRun, Context], None] | None = None  # None: the drill's own
+    fault: Any = None  # None: the drill's own
+    oracles: tuple[Oracle, ...] = ()
+    env: Callable[[DrillRun], dict[str, str]] | None = None  # extra environment of the blocks
+    variants: tuple[Any, ...] = ()  # Variant: the same procedure with a bad backup
+
+
+# ---- the harness's amcheck (production's database has none) ------------------------------------
+
+def _amcheck(stack: Any, present: bool) -> None:
+    with stack.pg.connect("postgres") as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'mks_db'").fetchone():
+            return
+    with stack.pg.connect("mks_db") as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck" if present
+                     else "DROP EXTENSION IF EXISTS amcheck")
+
+
+def _next_second(last: list[float]) -> None:
+    """Backup names carry the second: a second one must not share its name with the first."""
+    if last:
+        time.sleep(max(0.0, last[-1] + 1.05 - time.monotonic()))
+    last.append(time.monotonic())
+
+
+# ---- データベースバックアップからの復旧 ----------------------------------------------------------
+
+def prepare_database(run_: DrillRun, ctx: Context) -> None:
+    """An older dump, a project written, the newest dump (both pg_dump -Fc, db_<ts>.dump)."""
+    stack, target, stamps = run_.stack, run_.target, []
+    _amcheck(stack, False)
+    _next_second(stamps)
+    run_.action(backup_database, target)
+    with stack.pg.connect("mks_db") as conn:
+        row = conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate') RETURNING id",
+                           (BETWEEN_PROJECT,)).fetchone()
+    ctx.notes["between_project"] = row[0] if row else None
+    _next_second(stamps)
+    run_.action(backup_database, target)
+    _amcheck(stack, True)
+    ctx.notes["backups"] = sorted(p.name for p in Path(target.paths.backup_dir).glob("db_*.dump"))
+
+
+def newest_backup_restored(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    try:
+        with integrity.connect(run_.target, "mks_db") as conn:
+            found = conn.execute("SELECT count(*) FROM projects WHERE name = %s",
+                                 (BETWEEN_PROJECT,)).fetchone()
+    except Exception as exc:
+        return [OracleResult("newest backup restored", False, f"mks_db cannot be read: {_first(exc)}")]
+    ok = bool(found and found[0] == 1)
+    older, newest = ctx.notes["backups"][0], ctx.notes["backups"][-1]
+    detail = (f"the project written after {older} and before {newest} is back" if ok else
+              f"the project written after {older} and before {newest} is missing: an older backup was "
+              "restored, or none")
+    return [OracleResult("newest backup restored", ok, detail)]
+
+
+# ---- アップロードファイル復旧 ---------------------------------------------------------------------
+
+def _tar_uploads(stack: Any, dest: Path) -> None:
+    run(["tar", "-czf", str(dest), "-C", str(stack.root), "opt/mks/uploads"], timeout=300,
+        run_as=None if stack.sandbox.run_as.is_current else stack.sandbox.run_as)
+
+
+def archive_manifest(path: Path) -> dict[str, tuple[str, bool]]:
+    """relative path under opt/mks/uploads -> (sha256, executable) of every regular file in the archive."""
+    found: dict[str, tuple[str, bool]] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            name = member.name.removeprefix("./").removeprefix("opt/mks/uploads/")
+            handle = tar.extractfile(member)
+            digest = hashlib.sha256(handle.read() if handle else b"").hexdigest()
+            found[name] = (digest, bool(member.mode & 0o111))
+    return found
+
+
+def folder_manifest(folder: Path) -> dict[str, tuple[str, bool]]:
+    found: dict[str, tuple[str, bool]] = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            path = Path(dirpath) / name
+            mode = path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                found[str(path.relative_to(folder))] = ("not a regular file", False)
+                continue
+            found[str(path.relative_to(folder))] = (sha256_file(path), bool(mode & 0o111))
+    return found
+
+
+def prepare_uploads(run_: DrillRun, ctx: Context) -> None:
+    """An older uploads archive, a file added, the newest archive (uploads_<ts>.tar.gz, relative to /)."""
+    stack, stamps = run_.stack, []
+    backup_dir = Path(run_.target.paths.backup_dir)
+    made = []
+    for step in ("older", "newest"):
+        _next_second(stamps)
+        dest = backup_dir / f"uploads_{dt.datetime.now().strftime('%Y%m%d_%H%M%S')}.tar.gz"
+        _tar_uploads(stack, dest)
+        made.append(dest)
+        if step == "older":
+            stack.sandbox.write_text(stack.uploads_dir / BETWEEN_FILE, "added between the two backups\n",
+                                     mode=0o640)
+    ctx.notes["archives"] = [p.name for p in made]
+    ctx.notes["manifest"] = archive_manifest(made[-1])
+
+
+@dataclass
+class WipeUploadsLeaveStale:
+    """The uploads folder wiped, then half-restored by hand: files the backup does not have are left,
+    one of them hidden and one executable (a restore must not keep them)."""
+
+    name: str = "wipe-uploads-stale"
+    label: str = "アップロードファイル消失 (古い不要ファイルが残存)"
+
+    def inject(self, stack: Any) -> Details:
+        details = WipeUploads().inject(stack)
+        for name, mode in STALE_FILES.items():
+            stack.sandbox.write_text(stack.uploads_dir / name, "not in any backup\n", mode=mode)
+        return details
+
+    def confirm(self, stack: Any, details: Details) -> str:
+        left = sorted(p.name for p in stack.uploads_dir.rglob("*") if p.is_file())
+        if not details["removed_files"] or left != sorted(STALE_FILES):
+            raise FaultDidNotBite(f"uploads not wiped as planned: {details['removed_files']} removed, "
+                                  f"left {left}")
+        return f"{details['removed_files']} files removed; left: {', '.join(left)}"
+
+
+def files_are_the_backup(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    backup: dict[str, tuple[str, bool]] = ctx.notes["manifest"]
+    live = folder_manifest(Path(run_.target.paths.uploads_dir))
+    missing = sorted(set(backup) - set(live))
+    extra = sorted(set(live) - set(backup))
+    changed = sorted(n for n in set(backup) & set(live) if backup[n][0] != live[n][0])
+    made_exec = sorted(n for n in set(backup) & set(live) if live[n][1] and not backup[n][1])
+    newest = ctx.notes["archives"][-1]
+    return [
+        OracleResult("newest uploads backup restored", BETWEEN_FILE in live,
+                     f"{BETWEEN_FILE} (only in {newest}) is "
+                     + ("back" if BETWEEN_FILE in live else "missing")),
+        OracleResult("same files as the backup", not missing,
+                     f"{len(backup) - len(missing)} of {len(backup)} files of {newest}"
+                     + (f"; missing: {_few(missing)}" if missing else "")),
+        OracleResult("same content as the backup", not changed,
+                     "every file's sha256 as in the archive" if not changed
+                     else f"content differs: {_few(changed)}"),
+        OracleResult("no stale file left (hidden files included)", not extra,
+                     "nothing the backup does not have" if not extra else f"left from before: {_few(extra)}"),
+        OracleResult("nothing made executable", not made_exec,
+                     "no file executable that was not in the archive" if not made_exec
+                     else f"made executable: {_few(made_exec)}"),
+    ]
+
+
+# ---- ポイントインタイムリカバリ ---------------------------------------------------------------------
+
+@dataclass
+class MistakeThenMore:
+    """Rows deleted by mistake after the target time, then one more commit after it (which a
+    point-in-time recovery to the target must not bring back)."""
+
+    name: str = "rows-deleted-by-mistake-then-commit"
+    label: str = "誤操作によるデータ削除 (DELETE) とその後の更新"
+
+    def inject(self, stack: Any) -> Details:
+        details = DeleteRowsByMistake().inject(stack)
+        with integrity.connect(stack.target(), "mks_db") as conn:
+            conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate')",
+                         (AFTER_TARGET_PROJECT,))
+        return details
+
+    def confirm(self, stack: Any, details: Details) -> str:
+        return DeleteRowsByMistake().confirm(stack, details)
+
+
+def pitr_env(run_: DrillRun) -> dict[str, str]:
+    return {"TARGET_TIME": str(run_.fault_details["target_time"])}
+
+
+def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    details = run_.fault_details
+    out = []
+    try:
+        with integrity.connect(run_.target, "mks_db") as conn:
+            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
+            after = conn.execute("SELECT count(*) FROM projects WHERE name = %s",
+                                 (AFTER_TARGET_PROJECT,)).fetchone()[0]  # type: ignore[index]
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+            timeline = int(conn.execute("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
+                           .fetchone()[0], 16) if not in_recovery else 0  # type: ignore[index]
+    except Exception as exc:
+        return [OracleResult("point in time", False, f"mks_db cannot be read: {_first(exc)}")]
+    out.append(OracleResult("rows deleted by mistake are back", documents == details["documents_before"],
+                            f"documents: {details['documents_before']} before the mistake, "
+                            f"{details['documents_before'] - details['deleted']} after it, {documents} now"))
+    out.append(OracleResult("changes after the target are absent", after == 0,
+                            "the commit after the target is " + ("absent" if after == 0 else "present: the "
+                                                                 "recovery replayed past the target")))
+    out.append(OracleResult("new timeline", timeline >= 2,
+                            f"timeline {timeline}" if timeline else "the server is still in recovery"))
+    try:
+        with integrity.connect(run_.target, "postgres") as conn:
+            conn.execute("CREATE TABLE gate_write_probe (id int)")
+            conn.execute("DROP TABLE gate_write_probe")
+        out.append(OracleResult("accepts writes", True, "a table was created and dropped"))
+    except Exception as exc:
+        out.append(OracleResult("accepts writes", False, _first(exc)))
+    return out
+
+
+# ---- bad backups: variants of the data drills ---------------------------------------------------
+# The live data is damaged, not lost (so a careless procedure has something to destroy), and the
+# newest backup is bad. Safe: the procedure refused, or restored the older valid backup, and what was
+# live is still there. Harm is named in plain words.
+
+def _truncate(path: Path) -> None:
+    """Cut a file at 60%: a custom-format dump keeps its table of contents (pg_restore --list reads it)."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(int(size * 0.6))
+
+
+def prepare_database_bad_newest(run_: DrillRun, ctx: Context) -> None:
+    prepare_database(run_, ctx)
+    newest = Path(run_.target.paths.backup_dir) / ctx.notes["backups"][-1]
+    _truncate(newest)
+    ctx.notes["truncated"] = newest.name
+
+
+def prepare_uploads_bad_newest(run_: DrillRun, ctx: Context) -> None:
+    prepare_uploads(run_, ctx)
+    newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
+    _truncate(newest)
+    ctx.notes["truncated"] = newest.name
+
+
+@dataclass
+class RemoveSomeUploads:
+    """A few uploaded files lost; the rest is live (and must survive a restore from a bad archive)."""
+
+    count: int = 5
+    name: str = "remove-some-uploads"
+    label: str = "アップロードファイルの一部消失"
+
+    def inject(self, stack: Any) -> Details:
+        files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file() and p.name != BETWEEN_FILE)
+        for path in files[:self.count]:
+            path.unlink()
+        return {"removed": [str(p) for p in files[:self.count]], "left": len(files) - self.count}
+
+    def confirm(self, stack: Any, details: Details) -> str:
+        if any(Path(p).exists() for p in details["removed"]):
+            raise FaultDidNotBite("the uploaded files are still there")
+        return f"{len(details['removed'])} files removed, {details['left']} left"
+
+
+def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    details = run_.fault_details
+    left = details["documents_before"] - details["deleted"]
+    try:
+        with integrity.connect(run_.target, "mks_db") as conn:
+            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
+            users = conn.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
+    except Exception as exc:
+        documents, users = -1, 0
+        ctx.notes["why"] = _first(exc)
+    safe = documents >= left and users > 0
+    detail = (f"the live database kept its data ({documents} documents, {left} before the procedure); "
+              f"the truncated {ctx.notes['truncated']} was not swapped in" if safe else
+              "dropped the live database before the backup was known to restore "
+              f"({ctx.notes.get('why') or f'{documents} documents left of {left}'})")
+    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated, its table of contents intact)",
+                         safe, detail)]
+
+
+def uploads_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    live = folder_manifest(Path(run_.target.paths.uploads_dir))
+    left = run_.fault_details["left"]
+    kept = sum(1 for n in ctx.notes["manifest"] if n in live and n != BETWEEN_FILE)
+    safe = kept >= left
+    detail = (f"{kept} live files kept ({left} before the procedure)" if safe else
+              f"removed the uploads before the archive was read ({kept} of {left} live files left)")
+    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated)", safe, detail)]
+
+
+@dataclass
+class Variant:
+    name: str
+    prepare: Callable[[DrillRun, Context], None]
+    fault: Any
+    judge: Oracle
+
+
+# ---- every drill -------------------------------------------------------------------------------
+
+def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    down = [f"{name} is {run_.stack.services.status(name).active_state}"
+            for name in ("postgresql", "mks-backend", "nginx") if not run_.stack.services.is_active(name)]
+    if not run_.stack.services.is_active("postgresql"):
+        fatal = [line for line in tail(Path(run_.target.database.log_file), 40).splitlines()
+                 if "FATAL" in line or "PANIC" in line]
+        down += [f"server log: {fatal[-1]}"] if fatal else []
+    return [OracleResult("every service runs again", not down,
+                         "; ".join(down) or "postgresql, mks-backend, nginx")]
+
+
+PLANS = (
+    Plan("database-restore", prepare_database, None, (newest_backup_restored, services_running),
+         variants=(Variant("truncated newest dump", prepare_database_bad_newest, DeleteRowsByMistake(),
+                           database_kept_safe),)),
+    Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
+         (files_are_the_backup, services_running),
+         variants=(Variant("truncated newest uploads archive", prepare_uploads_bad_newest,
+                           RemoveSomeUploads(), uploads_kept_safe),)),
+    Plan("point-in-time-recovery", None, MistakeThenMore(), (point_in_time, services_running), env=pitr_env),
+)
+
+
+def catalogue() -> dict[str, Drill]:
+    from scenarios.drills import CATALOGUE
+
+    return {d.name: d for d in CATALOGUE}
+
+
+def covers(drill: Drill, title: str) -> bool:
+    """The drill's runbook_section is the procedure, or one of its subsections."""
+    from gate.coverage import _patterns
+
+    return any(p == title or p.startswith(title + " > ") for p in _patterns(drill.runbook_section))
+
+
+def plan_for(title: str) -> tuple[Plan, Drill] | None:
+    drills = catalogue()
+    for plan in PLANS:
+        drill = drills.get(plan.drill)
+        if drill is not None and covers(drill, title):
+            return plan, drill
+    return None
+
+
+def drills_covering(title: str) -> list[str]:
+    return [d.name for d in catalogue().values() if covers(d, title)]
+
+
+@dataclass
+class DrilledResult:
+    drill: str
+    fault: str
+    verdict: str
+    blocks: list[BlockOutcome]
+    checks: list[str]
+    problems: list[str]
+
+
+def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Any,
+                session_for: Callable[[Any, dict[str, str]], Any], settings: DrillSettings,
+                name: str) -> DrilledResult:
+    """The drill's lifecycle with the sections' blocks as its recovery; never raises."""
+    ctx = Context()
+
+    def prepare(run_: DrillRun) -> None:
+        if plan.prepare is not None:
+            plan.prepare(run_, ctx)
+        elif drill.prepare is not None:
+            drill.prepare(run_)
+
+    def recover(run_: DrillRun) -> None:
+        env = plan.env(run_) if plan.env else {}
+        ctx.blocks = run_session(sections, session_for(run_.stack, env), name)
+        try:
+            _amcheck(run_.stack, True)  # the harness's own extension, for the fingerprint
+        except Exception as exc:
+            log.info("amcheck not re-created after %s: %s", name, exc)
+        for oracle in plan.oracles:
+            try:
+                ctx.oracles += oracle(run_, ctx)
+            except Exception as exc:
+                ctx.oracles.append(OracleResult(oracle.__name__, False,
+                                                f"the check itself failed: {_first(exc)}"))
+
+    fault = plan.fault or drill.fault
+    gate_drill = replace(drill, name=f"gate-{drill.name}", fault=fault, prepare=prepare, recover=recover,
+                         forecast=())
+    try:
+        record = run_drill(gate_drill, stack, settings, drill_id=f"{name}-{drill.name}")
+    except DrillFailed as failed:
+        record = failed.record
+    except Exception as exc:  # run_drill ends in a record; this is the gate's safety net
+        return DrilledResult(drill.name, fault.label, "failed", ctx.blocks, [],
+                             [f"the drill could not run: {_first(exc)}"])
+    checks = [f"{c.name}: {'ok' if c.passed else 'FAILED'} ({c.detail})" for c in record.checks]
+    checks += [f"oracle {o.name}: {'ok' if o.ok else 'FAILED'} ({o.detail})" for o in ctx.oracles]
+    if record.canary is not None:
+        lost = record.canary.lost_rows
+        checks.append(f"rows committed before the fault: {lost} lost (level {record.level})")
+    if record.recovery_seconds is not None:
+        checks.append(f"recovery time: {record.recovery_seconds:.1f}s (level {record.level})")
+    reason = " ".join(record.failure_reason.split())  # one line: a psycopg message carries its hint below
+    problems = [f"drill verdict: {reason}"] if record.verdict != "passed" else []
+    problems += [f"oracle {o.name}: {o.detail}" for o in ctx.oracles if not o.ok]
+    if not ctx.blocks and not problems:
+        problems.append("the procedure's blocks did not run")
+    verdict = "passed" if not problems and all(b.status != FAILED for b in ctx.blocks) else "failed"
+    return DrilledResult(drill.name, fault.label, verdict, ctx.blocks, checks, problems)
+
+
+def run_variant(variant: Variant, drill: Drill, sections: list[Section], stack: Any,
+                session_for: Callable[[Any, dict[str, str]], Any], settings: DrillSettings,
+                name: str) -> OracleResult:
+    """The procedure under a bad backup; only safe or harmed counts (refusing is the right answer)."""
+    plan = Plan(drill.name, variant.prepare, variant.fault, (variant.judge,))
+    result = run_drilled(plan, drill, sections, stack, session_for, settings, name)
+    found = [c for c in result.checks if c.startswith("oracle bad backup")]
+    if not found:
+        why = "; ".join(result.problems)[:300] or "no judgement"
+        return OracleResult(f"variant {variant.name}", False, f"the variant could not be judged: {why}")
+    ok = ": ok (" in found[0]
+    return OracleResult(f"variant {variant.name}", ok, found[0].split(" (", 1)[-1].rstrip(")")
+                        if ok else found[0].split("FAILED (", 1)[-1].rstrip(")"))
+
+
+def _few(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{len(names)} ({shown}{', ...' if len(names) > limit else ''})"
+
+
+def _first(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

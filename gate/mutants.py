@@ -1,0 +1,220 @@
+"""The gate proves itself by mutation: small, plausible breakages of a runbook's drilled procedures,
+each run through that procedure's drill only; a mutant the gate still passes is a survivor.
+
+Mutants (one change each):
+- every command of a drilled procedure deleted (all of its lines);
+- the backup choice reversed: `ls -t` <-> `ls -tr`, `head -1` <-> `tail -1`;
+- the `recovery_target_time` line dropped;
+- the safety nets dropped: `--exit-on-error`, `set -e`, `-v ON_ERROR_STOP=1`, curl's `-f`.
+
+A survivor is either a line that does not change the outcome (shown as such: a display-only command,
+useful to the runbook's author) or a sign that an oracle is too weak.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate import drilled
+from gate.orchestrator import Gate, ProcedureOutcome, procedures
+from gate.parser import Runbook, parse
+from gate.runner import FAILED
+
+# (kind, pattern, replacement): applied to one line at a time; None deletes the line
+OPERATORS: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
+    ("newest -> oldest (ls -t -> ls -tr)", re.compile(r"\bls -t(?=\s)"), "ls -tr"),
+    ("oldest -> newest (ls -tr -> ls -t)", re.compile(r"\bls -tr(?=\s)"), "ls -t"),
+    ("first -> last (head -1 -> tail -1)", re.compile(r"\bhead -(?:n ?)?1\b"), "tail -1"),
+    ("last -> first (tail -1 -> head -1)", re.compile(r"\btail -(?:n ?)?1\b"), "head -1"),
+    ("recovery_target_time dropped", re.compile(r"^\s*recovery_target_time\s*=.*$"), None),
+    ("--exit-on-error dropped", re.compile(r" --exit-on-error\b"), ""),
+    ("set -e dropped", re.compile(r"^\s*set -e\w*\s*$"), None),
+    ("ON_ERROR_STOP dropped", re.compile(r" -v ON_ERROR_STOP=1\b"), ""),
+    ("curl -f dropped", re.compile(r"(\bcurl\s+-)f(\w*)"), r"\1\2"),
+)
+# commands that only show something: deleting one cannot change what the procedure does
+DISPLAY_ONLY = re.compile(
+    r"^\s*(?:sudo\s+(?:-u\s+\S+\s+)?)?(?:(?:ls|echo|cat|du|grep|tail|head|printf|ps|journalctl)\b"
+    r"|systemctl\s+status\b|find\s+\S+\s+-type\s+f\s*\|"
+    r"|psql\b[^|]*-c\s+\"(?:\\d|SELECT\b(?![^\"]*pg_(?:reload_conf|switch_wal|terminate))))")
+
+
+@dataclass
+class Mutant:
+    ident: str
+    procedure: str
+    line: int  # in the runbook file
+    kind: str
+    original: str  # the line (or command) as written
+    text: str  # the whole mutated runbook
+
+    @property
+    def display_only(self) -> bool:
+        return self.kind == "command deleted" and bool(DISPLAY_ONLY.match(self.original))
+
+
+@dataclass
+class MutantResult:
+    mutant: Mutant
+    killed: bool
+    evidence: str
+    seconds: float
+    details: list[str] = field(default_factory=list)  # every problem and failed command of the run
+
+
+@dataclass
+class MutationReport:
+    runbook: str
+    results: list[MutantResult] = field(default_factory=list)
+    not_drilled: list[str] = field(default_factory=list)  # procedures without a drill: no mutants
+    seconds: float = 0.0
+
+    @property
+    def killed(self) -> int:
+        return sum(r.killed for r in self.results)
+
+    @property
+    def survivors(self) -> list[MutantResult]:
+        return [r for r in self.results if not r.killed]
+
+    @property
+    def outcome_changing(self) -> int:
+        """Mutants that can change the outcome: all but the deleted display-only commands."""
+        return sum(1 for r in self.results if r.killed or not r.mutant.display_only)
+
+    @property
+    def score(self) -> float:
+        return self.killed / self.outcome_changing if self.outcome_changing else 1.0
+
+    def lines(self) -> list[str]:
+        out = [f"mutation score: {self.killed} killed of {len(self.results)} mutants; "
+               f"{self.killed}/{self.outcome_changing} = {self.score:.0%} of those that can change "
+               f"the outcome ({self.seconds:.0f}s)"]
+        for r in self.survivors:
+            why = ("display only: does not change the outcome" if r.mutant.display_only
+                   else "SURVIVED: the gate did not notice")
+            out.append(f"  survivor {r.mutant.ident}: {r.mutant.procedure}, line {r.mutant.line} "
+                       f"[{r.mutant.kind}] `{r.mutant.original.strip()[:90]}`: {why}")
+        out += [f"  not drilled (no mutants): {p}" for p in self.not_drilled]
+        return out
+
+
+def drilled_procedures(runbook: Runbook) -> list[tuple[str, list[Any]]]:
+    return [(title, sections) for title, sections in procedures(runbook) if drilled.plan_for(title)]
+
+
+def make_mutants(text: str, path: str = "<runbook>") -> list[Mutant]:
+    runbook = parse(text, path)
+    lines = text.splitlines()
+    found: list[Mutant] = []
+    for title, sections in drilled_procedures(runbook):
+        for section in sections:
+            for block in section.shell_blocks:
+                if block.skip_reason:
+                    continue
+                for command in block.commands:
+                    if command.skip_reason:
+                        continue
+                    count = len(command.text.splitlines())
+                    start = command.line - 1
+                    mutated = lines[:start] + lines[start + count:]
+                    found.append(Mutant(f"L{command.line}-delete", title, command.line, "command deleted",
+                                        command.first_line, _join(mutated, text)))
+                first = block.line  # the fence; its body follows
+                for offset, line in enumerate(block.text.splitlines()):
+                    number = first + 1 + offset
+                    if line.lstrip().startswith("#"):
+                        continue
+                    for kind, pattern, replacement in OPERATORS:
+                        if not pattern.search(line):
+                            continue
+                        changed = lines[:number - 1] + lines[number:] if replacement is None else \
+                            [*lines[:number - 1], pattern.sub(replacement, line, count=1), *lines[number:]]
+                        short = kind.split(" (")[0].replace(" ", "-").replace(">", "")
+                        found.append(Mutant(f"L{number}-{short}", title, number, kind, line,
+                                            _join(changed, text)))
+    return found
+
+
+def _join(lines: list[str], original: str) -> str:
+    return "\n".join(lines) + ("\n" if original.endswith("\n") else "")
+
+
+def killed_by(outcome: ProcedureOutcome) -> str | None:
+    """Why the gate fails this procedure, or None when it passes."""
+    if outcome.health.problems:
+        return outcome.health.problems[0][:200]
+    for block in outcome.blocks:
+        for command in block.commands:
+            if command.status == FAILED:
+                return f"line {command.line} `{command.original.splitlines()[0][:60]}` failed " \
+                       f"({command.reason or f'exit {command.exit_code}'})"
+    if not outcome.health.ok:
+        return "not healthy"
+    return None
+
+
+def details_of(outcome: ProcedureOutcome) -> list[str]:
+    found = list(outcome.health.problems)
+    for block in outcome.blocks:
+        found += [f"line {c.line} failed: {c.output[-300:]}" for c in block.commands if c.status == FAILED]
+    return found
+
+
+def run_mutants(runbook_path: str, make_stack: Callable[..., Any], reports_dir: Path | None = None,
+                select: Callable[[Mutant], bool] | None = None, limit: int | None = None,
+                seed_scale: float = 0.2, budget_seconds: float = 3600.0) -> MutationReport:
+    """Run each mutant's procedure under its drill (sequentially: one stack at a time, ~10 s each)."""
+    text = Path(runbook_path).read_text(encoding="utf-8")
+    started = time.monotonic()
+    report = MutationReport(runbook_path)
+    book = parse(text, runbook_path)
+    report.not_drilled = [t for t, _ in procedures(book) if not drilled.plan_for(t)]
+    chosen: Iterable[Mutant] = [m for m in make_mutants(text, runbook_path) if select is None or select(m)]
+    for mutant in list(chosen)[:limit]:
+        if time.monotonic() - started > budget_seconds:
+            break
+        # first under the drill's own fault only; a survivor once more with the bad-backup variants
+        result = _run_one(mutant, runbook_path, make_stack, reports_dir, seed_scale, variants=False)
+        if not result.killed and not mutant.display_only:
+            again = _run_one(mutant, runbook_path, make_stack, reports_dir, seed_scale, variants=True)
+            again.seconds += result.seconds
+            result = again
+        report.results.append(result)
+    report.seconds = round(time.monotonic() - started, 1)
+    return report
+
+
+def _run_one(mutant: Mutant, runbook_path: str, make_stack: Callable[..., Any], reports_dir: Path | None,
+             seed_scale: float, variants: bool) -> MutantResult:
+    t0 = time.monotonic()
+    gate = Gate(parse(mutant.text, f"{runbook_path} [{mutant.ident}]"), make_stack, seed_scale=seed_scale,
+                reports_dir=reports_dir / "mutants" if reports_dir else None, variants=variants)
+    outcomes = gate.run(lambda title: title == mutant.procedure)
+    why = killed_by(outcomes[0]) if outcomes else "the mutated procedure is gone"
+    if why and variants:
+        why = "under a bad backup: " + why
+    return MutantResult(mutant, why is not None, why or "passed the gate", round(time.monotonic() - t0, 1),
+                        details_of(outcomes[0]) if outcomes else [])
+
+
+def write_mutation_report(report: MutationReport, folder: Path) -> Path:
+    """Markdown: the score, then every mutant with its result and the evidence."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "runbook-gate-mutants.md"
+    out = ["# Runbook gate: mutation self-test", "", f"- runbook: `{report.runbook}`", ""]
+    out += [f"- {line.strip()}" for line in report.lines()]
+    out += ["", "| mutant | procedure | kind | line | result |", "|---|---|---|---|---|"]
+    for r in report.results:
+        verdict = "killed: " + r.evidence if r.killed else ("survived (display only)" if r.mutant.display_only
+                                                            else "SURVIVED")
+        cells = [r.mutant.ident, r.mutant.procedure, r.mutant.kind, f"`{r.mutant.original.strip()[:80]}`",
+                 verdict]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path

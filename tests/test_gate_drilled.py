@@ -1,0 +1,64 @@
+"""The gate's own machinery without stacks: a verdict instead of a crash, summaries, mutants, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gate.__main__ import main
+from gate.mutants import make_mutants
+from gate.orchestrator import Gate, summarise
+from gate.parser import parse_file
+from gate.report import judge
+
+CORRECTED = Path(__file__).parent.parent / "docs/15_復旧手順(Recovery-Procedures).md"
+DB = "データ復旧手順 > 1. データベースバックアップからの復旧"
+UPLOADS = "データ復旧手順 > 2. アップロードファイル復旧"
+PITR = "完全システム復旧 > 2. ポイントインタイムリカバリ"
+
+
+def test_an_error_inside_a_procedure_is_that_procedures_failure_and_the_gate_goes_on():
+    def broken_stacks(name, seed_scale=None):
+        raise RuntimeError(f"no stack for {name} today")
+
+    gate = Gate(parse_file(CORRECTED), broken_stacks)
+    outcomes = gate.run(lambda title: title in (DB, "サービス復旧手順 > 2. データベース復旧"))
+    assert [o.title for o in outcomes] == ["サービス復旧手順 > 2. データベース復旧", DB]  # both judged
+    for outcome in outcomes:
+        assert not outcome.health.ok
+        assert outcome.health.problems[0].startswith(
+            "the procedure could not be judged: RuntimeError: no stack")
+    result = judge(gate.runbook, outcomes, [], gate.events, 0.0)
+    assert result.verdict == "FAILED"
+    assert all("could not be judged" in d for d in result.defects)
+
+
+def test_long_lists_become_a_count_and_the_first_few():
+    lines = [f"file missing: {i}.pdf" for i in range(400)] + ["users: 3 rows before, 0 after"]
+    out = summarise(lines)
+    assert out == ["file missing: 400 (first 3: 0.pdf, 1.pdf, 2.pdf)", "users: 3 rows before, 0 after"]
+
+
+def test_mutants_of_the_drilled_procedures():
+    mutants = make_mutants(CORRECTED.read_text(encoding="utf-8"), str(CORRECTED))
+    assert {m.procedure for m in mutants} == {DB, UPLOADS, PITR}  # only drilled procedures are mutated
+    kinds = {m.kind for m in mutants}
+    for kind in ("command deleted", "newest -> oldest (ls -t -> ls -tr)",
+                 "first -> last (head -1 -> tail -1)", "recovery_target_time dropped",
+                 "--exit-on-error dropped", "ON_ERROR_STOP dropped", "curl -f dropped"):
+        assert kind in kinds
+    original = CORRECTED.read_text(encoding="utf-8").splitlines()
+    for m in mutants:  # each mutant changes one thing: a deleted command, or one changed or deleted line
+        changed = m.text.splitlines()
+        removed = len(original) - len(changed)
+        assert changed != original
+        assert removed >= 1 if m.kind == "command deleted" else removed in (0, 1)
+    target = next(m for m in mutants if m.kind == "recovery_target_time dropped")
+    assert "recovery_target_time = '$TARGET_TIME'" not in target.text
+    assert any(m.display_only for m in mutants) and not all(m.display_only for m in mutants)
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path / "missing.md")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["--no-such-option", str(CORRECTED)]) == 2
+    assert main([]) == 2
