@@ -26,9 +26,10 @@ USAGE_ERROR, FAILED_EXIT = 2, 1
 @contextmanager
 def stacks(base_dir: Path | None, service_user: str | None) -> Iterator[Any]:
     """A make_stack(name, seed_scale) like the pytest fixture's; every stack made is torn down."""
-    from fixtures.sandbox import default_base_dir, reap_abandoned
-    from fixtures.seeding import SeedPlan, seed
-    from fixtures.stack import LocalStack, StackSettings
+    from fixtures.apps.reference.seeding import SeedPlan, seed
+    from fixtures.stack.composed import StackSettings
+    from fixtures.stack.local import LocalStack
+    from fixtures.stack.sandbox import default_base_dir, reap_abandoned
 
     settings = StackSettings(base_dir=(base_dir or default_base_dir()).resolve(), service_user=service_user)
     reap_abandoned(settings.base_dir)

@@ -1,7 +1,7 @@
 """Procedure under drill: a runbook procedure run as the recovery of the drill that covers it.
 
 For a procedure that a drill of scenarios/drills.py covers (its `runbook_section`), the gate runs that
-drill's lifecycle (fixtures.drill.run_drill: prepare, baseline, probe and canary, the fault confirmed,
+drill's lifecycle (fixtures.engine.drill.run_drill: prepare, baseline, probe and canary, the fault confirmed,
 the recovery, post checks, fingerprint, verdict against the level) with the procedure's own shell
 blocks as the recovery. What the gate adds per drill (a Plan):
 - prepare: backups in the runbook's names and formats, several of different ages with data written
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fixtures.drill import Drill, DrillFailed, DrillRun, DrillSettings, run_drill
-from fixtures.faults import DeleteRowsByMistake, Details, FaultDidNotBite, WipeUploads
+from fixtures.engine.drill import Drill, DrillFailed, DrillRun, DrillSettings, run_drill
+from fixtures.engine.faults import DeleteRowsByMistake, Details, FaultDidNotBite, WipeUploads
 from gate.parser import Section
 from gate.runner import FAILED, BlockOutcome, run_session
 from recovery import integrity
@@ -128,7 +128,7 @@ def newest_backup_restored(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 
 def _tar_uploads(stack: Any, dest: Path) -> None:
     run(["tar", "-czf", str(dest), "-C", str(stack.root), "opt/mks/uploads"], timeout=300,
-        run_as=None if stack.sandbox.run_as.is_current else stack.sandbox.run_as)
+        run_as=None if stack.sandbox.service_account.is_current else stack.sandbox.service_account)
 
 
 def archive_manifest(path: Path) -> dict[str, tuple[str, bool]]:

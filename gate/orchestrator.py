@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fixtures.drill import Drill, DrillSettings
+from fixtures.engine.drill import Drill, DrillSettings
 from gate import GateError, drilled
 from gate.mapping import SandboxInfo
 from gate.parser import Runbook, Section
