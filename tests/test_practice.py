@@ -19,6 +19,7 @@ from fixtures.stack.plugin import setting
 from fixtures.stack.readiness import wait_until
 from fixtures.stack.sandbox import default_base_dir, processes_in
 from recovery.commands import run
+from recovery.waiting import Observation
 
 pytestmark = pytest.mark.stack
 PROJECT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,8 @@ def test_a_practice_sandbox_stops_by_itself_after_its_lifetime(base: Path) -> No
     assert code == 0, out
     root = Path(st.load(base, name).root)
     wait_until("the practice sandbox to stop by itself",
-               lambda: (not st.state_path(base, name).exists() and not root.exists(), "still there"),
+               lambda: Observation(not st.state_path(base, name).exists() and not root.exists(),
+                                   "still there"),
                timeout=60, interval=0.2)
     assert not root.exists()
 
