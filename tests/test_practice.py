@@ -104,3 +104,11 @@ def test_bad_input_is_a_usage_error_that_starts_nothing(base: Path) -> None:
     assert code == 2 and "no practice sandbox named 'never-made'" in out
     code, out = mks_drill("up", "--name", "../escape", "--base-dir", str(base))
     assert code == 2 and "use letters, digits" in out
+
+
+def test_a_start_given_up_on_leaves_no_keeper_and_no_sandbox(base: Path) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    code, out = mks_drill("up", "--name", name, "--base-dir", str(base), "--timeout", "0.5")
+    assert (code == 1 and "not ready" not in out) or "timed out" in out, out
+    assert not st.state_path(base, name).exists(), "the keeper tore its sandbox down and removed its state"
+    assert not list(base.glob(f"practice-{name}-*")), "no sandbox root left"
