@@ -28,6 +28,7 @@ from typing import Any
 
 from fixtures.engine.drill import Drill, DrillFailed, DrillRun, DrillSettings, run_drill
 from fixtures.engine.faults import DeleteRowsByMistake, Details, FaultDidNotBite, WipeUploads
+from fixtures.stack import Stack
 from gate.parser import Section
 from gate.runner import FAILED, BlockOutcome, run_session
 from recovery import integrity
@@ -75,7 +76,7 @@ class Plan:
 
 # ---- the harness's amcheck (production's database has none) ------------------------------------
 
-def _amcheck(stack: Any, present: bool) -> None:
+def _amcheck(stack: Stack, present: bool) -> None:
     with stack.pg.connect("postgres") as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'mks_db'").fetchone():
             return
@@ -126,7 +127,7 @@ def newest_backup_restored(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 
 # ---- アップロードファイル復旧 ---------------------------------------------------------------------
 
-def _tar_uploads(stack: Any, dest: Path) -> None:
+def _tar_uploads(stack: Stack, dest: Path) -> None:
     run(["tar", "-czf", str(dest), "-C", str(stack.root), "opt/mks/uploads"], timeout=300,
         run_as=None if stack.sandbox.service_account.is_current else stack.sandbox.service_account)
 
@@ -183,13 +184,13 @@ class WipeUploadsLeaveStale:
     name: str = "wipe-uploads-stale"
     label: str = "アップロードファイル消失 (古い不要ファイルが残存)"
 
-    def inject(self, stack: Any) -> Details:
+    def inject(self, stack: Stack) -> Details:
         details = WipeUploads().inject(stack)
         for name, mode in STALE_FILES.items():
             stack.sandbox.write_text(stack.uploads_dir / name, "not in any backup\n", mode=mode)
         return details
 
-    def confirm(self, stack: Any, details: Details) -> str:
+    def confirm(self, stack: Stack, details: Details) -> str:
         left = sorted(p.name for p in stack.uploads_dir.rglob("*") if p.is_file())
         if not details["removed_files"] or left != sorted(STALE_FILES):
             raise FaultDidNotBite(f"uploads not wiped as planned: {details['removed_files']} removed, "
@@ -233,14 +234,14 @@ class MistakeThenMore:
     name: str = "rows-deleted-by-mistake-then-commit"
     label: str = "誤操作によるデータ削除 (DELETE) とその後の更新"
 
-    def inject(self, stack: Any) -> Details:
+    def inject(self, stack: Stack) -> Details:
         details = DeleteRowsByMistake().inject(stack)
         with integrity.connect(stack.target(), "mks_db") as conn:
             conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate')",
                          (AFTER_TARGET_PROJECT,))
         return details
 
-    def confirm(self, stack: Any, details: Details) -> str:
+    def confirm(self, stack: Stack, details: Details) -> str:
         return DeleteRowsByMistake().confirm(stack, details)
 
 
@@ -313,13 +314,13 @@ class RemoveSomeUploads:
     name: str = "remove-some-uploads"
     label: str = "アップロードファイルの一部消失"
 
-    def inject(self, stack: Any) -> Details:
+    def inject(self, stack: Stack) -> Details:
         files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file() and p.name != BETWEEN_FILE)
         for path in files[:self.count]:
             path.unlink()
         return {"removed": [str(p) for p in files[:self.count]], "left": len(files) - self.count}
 
-    def confirm(self, stack: Any, details: Details) -> str:
+    def confirm(self, stack: Stack, details: Details) -> str:
         if any(Path(p).exists() for p in details["removed"]):
             raise FaultDidNotBite("the uploaded files are still there")
         return f"{len(details['removed'])} files removed, {details['left']} left"
@@ -423,7 +424,7 @@ class DrilledResult:
     problems: list[str]
 
 
-def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Any,
+def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
                 session_for: Callable[[Any, dict[str, str]], Any], settings: DrillSettings,
                 name: str) -> DrilledResult:
     """The drill's lifecycle with the sections' blocks as its recovery; never raises."""
@@ -475,7 +476,7 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Any,
     return DrilledResult(drill.name, fault.label, verdict, ctx.blocks, checks, problems)
 
 
-def run_variant(variant: Variant, drill: Drill, sections: list[Section], stack: Any,
+def run_variant(variant: Variant, drill: Drill, sections: list[Section], stack: Stack,
                 session_for: Callable[[Any, dict[str, str]], Any], settings: DrillSettings,
                 name: str) -> OracleResult:
     """The procedure under a bad backup; only safe or harmed counts (refusing is the right answer)."""

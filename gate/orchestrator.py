@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.engine.drill import Drill, DrillSettings
+from fixtures.stack import Stack
 from gate import GateError, drilled
 from gate.mapping import SandboxInfo
 from gate.parser import Runbook, Section
@@ -90,7 +91,7 @@ def stack_kind(title: str) -> str:
 class Gate:
     """Runs a parsed runbook on stacks from `make_stack(name, seed_scale)`; their maker tears them down."""
 
-    def __init__(self, runbook: Runbook, make_stack: Callable[..., Any], seed_scale: float = 0.2,
+    def __init__(self, runbook: Runbook, make_stack: Callable[..., Stack], seed_scale: float = 0.2,
                  timeout_per_block: float = 90.0, reports_dir: Path | None = None, drilled: bool = True,
                  variants: bool = True):
         self.runbook = runbook
@@ -101,7 +102,7 @@ class Gate:
         self.make_stack = make_stack
         self.seed_scale = seed_scale
         self.timeout_per_block = timeout_per_block
-        self.stacks: dict[str, Any] = {}
+        self.stacks: dict[str, Stack] = {}
         self.main_count = 0
         self.secrets: list[str] = []
         self.backed_up: dict[str, Any] = {}  # stack name -> fingerprint at its last backups
@@ -110,7 +111,7 @@ class Gate:
         self.last_backup = 0.0
 
     # ---- stacks ------------------------------------------------------------------------------
-    def _new_stack(self, name: str, seed: float | None, keep_amcheck: bool = False) -> Any:
+    def _new_stack(self, name: str, seed: float | None, keep_amcheck: bool = False) -> Stack:
         started = time.monotonic()
         stack = self.make_stack(f"gate-{name}", seed_scale=seed)
         self.secrets += stack.secrets.values()
@@ -125,7 +126,7 @@ class Gate:
         self.events.append(f"stack {stack.name} up and seeded in {time.monotonic() - started:.1f}s")
         return stack
 
-    def main(self) -> Any:
+    def main(self) -> Stack:
         if MAIN not in self.stacks:
             self.main_count += 1
             if self.main_count > MAX_MAIN_STACKS:
@@ -216,7 +217,7 @@ class Gate:
         reports = (self.reports_dir or stack.root / "run") / "gate-drills"
         self.sessions += 1
 
-        def session_for(current: Any, env: dict[str, str]) -> SessionEnv:
+        def session_for(current: Stack, env: dict[str, str]) -> SessionEnv:
             return self._session(current, None, {"MKS_CHECK_PASSWORD": current.secrets.admin_password, **env})
 
         try:
@@ -248,7 +249,7 @@ class Gate:
             return drilled.OracleResult(f"variant {variant.name}", False, f"no stack: {exc}")
         reports = (self.reports_dir or stack.root / "run") / "gate-drills"
 
-        def session_for(current: Any, env: dict[str, str]) -> SessionEnv:
+        def session_for(current: Stack, env: dict[str, str]) -> SessionEnv:
             return self._session(current, None, {"MKS_CHECK_PASSWORD": current.secrets.admin_password, **env})
 
         try:
@@ -260,7 +261,7 @@ class Gate:
             except Exception as exc:
                 log.info("stack %s did not go down: %s", stack.name, exc)
 
-    def _session(self, stack: Any, old: Any, extra_env: dict[str, str]) -> SessionEnv:
+    def _session(self, stack: Stack, old: Stack, extra_env: dict[str, str]) -> SessionEnv:
         target = stack.target()
         root = stack.root
         work = root / "run/gate"
@@ -308,7 +309,7 @@ class Gate:
                           timeout_per_block=self.timeout_per_block)
 
     # ---- preconditions -----------------------------------------------------------------------
-    def _ensure_backups(self, stack: Any, force: bool = False) -> None:
+    def _ensure_backups(self, stack: Stack, force: bool = False) -> None:
         """Backups as the (separate) backup procedure makes them, unless they still match the data."""
         target = stack.target()
         now = integrity.fingerprint(target)
@@ -326,7 +327,7 @@ class Gate:
         self.backed_up[stack.name] = now
         self.events.append(f"backups taken on {stack.name} (db, uploads, config {stamp})")
 
-    def _new_server(self) -> Any:
+    def _new_server(self) -> Stack:
         """A stack standing for the new server after OS and packages: no MKS role, no MKS database."""
         stack = self._new_stack(NEW, None)
         stack.services.stop("mks-backend")
@@ -337,7 +338,7 @@ class Gate:
         self.events.append(f"stack {stack.name}: as a new server: no mks_db, no mks_user, backend stopped")
         return stack
 
-    def _prepare_pitr(self, stack: Any) -> tuple[Any, str]:
+    def _prepare_pitr(self, stack: Stack) -> tuple[Any, str]:
         """A base backup, the target time, then a commit after it, archived (so the target is reachable)."""
         target = stack.target()
         pitr.base_backup(target)
@@ -360,7 +361,7 @@ class Gate:
         return baseline, when
 
     # ---- judging -----------------------------------------------------------------------------
-    def health(self, stack: Any, baseline: Any, allow_added: bool = False,
+    def health(self, stack: Stack, baseline: Any, allow_added: bool = False,
                password: str | None = None) -> Health:
         health = Health(True)
         services = stack.services
@@ -406,7 +407,7 @@ class Gate:
             health.problems += [f"data: {d}" for d in summarise(diffs)]
         return self._redacted(health)
 
-    def _check_new_timeline(self, stack: Any, health: Health) -> None:
+    def _check_new_timeline(self, stack: Stack, health: Health) -> None:
         """A point-in-time recovery ends on a new timeline; a plain restart would stay on the first."""
         with stack.pg.connect() as conn:
             timeline = int(conn.execute("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
@@ -421,7 +422,7 @@ class Gate:
         health.checks = [redact(c, self.secrets) for c in health.checks]
         return health
 
-    def _repair_main(self, stack: Any) -> None:
+    def _repair_main(self, stack: Stack) -> None:
         """Bring the main stack back for the next procedure, or retire it."""
         try:
             for name in SERVICES:
