@@ -267,18 +267,7 @@ class Gate:
         work = root / "run/gate"
         work.mkdir(parents=True, exist_ok=True)
         stack.sandbox.give(work)
-        bin_dir = write_shims(ShimSpec(
-            bin_dir=work / "bin",
-            pg_bindir=target.database.bindir,
-            nginx_argv=[target.nginx_binary, *target.nginx_args],
-            renew_argv=list(target.renew_command),
-            service_env={
-                "GATE_SUPERVISOR_SOCKET": str(target.services.supervisor_socket),
-                "GATE_SUPERVISOR_LOGS": str(target.services.supervisor_log_dir),
-                "GATE_SUPERVISOR_CONF": str(root / "etc/supervisor/supervisord.conf"),
-                "GATE_PG_LOG": target.database.log_file,
-            },
-        ))
+        bin_dir = write_shims(ShimSpec.for_target(target, root, work / "bin"))
         stack.sandbox.give(bin_dir, recursive=True)
         # certbot renews as root on a real host; in the sandbox the block's account renews its own certificate
         stack.sandbox.give(stack.sandbox.path("/etc/letsencrypt"), recursive=True)

@@ -18,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from recovery.target import Target
+
 PG_TOOLS = ("psql", "pg_dump", "pg_restore", "createdb", "dropdb", "createuser", "dropuser",
             "pg_basebackup", "pg_waldump", "pg_controldata", "pg_isready")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -30,6 +32,22 @@ class ShimSpec:
     nginx_argv: list[str]
     renew_argv: list[str]
     service_env: dict[str, str]  # GATE_SUPERVISOR_SOCKET, GATE_SUPERVISOR_LOGS, GATE_PG_LOG, ...
+
+    @classmethod
+    def for_target(cls, target: Target, root: Path, bin_dir: Path) -> ShimSpec:
+        """The shims of a sandbox's recovery target (the gate's sessions and the practice shell)."""
+        return cls(
+            bin_dir=bin_dir,
+            pg_bindir=target.database.bindir,
+            nginx_argv=[target.nginx_binary, *target.nginx_args],
+            renew_argv=list(target.renew_command),
+            service_env={
+                "GATE_SUPERVISOR_SOCKET": str(target.services.supervisor_socket),
+                "GATE_SUPERVISOR_LOGS": str(target.services.supervisor_log_dir),
+                "GATE_SUPERVISOR_CONF": str(root / "etc/supervisor/supervisord.conf"),
+                "GATE_PG_LOG": target.database.log_file,
+            },
+        )
 
 
 def _write(path: Path, body: str) -> None:
