@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import ssl
 import statistics
 import time
@@ -34,6 +35,8 @@ from recovery.target import Target
 log = logging.getLogger(__name__)
 
 APP_TABLES = ("users", "projects", "documents")
+LOGIN_PATH, TOKEN_FIELD = "/api/v1/auth/login", "token"
+PROJECTS_PATH, UPLOAD_PATH = "/api/v1/projects", "/api/v1/upload"
 
 
 def connect(target: Target, dbname: str | None = None, *, superuser: bool = True) -> psycopg.Connection:
@@ -199,7 +202,9 @@ def compare(before: Fingerprint, after: Fingerprint) -> list[str]:
 class Check:
     name: str
     ok: bool
-    detail: str
+    detail: str  # for a failure: "expected ...; seen ..."
+    expected: str = ""
+    seen: str = ""
 
 
 @dataclass
@@ -215,9 +220,49 @@ class CheckResult:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
 
-    def add(self, name: str, ok: bool, detail: str) -> bool:
-        self.checks.append(Check(name, ok, detail))
+    def add(self, name: str, ok: bool, detail: str, *, expected: str = "", seen: str = "") -> bool:
+        """Record a check; a failed one with an expectation reads "expected X; seen Y"."""
+        if not ok and expected:
+            detail = f"expected {expected}; seen {seen or detail}"
+        self.checks.append(Check(name, ok, detail, expected, seen))
         return ok
+
+
+BODY_SHOWN = 160  # characters of an answer's body quoted in a failed check
+_JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
+_SECRET_FIELD = re.compile(r'("(?:[\w-]*token|password|secret|api[_-]?key)"\s*:\s*)"[^"]*"', re.IGNORECASE)
+
+
+def mask_secrets(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """The text with the given secrets, bearer tokens and secret-named JSON values replaced by ***."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _SECRET_FIELD.sub(r'\1"***"', _JWT.sub("***", text))
+
+
+def describe(response: httpx.Response, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """What came back, for a failed check: status, content type and the first bytes of the body."""
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    body = response.content[:BODY_SHOWN].decode("utf-8", "replace")
+    more = "..." if len(response.content) > BODY_SHOWN else ""
+    shown = mask_secrets(body, secrets).replace("\n", " ").strip()
+    return f"HTTP {response.status_code} ({kind}), body {shown!r}{more}" if shown else \
+        f"HTTP {response.status_code} ({kind}), empty body"
+
+
+def json_field(response: httpx.Response, path: str) -> tuple[Any, str]:
+    """The value at a dotted path of a JSON answer, or None and why it is not there."""
+    try:
+        value: Any = response.json()
+    except ValueError:
+        return None, "the body is not JSON"
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            fields = ", ".join(sorted(value)[:8]) if isinstance(value, dict) else type(value).__name__
+            return None, f"no field {path!r} (has: {fields or 'nothing'})"
+        value = value[key]
+    return value, ""
 
 
 def http_client(target: Target, url: str | None = None, timeout: float = 10.0) -> httpx.Client:
@@ -252,41 +297,65 @@ def post_checks(target: Target, username: str | None = None, password: str | Non
                 url: str | None = None) -> CheckResult:
     """The runbook's 機能テスト: health, login, projects, and an upload that is read back.
 
-    The upload round trip adds one document (row and file) to the live data, as the runbook's does.
+    A failed check says what was expected and what came back (status, missing field, the first
+    bytes of the body, with the password and tokens masked). The upload round trip adds one
+    document (row and file) to the live data, as the runbook's does.
     """
     username, password = credentials(username, password, password_file)
+    secrets = [password]
     with http_client(target, url) as client:
         result = CheckResult("post_checks", str(client.base_url))
+        step = "health"
         try:
             answer = health.probe(client, target.health_path)
-            result.add("health", answer.ok, f"HTTP {answer.status}" if answer.status else answer.detail)
-            login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
-            token = login.json().get("token") if login.status_code == 200 else None
-            if not result.add("login", bool(token), f"HTTP {login.status_code}"):
+            result.add("health", answer.ok, f"HTTP {answer.status}" if answer.status else answer.detail,
+                       expected=f"HTTP 200 from {target.health_path}",
+                       seen=mask_secrets(answer.detail, secrets))
+            step = "login"
+            login = client.post(LOGIN_PATH, json={"username": username, "password": password})
+            token, missing = json_field(login, TOKEN_FIELD) if login.status_code == 200 else (None, "")
+            secrets += [token] if isinstance(token, str) else []
+            seen = "; ".join(filter(None, (missing, describe(login, secrets))))
+            if not result.add("login", isinstance(token, str) and bool(token), f"HTTP {login.status_code}",
+                              expected=f"HTTP 200 with a {TOKEN_FIELD!r} in the JSON answer", seen=seen):
                 return result
             auth = {"Authorization": f"Bearer {token}"}
-            projects = client.get("/api/v1/projects", headers=auth)
-            count = projects.json().get("count", 0) if projects.status_code == 200 else 0
-            ok = projects.status_code == 200 and (count > 0 or not expect_projects)
-            result.add("projects", ok, f"HTTP {projects.status_code}, {count} projects")
+            step = "projects"
+            projects = client.get(PROJECTS_PATH, headers=auth)
+            count, missing = json_field(projects, "count") if projects.status_code == 200 else (0, "")
+            count = count if isinstance(count, int) else 0
+            ok = projects.status_code == 200 and not missing and (count > 0 or not expect_projects)
+            want = "a 'count' above 0" if expect_projects else "a 'count'"
+            result.add("projects", ok, f"HTTP {projects.status_code}, {count} projects",
+                       expected=f"HTTP 200 from {PROJECTS_PATH} with {want}",
+                       seen="; ".join(filter(None, (missing, describe(projects, secrets)))))
             if upload:
-                _upload_round_trip(client, auth, result)
-        except (httpx.HTTPError, ValueError) as exc:
-            result.add("request", False, f"{type(exc).__name__}: {exc}")
+                step = "upload"
+                _upload_round_trip(client, auth, result, secrets)
+        except httpx.HTTPError as exc:
+            result.add(step, False, f"{type(exc).__name__}: {exc}", expected="an HTTP answer",
+                       seen=mask_secrets(f"{type(exc).__name__}: {exc}", secrets))
     return result
 
 
-def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: CheckResult) -> None:
+def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: CheckResult,
+                       secrets: list[str]) -> None:
     content = f"復旧後の確認 {uuid.uuid4()}\n".encode() * 64
     expected = hashlib.sha256(content).hexdigest()
-    response = client.post("/api/v1/upload", headers=auth,
+    response = client.post(UPLOAD_PATH, headers=auth,
                            files={"file": ("recovery-check.txt", content, "text/plain")})
-    body = response.json() if response.status_code == 201 else {}
-    if not result.add("upload", body.get("sha256") == expected, f"HTTP {response.status_code}"):
+    sha, missing = json_field(response, "sha256") if response.status_code == 201 else (None, "")
+    if not result.add("upload", sha == expected, f"HTTP {response.status_code}",
+                      expected=f"HTTP 201 from {UPLOAD_PATH} with sha256 {expected[:12]}...",
+                      seen="; ".join(filter(None, (missing, describe(response, secrets))))):
         return
-    back = client.get(f"/api/v1/documents/{body['id']}/content", headers=auth)
-    same = back.status_code == 200 and hashlib.sha256(back.content).hexdigest() == expected
-    result.add("download", same, f"HTTP {back.status_code}, {len(back.content)} bytes")
+    document, _ = json_field(response, "id")
+    back = client.get(f"/api/v1/documents/{document}/content", headers=auth)
+    got = hashlib.sha256(back.content).hexdigest()
+    result.add("download", back.status_code == 200 and got == expected,
+               f"HTTP {back.status_code}, {len(back.content)} bytes",
+               expected=f"HTTP 200 and the {len(content)} bytes uploaded (sha256 {expected[:12]}...)",
+               seen=f"HTTP {back.status_code}, {len(back.content)} bytes (sha256 {got[:12]}...)")
 
 
 POST_CHECKS_TITLE = "復旧後の確認手順 (機能テスト)"
@@ -315,11 +384,11 @@ def run_post_checks(journal: Journal, target: Target, username: str | None = Non
             with journal.step(check.name, POST_CHECKS_TITLE) as step:
                 step.note("detail", check.detail)
                 if not check.ok:
-                    raise RecoveryError(f"check {check.name} failed")
+                    raise RecoveryError(f"check {check.name} failed (see its detail)")
         except RecoveryError:
             continue  # every check gets its step; the verdict comes after the last
     if not result.ok:
-        raise RecoveryError("checks failed: " + ", ".join(c.name for c in result.failures()))
+        raise RecoveryError("checks failed: " + "; ".join(f"{c.name}: {c.detail}" for c in result.failures()))
 
 
 @dataclass
@@ -361,10 +430,10 @@ def performance(target: Target, username: str | None = None, password: str | Non
     truncated = False
     timings: list[Timing] = []
     with http_client(target, url) as client:
-        login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
-        token = login.json().get("token") if login.status_code == 200 else ""
+        login = client.post(LOGIN_PATH, json={"username": username, "password": password})
+        token = json_field(login, TOKEN_FIELD)[0] if login.status_code == 200 else ""
         auth = {"Authorization": f"Bearer {token}"}
-        paths = (("health", target.health_path, {}), ("projects", "/api/v1/projects", auth))
+        paths = (("health", target.health_path, {}), ("projects", PROJECTS_PATH, auth))
         for name, path, headers in paths:
             samples: list[float] = []
             failures = 0
