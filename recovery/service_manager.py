@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import xmlrpc.client
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ SPAWNED = re.compile(
     re.MULTILINE,
 )
 LOG_SCAN_BYTES = 2_000_000
+READY_TIMEOUT = 60.0  # a started service that listens must accept connections within this
 
 
 class ServiceError(RecoveryError):
@@ -70,12 +72,19 @@ class ServiceManager(Protocol):
 
 
 class SupervisorServiceManager:
-    """ServiceManager over supervisord's XML-RPC socket; start waits for the program's startsecs."""
+    """ServiceManager over supervisord's XML-RPC socket.
 
-    def __init__(self, socket: Path, log_dir: Path, reload_signals: Mapping[str, str]):
+    A start waits for the program's startsecs and, for a program with a ready port, until that port
+    accepts connections (systemd's Type=notify): startsecs alone is a timer, and a service that
+    fails while loading more slowly than that, on a busy host, would count as started.
+    """
+
+    def __init__(self, socket: Path, log_dir: Path, reload_signals: Mapping[str, str],
+                 ready_ports: Mapping[str, int] | None = None):
         self.socket = socket
         self.log_dir = log_dir
         self.reload_signals = dict(reload_signals)  # the known programs, and how each reloads
+        self.ready_ports = dict(ready_ports or {})  # program -> loopback port it serves when ready
 
     def rpc(self) -> xmlrpc.client.ServerProxy:
         from supervisor.xmlrpc import SupervisorTransport
@@ -118,6 +127,26 @@ class SupervisorServiceManager:
         if self.status(name).active_state in ("active", "activating"):
             return
         self._call(name, "startProcess", name, True)
+        self._wait_ready(name)
+
+    def _wait_ready(self, name: str) -> None:
+        """Until the program's ready port accepts; its exit (or a respawn) before that is a failure."""
+        port = self.ready_ports.get(name)
+        if port is None:
+            return
+        started = self.status(name)
+
+        def listening() -> Observation:
+            status = self.status(name)
+            if status.pid != started.pid or status.manager_state != "RUNNING":
+                raise ServiceError(f"{name} exited before it was ready ({status.detail})\n"
+                                   f"--- {name} log ---\n{self.log_tail(name)}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                return Observation(True, f"listening on {port}")
+            return Observation(False, f"pid {status.pid} not listening on {port} yet")
+
+        wait_until(f"{name} to listen on 127.0.0.1:{port}", listening, timeout=READY_TIMEOUT,
+                   interval=0.05, error=ServiceError, log_tail=lambda: self.log_tail(name))
 
     def start_nowait(self, name: str) -> None:
         """Spawn and return at once; the caller waits for readiness with a real request."""
@@ -145,6 +174,7 @@ class SupervisorServiceManager:
     def restart(self, name: str) -> None:
         self.stop(name)
         self._call(name, "startProcess", name, True)
+        self._wait_ready(name)
 
     def reload(self, name: str) -> None:
         if not self.is_active(name):
