@@ -360,7 +360,7 @@ def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: Check
 
 POST_CHECKS_TITLE = "復旧後の確認手順 (機能テスト)"
 POST_CHECKS_PLAN = tuple((name, POST_CHECKS_TITLE, what) for name, what in (
-    ("health", "GET /api/v1/health answers 200"),
+    ("health", "GET of the target's health_path answers 200"),
     ("login", "log in with the user's password"),
     ("projects", "the projects list answers, with projects"),
     ("upload", "upload a document; its sha256 comes back"),

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.stack.sandbox import processes_in
-from recovery.waiting import wait_until
+from recovery.waiting import Observation, WaitTimeout, wait_until
 from tests.syscall_trace import STRACE_ARGS, outside, writes_in
 
 pytestmark = pytest.mark.stack
@@ -139,23 +139,27 @@ def test_the_servers_of_a_run_killed_mid_drill_stop_by_themselves(private_dirs):
     _top, base, reports = private_dirs
     ready = reports / "child-ready"
     child = _child(base, reports, "test_a_drill_waits_to_be_killed", MKS_CHILD_READY=str(ready))
-    deadline = time.monotonic() + 180
-    while not ready.exists():  # wait-helper
+    def reached_recovery() -> Observation:
         assert child.poll() is None, child.stdout.read().decode(errors="replace")
-        assert time.monotonic() < deadline, "the child drill did not reach its recovery"
-        time.sleep(0.2)
+        return Observation(ready.exists(), "the child drill has not reached its recovery")
+
+    wait_until("the child drill to reach its recovery", reached_recovery, timeout=180, interval=0.2)
     root = Path(ready.read_text())
     running = processes_in(root)
     assert len(running) > 5, running  # supervisord, postgres and its workers, gunicorn, nginx, the watchdog
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=60)
     killed = time.monotonic()
-    while processes_in(base) and time.monotonic() < killed + 10:  # wait-helper
-        time.sleep(0.1)
-    left = processes_in(base)
+    def all_stopped() -> Observation:
+        left = processes_in(base)
+        return Observation(not left, f"still running: {left}")
+
+    try:
+        wait_until("the sandbox's processes to stop", all_stopped, timeout=10, interval=0.1)
+    except WaitTimeout as exc:
+        pytest.fail(f"10 s after the harness was killed: {exc.last}")
     seconds = time.monotonic() - killed
-    print(f"{len(running)} processes in the sandbox; {len(left)} left {seconds:.1f}s after SIGKILL")
-    assert left == [], f"still running 10 s after the harness was killed: {left}"
+    print(f"{len(running)} processes in the sandbox; none left {seconds:.1f}s after SIGKILL")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can start a session as another, normal user")

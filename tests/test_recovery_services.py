@@ -184,10 +184,9 @@ def test_manual_recovery_waits_for_an_exiting_worker_of_the_backend_to_let_go(st
     master = stack.services.main_pid(BACKEND)
     client = socket.create_connection(("127.0.0.1", port))
     client.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the rest never comes
-    deadline = time.monotonic() + 10
-    while (worker := _holder_of_connection(port, client.getsockname()[1])) is None:  # wait-helper
-        assert time.monotonic() < deadline, "no worker accepted the request"
-        time.sleep(0.05)
+    local_port = client.getsockname()[1]
+    worker = wait_until("a worker to accept the request", lambda: _holder_of_connection(port, local_port),
+                        timeout=10, interval=0.05)
     assert worker in _children(master)
     _erase_command_line_and_environment(worker)
     seen = ProcessInfo.read(worker)
