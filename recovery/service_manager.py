@@ -33,6 +33,15 @@ class ServiceError(RecoveryError):
     """The service manager could not do what was asked of a service."""
 
 
+def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port now."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 # supervisord process states -> the words systemctl uses
 _ACTIVE_STATE = {
     "RUNNING": "active",
@@ -141,9 +150,7 @@ class SupervisorServiceManager:
             if status.pid != started.pid or status.manager_state != "RUNNING":
                 raise ServiceError(f"{name} exited before it was ready ({status.detail})\n"
                                    f"--- {name} log ---\n{self.log_tail(name)}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                return Observation(True, f"listening on {port}")
-            return Observation(False, f"pid {status.pid} not listening on {port} yet")
+            return Observation(port_accepts(port), f"pid {status.pid} listening on {port}?")
 
         wait_until(f"{name} to listen on 127.0.0.1:{port}", listening, timeout=READY_TIMEOUT,
                    interval=0.05, error=ServiceError, log_tail=lambda: self.log_tail(name))

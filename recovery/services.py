@@ -225,6 +225,7 @@ def _is_zombie(pid: int) -> bool:
 # ---- actions ---------------------------------------------------------------------------------
 AUTO_PLAN = (
     ("check", "サービスチェック", "service state and health URL 200"),
+    ("wait-restart", "自動再起動の完了待ち", "if the manager restarts it already: health first"),
     ("attempt-N", "復旧実行", "restart, then wait for health 200; back off between attempts"),
 )
 
@@ -259,6 +260,16 @@ def auto_recover(journal: Journal, target: Target, max_attempts: int = 3,
     if answer.ok:
         journal.steps[-1].details["verdict"] = "healthy; nothing to do"
         return
+    if status.active_state == "activating":
+        # the service manager is restarting it already (Restart=always): a restart now would
+        # only start the load over again; give that start its settle time first
+        with journal.step("wait-restart", "自動再起動の完了待ち") as step:
+            ok, seen = wait_healthy(target, settle)
+            step.note("state", manager.status(service).detail)
+            step.note("health", seen)
+            if ok:
+                step.note("verdict", "recovered by the service manager's own restart")
+                return
     reasons = []
     for attempt in range(1, max_attempts + 1):
         with journal.step(f"attempt-{attempt}", f"復旧実行 ({attempt}/{max_attempts})") as step:

@@ -18,6 +18,7 @@ from fixtures.stack.container_engine import DOCKER_DIR, EngineUnavailable, find_
 from fixtures.stack.local import StackSettings
 from fixtures.stack.plugin import setting
 from recovery.commands import run
+from recovery.services import auto_recover
 from recovery.waiting import Observation, wait_until
 
 NOWHERE = "unix:///nonexistent/mks-drill/docker.sock"
@@ -105,6 +106,16 @@ def test_container_stack_services(container_stack) -> None:
                                    and manager.main_pid("mks-backend") not in (None, master),
                                    str(manager.status("mks-backend"))), timeout=30, interval=0.1)
     stack.wait_healthy(timeout=30)
+    # a check made while the engine's restart still loads sees it activating and waits for it:
+    # one crash, one restart (without the start period the auto recovery restarted it once more)
+    restarts = manager._container("mks-backend").attrs["RestartCount"]
+    os.kill(manager.main_pid("mks-backend"), signal.SIGKILL)
+    wait_until("the engine's restart to be loading",  # gunicorn loads the app for about a second
+               lambda: Observation(manager.status("mks-backend").active_state == "activating",
+                                   str(manager.status("mks-backend"))), timeout=30, interval=0.02)
+    journal = auto_recover(stack.target(), settle=30)
+    assert [step.name for step in journal.steps] == ["check", "wait-restart"], journal.steps
+    assert manager._container("mks-backend").attrs["RestartCount"] == restarts + 1
     # PostgreSQL has no restart policy (as Debian's unit): stopped stays stopped until started
     manager.stop("postgresql")
     assert manager.status("postgresql").active_state == "inactive"

@@ -117,7 +117,8 @@ def test_post_checks_on_the_command_line_fail_with_exit_1_and_a_step_per_check(t
     out = capsys.readouterr()
     journal = json.loads(out.out)
     assert journal["action"] == "post-checks" and journal["status"] == "failed"
-    # the health probe answers "no answer" itself; the login then fails the request
-    assert [s["name"] for s in journal["steps"]] == ["health", "request"]
+    # the health probe answers "no answer" itself; the login's request then fails, and says so
+    assert [s["name"] for s in journal["steps"]] == ["health", "login"]
     assert all(s["status"] == "failed" for s in journal["steps"])
+    assert journal["steps"][1]["details"]["detail"].startswith("expected an HTTP answer; seen ConnectError")
     assert "unit-login-secret" not in out.out + out.err
