@@ -22,6 +22,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 local   all   all                 scram-sha-256
 host    all   all   0.0.0.0/0     scram-sha-256
 host    all   all   ::/0          scram-sha-256
+host    replication   all   127.0.0.1/32   scram-sha-256
+host    replication   all   ::1/128        scram-sha-256
 HBA
     chown postgres:postgres "$PGDATA/pg_hba.conf"
     echo "mks-postgres: cluster made in $PGDATA" >&2
