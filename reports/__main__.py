@@ -1,6 +1,8 @@
-"""python -m reports: verify a run's manifest, or render drill records into REC reports.
+"""python -m reports: verify a run's manifest and signature, make a signing key, or render drill
+records into REC reports.
 
-python -m reports verify DIR...            # a run folder, a MANIFEST.sha256, or a reports folder
+python -m reports verify DIR... [--public-key FILE]  # a run folder, a MANIFEST.sha256, a reports folder
+python -m reports keygen FILE                        # FILE (private, 0600) and FILE.pub
 python -m reports render RECORD.json... [--reports DIR] [--lang en] [--runbook FILE]
 """
 
@@ -10,13 +12,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports import manifest
+from reports import manifest, signing
 from reports.i18n import LANGS
 from reports.numbering import ReportError
 from reports.session import RECORDS_DIR, finish_run, new_run_id, render_one
 
 
-def verify(locations: list[Path]) -> int:
+def verify(locations: list[Path], public_key: Path | None = None) -> int:
+    """Every hash, then the signature: exit 1 on a changed or missing file, a changed manifest, a wrong
+    key, or an unsigned run when a key is pinned (an unsigned run is said so either way)."""
+    pinned = signing.load_public(public_key) if public_key else None
     failed = False
     for location in locations:
         found = manifest.find(location)
@@ -25,9 +30,23 @@ def verify(locations: list[Path]) -> int:
             failed = True
         for path in found:
             result = manifest.verify(path)
-            print("\n".join(result.lines()))
-            failed |= not result.ok
+            lines = result.lines()
+            check = signing.check(path, pinned)
+            lines.insert(-1, f"  {check.state.upper()}  {check.detail}")
+            bad = not check.ok and (check.state != "unsigned" or pinned is not None)
+            if bad and result.ok:
+                lines[-1] = "  FAILED"
+            print("\n".join(lines))
+            failed |= not result.ok or bad
     return 1 if failed else 0
+
+
+def keygen(path: Path) -> int:
+    private, public = signing.keygen(path)
+    key = signing.load_private(private)
+    print(f"private key: {private} (mode 0600: keep it out of the reports folder; CI: a secret)")
+    print(f"public key:  {public}\nfingerprint: {key.fingerprint}")
+    return 0
 
 
 def default_reports(record: Path) -> Path:
@@ -60,8 +79,13 @@ def render(records: list[Path], reports: Path | None, lang: str, runbook: str | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("verify", help="check every file of a manifest against its SHA-256")
+    check = sub.add_parser(
+        "verify", help="check every file of a manifest against its SHA-256, and its signature"
+    )
     check.add_argument("locations", nargs="+", type=Path)
+    check.add_argument("--public-key", type=Path, default=None, help="pin the signer's public key (PEM)")
+    make_key = sub.add_parser("keygen", help="make an Ed25519 signing key: FILE (0600) and FILE.pub")
+    make_key.add_argument("file", type=Path)
     make = sub.add_parser("render", help="render drill records (JSON) into REC reports")
     make.add_argument("records", nargs="+", type=Path)
     make.add_argument("--reports", type=Path, default=None, help="reports folder (default: beside records/)")
@@ -71,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "verify":
-            return verify(args.locations)
+            return verify(args.locations, args.public_key)
+        if args.command == "keygen":
+            return keygen(args.file)
         return render(args.records, args.reports, args.lang, args.runbook, args.index)
     except (ReportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
