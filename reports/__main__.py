@@ -15,7 +15,7 @@ from pathlib import Path
 from reports import manifest, signing
 from reports.i18n import LANGS
 from reports.numbering import ReportError
-from reports.session import RECORDS_DIR, finish_run, new_run_id, render_one
+from reports.session import RECORDS_DIR, RunOptions, finish_run, new_run_id, render_one
 
 
 def verify(locations: list[Path], public_key: Path | None = None) -> int:
@@ -54,7 +54,14 @@ def default_reports(record: Path) -> Path:
     return parent.parent if parent.name == RECORDS_DIR else Path("reports/out").resolve()
 
 
-def render(records: list[Path], reports: Path | None, lang: str, runbook: str | None, index: bool) -> int:
+def render(
+    records: list[Path],
+    reports: Path | None,
+    lang: str,
+    runbook: str | None,
+    index: bool,
+    key: Path | None = None,
+) -> int:
     run_id = new_run_id()
     rec_ids, findings = [], 0
     for record in records:
@@ -66,8 +73,15 @@ def render(records: list[Path], reports: Path | None, lang: str, runbook: str | 
             print(f"{summary['rec_id']} {form}: {folder / path}")
     if index and rec_ids:
         folder = rec_ids[0][0]
+        # records named by hand: an ad hoc run, which claims a schedule only if all its drills are here
+        options = RunOptions(ad_hoc=True, signing_key=signing.load_private(key, folder) if key else None)
         result = finish_run(
-            folder, run_id, [r for f, r in rec_ids if f == folder], lang=lang, earlier_findings=findings
+            folder,
+            run_id,
+            [r for f, r in rec_ids if f == folder],
+            lang=lang,
+            earlier_findings=findings,
+            options=options,
         )
         findings += len(result.findings)
         print(f"index: {result.index[-1]}\nmanifest: {result.manifest}")
@@ -92,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--lang", choices=LANGS, default="ja")
     make.add_argument("--runbook", default=None, help="the runbook file (revision and SHA-256)")
     make.add_argument("--index", action="store_true", help="also write a compliance index and manifest")
+    make.add_argument("--signing-key", type=Path, default=None, help="sign the manifest (with --index)")
     args = parser.parse_args(argv)
     try:
         if args.command == "verify":
             return verify(args.locations, args.public_key)
         if args.command == "keygen":
             return keygen(args.file)
-        return render(args.records, args.reports, args.lang, args.runbook, args.index)
+        return render(args.records, args.reports, args.lang, args.runbook, args.index, args.signing_key)
     except (ReportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -236,9 +236,9 @@ def finish_run(
             strict=True,
         )
     )
-    outputs["metrics"] = metrics.write(
-        folder, [r for r in results if not compliance.is_self_test(r.drill_id)], view.last_success, run_id
-    )
+    measured = [r for r in results if not compliance.is_self_test(r.drill_id)]
+    outputs["metrics"] = metrics.write(folder, measured, view.last_success, run_id)
+    metrics.write(reports_dir, measured, view.last_success, run_id)  # the latest run, for node_exporter
     key = options.signing_key
     signed = compliance.Signing(signing.public_pem(key.public), key.fingerprint) if key else None
     context = compliance.Context(coverage, view, signed, {k: p.name for k, p in outputs.items()})

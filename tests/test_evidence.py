@@ -460,9 +460,15 @@ def test_two_real_weekly_sessions_make_a_history(tmp_path):
     ]
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "PYTHONDONTWRITEBYTECODE": "1"}
 
-    first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    # the first under xdist: each worker writes the results it rendered into the history
+    first = subprocess.run(
+        [*argv, "-n", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     assert "claims: weekly; selected: weekly" in first.stdout
+    with sqlite3.connect(reports / "history.sqlite") as db:
+        writers = {pid for (pid,) in db.execute("SELECT written_by FROM results")}
+    assert len(writers) == 2 and first.returncode == 0
     second = subprocess.run(
         [*argv, "-k", "master"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )
