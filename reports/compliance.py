@@ -74,7 +74,7 @@ class HistoryView:
             series,
             {},
             factor,
-            history_module.last_proven_sections(results, now),
+            history_module.last_proven_sections(results, now, schedules.sections(schedules.catalogue())),
             history_module.last_proven_schedules([], now),
             [],
             passed,
@@ -227,10 +227,11 @@ def _proven_rows(proven: list[history_module.Proven], lang: str, schedule_column
     rows = []
     for p in proven:
         first = p.subject if not schedule_column else schedule_name(p.subject, lang)
+        due = ew["every"].format(n=schedules.PERIODS[p.schedule].days)
         rows.append(
             [
                 first,
-                schedule_name(p.schedule, lang),
+                f"{schedule_name(p.schedule, lang)} ({due})" if not schedule_column else due,
                 _when(p.last, lang),
                 ew["overdue"] if p.overdue else ew["on_time"],
             ]
@@ -301,13 +302,13 @@ def render_markdown(
     if context:
         lines += ["", f"## {ew['proven']}", ""]
         lines += _md_table(
-            [ew["section"], ew["schedule"], ew["last"], ew["overdue"]],
+            [ew["section"], ew["schedule"], ew["last"], ew["state"]],
             _proven_rows(context.history.sections, lang, False),
         )
         lines += [
             "",
             *_md_table(
-                [ew["schedule"], ew["schedule"], ew["last"], ew["overdue"]],
+                [ew["schedule"], ew["due"], ew["last"], ew["state"]],
                 _proven_rows(context.history.schedules, lang, True),
             ),
         ]
@@ -357,10 +358,8 @@ def _html_sections(context: Context, lang: str) -> list[str]:
             ]
             for row in _proven_rows(rows, lang, column)
         ]
-        first = ew["schedule"] if column else ew["section"]
-        body.append(
-            html_module.rows([e(first), e(ew["schedule"]), e(ew["last"]), e(ew["overdue"])], cells, "proven")
-        )
+        first, second = (ew["schedule"], ew["due"]) if column else (ew["section"], ew["schedule"])
+        body.append(html_module.rows([e(first), e(second), e(ew["last"]), e(ew["state"])], cells, "proven"))
     body.append(f"<h2>{e(ew['signature'])}</h2>")
     if context.signing:
         body += [

@@ -274,17 +274,20 @@ class Proven:
     overdue: bool
 
 
-def last_proven_sections(results: list[Result], now: dt.datetime) -> list[Proven]:
-    """Per runbook section: when a passing drill last proved it, overdue after its drills' schedule."""
+def last_proven_sections(
+    results: list[Result], now: dt.datetime, known: dict[str, str] | None = None
+) -> list[Proven]:
+    """Per runbook section: when a passing drill last proved it, overdue after the most frequent
+    schedule of its drills. `known` (section -> schedule, from the catalogue) adds the sections no
+    drill has proven yet."""
     out = []
-    sections: dict[str, list[Result]] = {}
+    sections: dict[str, list[Result]] = {section: [] for section in known or {}}
     for r in results:
         if r.section and not r.drill_id.startswith("tests/"):
             sections.setdefault(r.section, []).append(r)
     for section, rows in sorted(sections.items()):
-        schedule = min(
-            (r.schedule for r in rows if r.schedule in SCHEDULES), key=SCHEDULES.index, default="quarterly"
-        )
+        schedules = [r.schedule for r in rows] + ([known[section]] if known and section in known else [])
+        schedule = min((s for s in schedules if s in SCHEDULES), key=SCHEDULES.index, default="quarterly")
         times = [t for r in rows if r.verdict == "passed" for t in [_parse(r.ended_at)] if t]
         last = max(times, default=None)
         out.append(Proven(section, schedule, last, last is None or now - last > PERIODS[schedule]))

@@ -68,6 +68,15 @@ def catalogue() -> dict[str, Registered]:
     return dict(REGISTRY)
 
 
+def sections(known: dict[str, Registered]) -> dict[str, str]:
+    """Runbook section -> the most frequent schedule of the drills that prove it."""
+    out: dict[str, str] = {}
+    for drill in known.values():
+        if drill.section not in out or SCHEDULES.index(drill.schedule) < SCHEDULES.index(out[drill.section]):
+            out[drill.section] = drill.schedule
+    return out
+
+
 _PARAM = re.compile(r"\[([^\]]+)\]$")
 
 
@@ -79,11 +88,12 @@ def drill_of(summary: dict[str, Any], known: dict[str, Registered]) -> Registere
     return next((r for r in known.values() if r.scenario == summary.get("scenario")), None)
 
 
-def selected(markexpr: str | None) -> list[str]:
+def selected(markexpr: str | None, ad_hoc: bool = False) -> list[str]:
     """The schedules a `-m` expression selects: those whose drills (marked with the schedule and
-    `stack`) it matches. No expression selects all."""
+    `stack`) it matches. No expression selects all, unless the drills were picked by hand (test ids,
+    `-k`): then none."""
     if not markexpr:
-        return list(SCHEDULES)
+        return [] if ad_hoc else list(SCHEDULES)
     from _pytest.mark.expression import Expression  # the parser pytest itself uses for -m
 
     expression = Expression.compile(markexpr)
@@ -172,7 +182,7 @@ def coverage(
 ) -> Coverage:
     """What the run's RECs (self-tests excluded by the caller) cover of each schedule."""
     known = catalogue() if known is None else known
-    chosen = selected(markexpr)
+    chosen = selected(markexpr, ad_hoc)
     result = Coverage(chosen, ad_hoc=ad_hoc)
     verdicts: dict[str, list[str]] = {}
     for summary in summaries:

@@ -123,7 +123,7 @@ def history_path(reports_dir: Path, configured: Path | None = None) -> Path:
 def record_results(reports_dir: Path, run_id: str, recs: list[dict[str, Any]], options: RunOptions) -> None:
     """Write the results of RECs rendered in this process (an xdist worker, as each test ends)."""
     known = schedules.catalogue()
-    chosen = schedules.selected(options.markexpr)
+    chosen = schedules.selected(options.markexpr, options.ad_hoc)
     rows = []
     for rec in recs:
         ran = schedules.ran_under(schedules.drill_of(rec, known), chosen)
@@ -176,7 +176,9 @@ def _history(
         series=series,
         regressions=regressions,
         factor=options.regression_factor,
-        sections=history_module.last_proven_sections(everything, now),
+        sections=history_module.last_proven_sections(
+            everything, now, schedules.sections(schedules.catalogue())
+        ),
         schedules=history_module.last_proven_schedules(store.runs(), now),
         runs=store.runs(),
         last_success=last_success,
@@ -239,10 +241,10 @@ def finish_run(
     measured = [r for r in results if not compliance.is_self_test(r.drill_id)]
     outputs["metrics"] = metrics.write(folder, measured, view.last_success, run_id)
     metrics.write(reports_dir, measured, view.last_success, run_id)  # the latest run, for node_exporter
+    outputs["history"] = history_page.write(view, run_id, lang, folder, reports_dir)
     key = options.signing_key
     signed = compliance.Signing(signing.public_pem(key.public), key.fingerprint) if key else None
     context = compliance.Context(coverage, view, signed, {k: p.name for k, p in outputs.items()})
-    outputs["history"] = history_page.write(view, run_id, lang, folder, reports_dir)
     known = [*secrets, *(key.secrets() if key else [])]
     findings = scan_files([*artifacts, *scanned_only, *outputs.values()], known, reports_dir)
     total = earlier_findings + len(findings)

@@ -82,6 +82,8 @@ def test_the_schedules_a_mark_expression_selects():
     assert schedules.selected("weekly or monthly") == ["weekly", "monthly"]
     assert schedules.selected("not quarterly") == ["weekly", "monthly"]
     assert schedules.selected("runbook") == []
+    assert schedules.selected(None, ad_hoc=True) == []  # test ids picked by hand: no schedule
+    assert schedules.selected("weekly", ad_hoc=True) == ["weekly"]
 
 
 def test_a_weekly_run_claims_the_weekly_schedule_only(tmp_path):
@@ -97,6 +99,12 @@ def test_a_weekly_run_claims_the_weekly_schedule_only(tmp_path):
     md = result.index[0].read_text(encoding="utf-8")
     assert "完全実行" in md and "| 毎週: 自動復旧テスト | 2 / 2 | - | - | あり |" in md
     assert "| 毎四半期: 完全復旧テスト | 2 / 14 |" in md
+    assert "| 毎週: 自動復旧テスト | 7日ごと | 2026-03-12 00:00 UTC | 期限内 |" in md
+    assert "| 毎月: コンポーネント復旧テスト | 31日ごと | 未実証 | 期限超過 |" in md
+    pitr = (
+        "| 完全システム復旧 > 2. ポイントインタイムリカバリ | 毎四半期: 完全復旧テスト (92日ごと) | 未実証 |"
+    )
+    assert pitr in md  # a section no drill has proven yet is listed, overdue
 
 
 def test_a_partial_or_failed_run_claims_nothing_more(tmp_path):
@@ -220,21 +228,51 @@ def test_trends_regressions_and_overdue_flags_in_the_index(tmp_path):
     # the records ended on 2026-03-09: on the 12th the weekly section is on time, on the 20th overdue;
     # the weekly schedule was never evidenced (one of its two drills only)
     md = slow.index[0].read_text(encoding="utf-8")
-    assert f"| {BACKEND_MASTER.runbook_section} | 毎週: 自動復旧テスト | 2026-03-09 01:" in md
-    assert "| 期限内 |" in md and "| 毎週: 自動復旧テスト | 毎週: 自動復旧テスト | 未実証 | 期限超過 |" in md
+    assert f"| {BACKEND_MASTER.runbook_section} | 毎週: 自動復旧テスト (7日ごと) | 2026-03-09 01:" in md
+    assert "| 期限内 |" in md and "| 毎週: 自動復旧テスト | 7日ごと | 未実証 | 期限超過 |" in md
     later = close(
         tmp_path, "run-7", [drill_record(BACKEND_MASTER, offset=800)], now=NOW + dt.timedelta(days=8)
     )
-    assert (
-        f"| {BACKEND_MASTER.runbook_section} | 毎週: 自動復旧テスト | 2026-03-09 01:13 UTC | 期限超過 |"
-        in (later.index[0].read_text(encoding="utf-8"))
-    )
+    overdue = f"| {BACKEND_MASTER.runbook_section} | 毎週: 自動復旧テスト (7日ごと) | 2026-03-09 01:13 UTC |"
+    overdue += " 期限超過 |"
+    assert overdue in later.index[0].read_text(encoding="utf-8")
     history_page = (later.folder / "history.html").read_text(encoding="utf-8")
     assert history_page.count("<code>run-") >= 16 and "<script" not in history_page
 
     store = history.History(tmp_path / "history.sqlite")
     assert [r["run_id"] for r in store.runs()] == [f"run-{n}" for n in range(8)]
     assert len(store.results(node(BACKEND_MASTER))) == 8
+
+
+def test_bad_settings_are_usage_errors(tmp_path):
+    reports = tmp_path / "out"
+    key, _ = signing.keygen(reports / "keys" / "drill.key")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--co",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "fixtures.stack.plugin",
+        "-p",
+        "reports.pytest_plugin",
+        "--drill-reports",
+        str(reports),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "PYTHONDONTWRITEBYTECODE": "1"}
+    for extra, message in (
+        (["--drill-signing-key", str(key)], "is inside the reports folder"),
+        (["--drill-signing-key", str(tmp_path / "none.key")], "cannot read the signing key"),
+        (["--drill-regression-factor", "fast"], "--drill-regression-factor must be a number above 0"),
+    ):
+        child = subprocess.run(
+            [*base, *extra, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert child.returncode == 4 and message in child.stderr, child.stderr
 
 
 # ---- signing and verify -----------------------------------------------------------------------------
