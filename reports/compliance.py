@@ -30,6 +30,7 @@ CONTROLS = {
     },
     "A1.3": {"ja": "SOC 2 A1.3 復旧計画のテスト", "en": "SOC 2 A1.3 Recovery plan testing"},
 }
+OUTPUT_LABELS = {"plan": "plan", "oscal": "oscal", "metrics": "metrics", "history": "history_page"}
 BACKUP_WORDS = (
     "backup",
     "restore",
@@ -326,7 +327,7 @@ def render_markdown(
         else:
             lines.append(ew["unsigned"])
         lines += ["", f"## {ew['machine']}", ""]
-        lines += [f"- {ew[k]}: [{name}]({name})" for k, name in context.files.items()]
+        lines += [f"- {ew[OUTPUT_LABELS[k]]}: [{name}]({name})" for k, name in context.files.items()]
     files, found = scan
     lines += [
         "",
@@ -370,7 +371,10 @@ def _html_sections(context: Context, lang: str) -> list[str]:
     else:
         body.append(f'<p class="bad unsigned">{e(ew["unsigned"])}</p>')
     body.append(f"<h2>{e(ew['machine'])}</h2><ul>")
-    body += [f'<li>{e(ew[k])}: <a href="{e(name)}">{e(name)}</a></li>' for k, name in context.files.items()]
+    body += [
+        f'<li>{e(ew[OUTPUT_LABELS[k]])}: <a href="{e(name)}">{e(name)}</a></li>'
+        for k, name in context.files.items()
+    ]
     body.append("</ul>")
     return body
 
@@ -415,29 +419,29 @@ def render_html(
                 f'<a href="{e(row["link"])}">{e(row["rec_id"])}</a>',
                 f"{e(row['scenario'])}<br><code>{e(row['drill_id'])}</code>",
                 badge,
-                e(row["level"]),
-                e(row["ran_under"]),
+                f'{e(row["level"])}<br><span class="ran-under">{e(row["ran_under"])}</span>',
                 rto,
                 e(row["loss"]),
                 '<ul class="controls">' + "".join(f"<li>{e(c)}</li>" for c in row["controls"]) + "</ul>",
             ]
-            if context:
-                cells.append(row["trend"])  # our own SVG, its text escaped where it was drawn
             table_rows.append(cells)
-        keys = [
-            "report",
-            "scenario",
-            "verdict",
-            "level",
-            "ran_under",
-            "recovery_time",
-            "data_loss",
-            "evidences",
-        ]
-        header = [e(ew[k] if k in ("ran_under",) else w[k]) for k in keys]
-        if context:
-            header.append(e(ew["trend"]))
+        keys = ["report", "scenario", "verdict", "level", "recovery_time", "data_loss", "evidences"]
+        header = [e(w[k]) for k in keys]
+        header[3] += f"<br>{e(ew['ran_under'])}"
         body.append(html_module.rows(header, table_rows, "index"))
+        if context:
+            body += [f"<h2>{e(ew['trend'])}</h2>", '<div class="trends">']
+            for row in _rows(entries, lang, folder, reports_dir, context):
+                # the SVG is our own, its text escaped where it was drawn
+                body.append(
+                    f'<figure class="trend" id="trend-{e(row["rec_id"])}"><figcaption><strong>'
+                    f"{e(row['rec_id'])}</strong> {e(row['scenario'])}</figcaption>{row['trend']}</figure>"
+                )
+            link = context.files.get("history")
+            if link:
+                body.append(f'</div><p><a href="{e(link)}">{e(ew["history_page"])}</a></p>')
+            else:
+                body.append("</div>")
     else:
         body.append(f"<p>{e(w['no_drills'])}</p>")
     if context:

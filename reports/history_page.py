@@ -91,7 +91,7 @@ def render_history(view: HistoryView, run_id: str, lang: str, folder: Path, repo
                     ew["when"],
                     "-m",
                     ew["claimed"],
-                    "partial",
+                    ew["partial_col"],
                     "provider",
                     "scale",
                     "harness",
