@@ -151,6 +151,7 @@ def run_options(config: pytest.Config, folder: Path, load_key: bool) -> run_sess
             "scale": _setting(config, "drill_scale") or "1",
         },
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        runbook=_setting(config, "drill_runbook"),
     )
 
 

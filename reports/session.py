@@ -94,6 +94,7 @@ class RunOptions:
     signing_key: signing.SigningKey | None = None
     identity: dict[str, str] = field(default_factory=dict)  # provider, app_profile, scale
     started_at: str = ""
+    runbook: str | None = None  # --drill-runbook, for the revision when no REC recorded it
     now: dt.datetime | None = None  # for overdue flags (tests fix it)
 
 
@@ -131,6 +132,20 @@ def record_results(reports_dir: Path, run_id: str, recs: list[dict[str, Any]], o
     history_module.History(history_path(reports_dir, options.history)).add_results(rows, os.getpid())
 
 
+IDENTITY = ("harness_revision", "runbook_revision", "runbook_sha256", "provider", "app_profile", "scale")
+
+
+def run_identity(documents: list[dict[str, Any]], options: RunOptions) -> dict[str, str]:
+    """What the run ran: as its RECs' environments recorded it (the first REC that says), else this
+    machine and the run's settings."""
+    found = {**environment.machine(options.runbook), **options.identity}
+    out = {}
+    for key in IDENTITY:
+        recorded = [str(d.get("environment", {}).get(key) or "") for d in documents]
+        out[key] = next((v for v in recorded if v), str(found.get(key) or ""))
+    return out
+
+
 def _history(
     reports_dir: Path,
     run_id: str,
@@ -138,20 +153,17 @@ def _history(
     coverage: schedules.Coverage,
     options: RunOptions,
     now: dt.datetime,
+    documents: list[dict[str, Any]],
 ) -> compliance.HistoryView:
     store = history_module.History(history_path(reports_dir, options.history))
     started = (
         options.started_at or min((r.fault_at for r in results if r.fault_at), default="") or now.isoformat()
     )
-    machine = environment.machine()
     run = {
         "run_id": run_id,
         "started_at": started,
         "finished_at": now.isoformat(timespec="seconds"),
-        "harness_revision": machine.get("harness_revision", ""),
-        "runbook_revision": machine.get("runbook_revision", ""),
-        "runbook_sha256": machine.get("runbook_sha256", ""),
-        **{k: options.identity.get(k, "") for k in ("provider", "app_profile", "scale")},
+        **run_identity(documents, options),
         "markexpr": options.markexpr or "",
         "claimed": coverage.claimed,
         "partial": coverage.partial,
@@ -227,7 +239,7 @@ def finish_run(
     ]
     errors: list[str] = []
     try:
-        view = _history(reports_dir, run_id, results, coverage, options, now)
+        view = _history(reports_dir, run_id, results, coverage, options, now, documents)
     except history_module.HistoryError as exc:
         errors.append(f"history: {exc}")
         view = compliance.HistoryView.alone(results, options.regression_factor, now)

@@ -517,6 +517,7 @@ def test_two_real_weekly_sessions_make_a_history(tmp_path):
     runs = store.runs()
     assert len(runs) == 2 and runs[0]["claimed"] == ["weekly"] and runs[1]["claimed"] == []
     assert runs[1]["partial"] and runs[0]["harness_revision"] and runs[0]["provider"] == "local"
+    assert len(runs[0]["runbook_sha256"]) == 64 and runs[0]["scale"] == "1" and runs[0]["app_profile"]
     master = store.results("test_child_weekly.py::test_weekly_drill[backend-crash-master]")
     assert [r.verdict for r in master] == ["passed", "passed"] and all(
         r.ran_under == "weekly" for r in master
