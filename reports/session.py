@@ -251,8 +251,10 @@ def finish_run(
         )
     )
     measured = [r for r in results if not compliance.is_self_test(r.drill_id)]
-    outputs["metrics"] = metrics.write(folder, measured, view.last_success, run_id)
-    metrics.write(reports_dir, measured, view.last_success, run_id)  # the latest run, for node_exporter
+    earlier = [rows[-1] for drill, rows in view.series.items() if not compliance.is_self_test(drill)]
+    outputs["metrics"] = metrics.write(folder, measured, view.last_success, run_id, earlier)
+    # the latest run's copy, where node_exporter's textfile collector can be pointed
+    metrics.write(reports_dir, measured, view.last_success, run_id, earlier)
     outputs["history"] = history_page.write(view, run_id, lang, folder, reports_dir)
     key = options.signing_key
     signed = compliance.Signing(signing.public_pem(key.public), key.fingerprint) if key else None

@@ -425,7 +425,7 @@ def test_oscal_assessment_results_validate_and_link_their_evidence(tmp_path):
 
 
 def test_metrics_parse_with_prometheus_clients_parser(tmp_path):
-    close(tmp_path, "m0", [drill_record(BACKEND_WORKERS, offset=0)])
+    close(tmp_path, "m0", [drill_record(BACKEND_WORKERS, offset=0), drill_record(DB_RESTORE, "monthly", 0)])
     failed = drill_record(
         BACKEND_WORKERS, offset=100, verdict="failed", recovery_seconds=None, data_loss_rows=3
     )
@@ -455,6 +455,14 @@ def test_metrics_parse_with_prometheus_clients_parser(tmp_path):
         == dt.datetime.fromisoformat(at(105)).timestamp()
     )
     assert next(iter(families["mks_drill_verdict"].samples)).labels["schedule"] == "weekly"
+    # a drill not in this run: its last success still, no figures of this run
+    restore = node(DB_RESTORE, "monthly")
+    assert (
+        value[("mks_drill_last_success_timestamp_seconds", restore)]
+        == dt.datetime.fromisoformat(at(5)).timestamp()
+    )
+    assert ("mks_drill_verdict", restore) not in value
+    assert (tmp_path / "metrics.prom").read_text() == text  # the latest run's copy for node_exporter
 
 
 # ---- a real weekly session, twice ----------------------------------------------------------------------
