@@ -81,8 +81,8 @@ def build(
                 }
             )
         passed = summary.get("verdict") == "passed"
-        for check in record.get("checks", []):
-            ident = uid(run_id, "observation", rec_id, check["name"])
+        for n, check in enumerate(record.get("checks", [])):  # a name may come twice
+            ident = uid(run_id, "observation", rec_id, str(n), check["name"])
             observations.append(
                 {
                     "uuid": ident,
