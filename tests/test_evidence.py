@@ -409,9 +409,8 @@ def test_oscal_assessment_results_validate_and_link_their_evidence(tmp_path):
     assert "情報のバックアップ" not in results_file.read_text(encoding="utf-8")
 
     uuids = re.findall(r'"uuid": "([0-9a-f-]{36})"', results_file.read_text(encoding="utf-8"))
-    assert (
-        len(uuids) == len(set(uuids)) == 1 + 1 + 4 + 3 + 6
-    )  # document, result, observations, findings, files
+    # the document, its result, four observations, three findings, a resource per REC file
+    assert len(uuids) == len(set(uuids)) == 1 + 1 + 4 + 3 + len(resources)
     # the same run gives the same documents
     again = oscal.build(
         "o1",
