@@ -15,11 +15,8 @@ from recovery import levels
 
 # the runbook's 復旧レベル定義 (recovery/levels.py): recovery time target and data loss allowed, in seconds
 LEVELS = {
-    level.name: {
-        "rto_seconds": int(level.rto.total_seconds()),
-        "rpo_seconds": int(level.data_loss.total_seconds()),
-        "loss_text": level.loss_text,
-    }
+    level.name: {"rto_seconds": int(level.rto.total_seconds()),
+                 "rpo_seconds": int(level.data_loss.total_seconds()), "loss_text": level.loss_text}
     for level in levels.LEVELS.values()
 }
 

@@ -52,8 +52,7 @@ def render_file(
     runbook: str | None = None,
 ) -> RecReport:
     secrets = list(known_secrets)
-    rec = rec_module.build(
-        record_path, reports_dir, lang=lang, run_id=run_id, known_secrets=secrets, runbook=runbook
-    )
+    rec = rec_module.build(record_path, reports_dir, lang=lang, run_id=run_id, known_secrets=secrets,
+                           runbook=runbook)
     write(rec, reports_dir, secrets)
     return rec
