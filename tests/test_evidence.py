@@ -11,6 +11,7 @@ sample_record) instead of real drills; the last test runs real ones.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ from recovery.archives import sha256_file
 from reports import history, oscal, schedules, session, signing
 from reports.secrets_scan import scan_files
 from scenarios.drills import BACKEND_MASTER, BACKEND_WORKERS, DB_RESTORE, FULL_RECOVERY
+from tests import test_reports_browser as browser
 from tests.test_reports import PROJECT, at, sample_record, write_record
 
 NOW = dt.datetime(2026, 3, 12, 0, 0, tzinfo=dt.UTC)
@@ -578,3 +580,29 @@ def test_render_index_from_the_command_line_is_ad_hoc_and_can_sign(tmp_path):
     assert "部分実行" in md and "| 個別指定 |" in md
     checked = verify(str(folder), "--public-key", str(public))
     assert checked.returncode == 0 and "VALID" in checked.stdout
+
+
+@pytest.mark.skipif(
+    browser.CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)"
+)
+def test_the_index_with_its_trends_renders_in_chromium(tmp_path):
+    key = signing.load_private(signing.keygen(tmp_path / "keys" / "drill.key")[0])
+    for n, seconds in enumerate([2.0, 2.3, 2.1]):
+        runs = [
+            drill_record(BACKEND_MASTER, offset=100 * n, recovery_seconds=seconds),
+            drill_record(BACKEND_WORKERS),
+        ]
+        result = close(tmp_path / "out", f"run-{n}", runs, signing_key=key)
+    dom = html.unescape(browser.chromium(tmp_path, "--dump-dom", result.index[1].as_uri()))
+    assert dom.count('<svg class="trend"') == 2 and dom.count('class="recovery"') >= 4
+    assert key.fingerprint in dom and "完全実行" in dom
+    shot = tmp_path / "index.png"
+    browser.chromium(
+        tmp_path,
+        "--window-size=1100,1600",
+        "--hide-scrollbars",
+        f"--screenshot={shot}",
+        result.index[1].as_uri(),
+    )
+    width, _, pixels = browser.png_pixels(shot)
+    assert width == 1100 and len(set(pixels)) > 100
