@@ -370,7 +370,7 @@ EVIDENCE = {
         "overdue": "overdue",
         "due": "due",
         "partial_col": "partial",
-        "state": "state",
+        "state": "State",
         "every": "every {n} days",
         "on_time": "on time",
         "never": "never",
