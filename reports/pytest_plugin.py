@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -23,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from reports import history, signing, timeline
 from reports import session as run_session
-from reports import timeline
 from reports.i18n import LANGS, duration, loss_text, words
 from reports.model import DrillRecord
 
@@ -35,6 +36,19 @@ OPTIONS = {
     "drill_runbook": (
         "the runbook file whose revision and SHA-256 go into the reports "
         "(default: the first 15_復旧手順*.md in the project)",
+        None,
+    ),
+    "drill_history": (
+        "SQLite file of every drill result of every run (default: <reports>/history.sqlite)",
+        None,
+    ),
+    "drill_regression_factor": (
+        "a passing drill whose recovery time is over this many times the median of its last five passing "
+        "runs is flagged as a regression",
+        str(history.REGRESSION_FACTOR),
+    ),
+    "drill_signing_key": (
+        "Ed25519 private key (PEM) that signs each run's manifest (python -m reports keygen)",
         None,
     ),
 }
@@ -51,6 +65,7 @@ class State:
     runbook: str | None
     reports_dir: Path
     is_worker: bool
+    options: run_session.RunOptions = field(default_factory=run_session.RunOptions)
     recs: list[dict[str, Any]] = field(default_factory=list)  # REC summaries, in arrival order
     by_node: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     nodeids: set[str] = field(default_factory=set)
@@ -90,15 +105,54 @@ def pytest_configure(config: pytest.Config) -> None:
     started = (
         float(worker["drill_run_started"]) if worker and "drill_run_started" in worker else time.time() - 1
     )
+    folder = reports_dir(config)
     state = State(
         run_id=run_id or run_session.new_run_id(),
         started=started,
         lang=lang,
         runbook=_setting(config, "drill_runbook"),
-        reports_dir=reports_dir(config),
+        reports_dir=folder,
         is_worker=worker is not None,
+        options=run_options(config, folder, load_key=worker is None),
     )
     config.pluginmanager.register(DrillReports(config, state), "mks-drill-reports")
+
+
+def run_options(config: pytest.Config, folder: Path, load_key: bool) -> run_session.RunOptions:
+    """The run's selection, history file, regression factor, signing key and identity, from its settings."""
+    text = _setting(config, "drill_regression_factor") or str(history.REGRESSION_FACTOR)
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor > 0:
+        raise pytest.UsageError(f"--drill-regression-factor must be a number above 0, not {text!r}")
+    configured = _setting(config, "drill_history")
+    path = None
+    if configured:
+        path = Path(configured) if Path(configured).is_absolute() else config.rootpath / configured
+    key = None
+    key_file = _setting(config, "drill_signing_key")
+    if key_file and load_key:
+        try:
+            key = signing.load_private(Path(key_file).expanduser(), folder)
+        except signing.SigningError as exc:
+            raise pytest.UsageError(f"--drill-signing-key: {exc}") from None
+    args = [str(a) for a in getattr(config, "args", [])]
+    return run_session.RunOptions(
+        markexpr=getattr(config.option, "markexpr", "") or None,
+        ad_hoc=bool(getattr(config.option, "keyword", "")) or any("::" in a for a in args),
+        history=path,
+        regression_factor=factor,
+        signing_key=key,
+        identity={
+            "provider": _setting(config, "drill_provider") or "local",
+            "app_profile": _setting(config, "drill_app") or "reference",
+            "scale": _setting(config, "drill_scale") or "1",
+        },
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        runbook=_setting(config, "drill_runbook"),
+    )
 
 
 def _known_secrets(item: pytest.Item) -> list[str]:
@@ -162,9 +216,21 @@ class DrillReports:
             except Exception as exc:  # a broken record must not hide the test's own outcome
                 log.exception("REC report for %s failed", item.nodeid)
                 recs = [{"drill_id": item.nodeid, "error": f"{type(exc).__name__}: {exc}"}]
+            self._history(recs)
             if recs:
                 report.drill_rec = recs
         return report
+
+    def _history(self, recs: list[dict[str, Any]]) -> None:
+        """The results go into the history where they were rendered (each xdist worker writes its own);
+        a refused history is reported by the controller at the session's end."""
+        done = [r for r in recs if "error" not in r]
+        if not done:
+            return
+        try:
+            run_session.record_results(self.state.reports_dir, self.state.run_id, done, self.state.options)
+        except history.HistoryError as exc:
+            log.error("drill history not written: %s", exc)
 
     def _accept(self, nodeid: str, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         accepted = []
@@ -232,7 +298,9 @@ class DrillReports:
                     [r["rec_id"] for r in state.recs],
                     lang=state.lang,
                     earlier_findings=earlier,
+                    options=state.options,
                 )
+                state.errors += state.result.errors
                 if len(state.result.findings):
                     state.errors.append(
                         f"{len(state.result.findings)} secret-like findings in the run's artifacts"
@@ -256,9 +324,23 @@ class DrillReports:
                 f"{state.reports_dir / rec['files']['html']}"
             )
         if state.result:
-            terminalreporter.write_line(f"index: {state.result.index[-1]}")
+            result = state.result
+            terminalreporter.write_line(f"index: {result.index[-1]}")
+            if result.coverage is not None:
+                cov = result.coverage
+                terminalreporter.write_line(
+                    f"claims: {', '.join(cov.claimed) or 'no schedule'}"
+                    f"{' (partial run)' if cov.partial else ''}; "
+                    f"selected: {', '.join(cov.selected) or 'none'}"
+                )
+            for name in ("oscal", "metrics", "history"):
+                if name in result.outputs:
+                    terminalreporter.write_line(f"{name}: {result.outputs[name]}")
+            signed = (
+                f"signed: {result.signature}" if result.signature else "UNSIGNED (no --drill-signing-key)"
+            )
             terminalreporter.write_line(
-                f"manifest: {state.result.manifest}  (verify: python -m reports verify {state.result.folder})"
+                f"manifest: {result.manifest}  {signed}  (verify: python -m reports verify {result.folder})"
             )
         for error in state.errors:
             terminalreporter.write_line(f"REC ERROR: {error}", red=True)

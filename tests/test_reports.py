@@ -319,9 +319,10 @@ def test_compliance_index_lists_every_drill_with_what_it_evidences(tmp_path):
     assert len(rows) == 2
     assert (
         "[REC-2026-001](../../rec/REC-2026-001.html)" in rows[0]
-        and "| 合格 | RTO-1 | 2.40秒 (目標 1時間以内), 予測 10分 |" in rows[0]
+        and "| 合格 | RTO-1 | 個別指定 | 2.40秒 (目標 1時間以内), 予測 10分 |" in rows[0]
     )
-    assert "A.5.30" in rows[0] and "SOC 2 A1.3" in rows[0] and "毎週: 自動復旧テスト" in rows[0]
+    assert "A.5.30" in rows[0] and "SOC 2 A1.3" in rows[0]
+    assert "毎週" not in rows[0]  # not a catalogue drill: no schedule claimed (tests/test_evidence.py)
     assert "A.8.13" not in rows[0]
     assert (
         "| 不合格 | RTO-4 |" in rows[1] and "12 行, 30.0秒分のデータ" in rows[1] and "是正が必要" in rows[1]
@@ -334,7 +335,9 @@ def test_compliance_index_lists_every_drill_with_what_it_evidences(tmp_path):
 def test_the_manifest_catches_a_changed_report(tmp_path):
     result = _run_with_two_drills(tmp_path)
     listed = result.manifest.read_text().splitlines()
-    assert len(listed) == 2 * 4 + 2  # per REC three forms and its copy of the record; the index twice
+    # per REC three forms and its copy of the record; the index twice; OSCAL results and plan, metrics,
+    # the history page
+    assert len(listed) == 2 * 4 + 2 + 4
     assert not any(" ../../records/" in line for line in listed)  # the drills' own files change per run
     verify = [sys.executable, "-m", "reports", "verify"]
     good = run([*verify, str(result.folder)], timeout=60, cwd=PROJECT, check=False)
