@@ -21,7 +21,7 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -74,6 +74,7 @@ class Manifest:
     root: str  # what the archive's paths are relative to ("uploads", "/")
     created: str
     entries: list[Entry] = field(default_factory=list)
+    plain: bool = False  # built from reading a plain tar.gz (recovery.plain_archives), not carried by it
 
     @property
     def files(self) -> list[Entry]:
@@ -117,7 +118,7 @@ def safe_relative(name: str) -> PurePosixPath:
     return path
 
 
-def _link_stays_inside(member: PurePosixPath, target: str) -> bool:
+def link_stays_inside(member: PurePosixPath, target: str) -> bool:
     if not target or target.startswith("/"):
         return False
     depth = len(member.parent.parts)
@@ -178,7 +179,7 @@ def _entry(source: Path, relative: str, path: Path) -> Entry:
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISLNK(info.st_mode):
         target = os.readlink(path)
-        if not _link_stays_inside(PurePosixPath(relative), target):
+        if not link_stays_inside(PurePosixPath(relative), target):
             raise ArchiveError(f"{path} is a symlink to {target}, outside {source}")
         return Entry(relative, "symlink", mode, target=target)
     if stat.S_ISDIR(info.st_mode):
@@ -261,7 +262,7 @@ class _HashingReader:
 
 
 # ---- verifying and extracting ----------------------------------------------------------------
-def _open(path: Path) -> tarfile.TarFile:
+def open_archive(path: Path) -> tarfile.TarFile:
     if not path.is_file():
         raise ArchiveError(f"{path}: no such archive")
     try:
@@ -289,16 +290,21 @@ def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tupl
                 hasher.update(chunk)
             digest = hasher.hexdigest()
         members.append((member, digest))
-    assert tar.fileobj is not None
-    while tar.fileobj.read(CHUNK):  # to the end of the gzip stream, so that its CRC is checked
-        pass
+    read_to_end(tar)
     return manifest, members
+
+
+def read_to_end(tar: tarfile.TarFile) -> None:
+    """Read past the tar's end to the end of the gzip stream, so that its CRC is checked."""
+    assert tar.fileobj is not None
+    while tar.fileobj.read(CHUNK):
+        pass
 
 
 def verify_archive(path: str | Path, expected_root: str) -> Manifest:
     """Read the whole archive and refuse it unless every member is safe and matches the manifest."""
     path = Path(path)
-    with _open(path) as tar:
+    with open_archive(path) as tar:
         try:
             manifest, members = _read_members(path, tar)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
@@ -323,7 +329,7 @@ def verify_archive(path: str | Path, expected_root: str) -> Manifest:
         if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
             raise ArchiveError(f"{path}: member {name} is a device or fifo")
         if member.issym():
-            if not _link_stays_inside(PurePosixPath(name), member.linkname):
+            if not link_stays_inside(PurePosixPath(name), member.linkname):
                 raise ArchiveError(f"{path}: symlink {name} -> {member.linkname} points outside the archive")
             if entry.type != "symlink" or entry.target != member.linkname:
                 raise ArchiveError(f"{path}: symlink {name} does not match the manifest")
@@ -363,25 +369,15 @@ def extract_verified(path: str | Path, staging_dir: str | Path, expected_root: s
     staging.mkdir(mode=DIR_MODE, parents=False)
     os.chmod(staging, DIR_MODE)
     entries = {e.path: e for e in manifest.entries}
-    with _open(path) as tar:
+    with open_archive(path) as tar:
         tar.next()  # the manifest
         while (member := tar.next()) is not None:
             name = safe_relative(member.name).as_posix()
-            destination = staging / name
-            _make_parents(staging, destination.parent)
-            if member.isdir():
-                if not destination.is_dir():
-                    destination.mkdir(mode=DIR_MODE)
-                os.chmod(destination, DIR_MODE, follow_symlinks=False)
-            elif member.issym():
-                os.symlink(member.linkname, destination)
-            elif member.islnk():
+            if member.islnk():
                 source = staging / PurePosixPath(member.linkname).as_posix()
-                _write(destination, source.open("rb"), entries[name].mode)
+                write_file(staging, name, source.open("rb"), entries[name].mode)
             else:
-                data = tar.extractfile(member)
-                assert data is not None
-                _write(destination, data, entries[name].mode)
+                write_member(tar, member, staging, name, entries[name].mode)
     for entry in manifest.files:
         actual = sha256_file(staging / entry.path)
         if actual != entry.sha256:
@@ -400,13 +396,38 @@ def _make_parents(staging: Path, directory: Path) -> None:
         os.chmod(directory, DIR_MODE)
 
 
-def _write(destination: Path, data: Any, mode: int) -> None:
+def write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path, name: str, mode: int) -> str:
+    """One checked directory, symlink or regular file at staging/name; the sha256 of a file's data."""
+    if member.isdir():
+        destination = staging / name
+        _make_parents(staging, destination.parent)
+        if not destination.is_dir():
+            destination.mkdir(mode=DIR_MODE)
+        os.chmod(destination, DIR_MODE, follow_symlinks=False)
+        return ""
+    if member.issym():
+        destination = staging / name
+        _make_parents(staging, destination.parent)
+        os.symlink(member.linkname, destination)
+        return ""
+    data = tar.extractfile(member)
+    assert data is not None
+    return write_file(staging, name, data, mode)
+
+
+def write_file(staging: Path, name: str, data: Any, mode: int) -> str:
+    """A new regular file at staging/name (never through a link) from `data`; its sha256."""
+    destination = staging / name
+    _make_parents(staging, destination.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     fd = os.open(destination, flags, file_mode(mode))
+    digest = hashlib.sha256()
     with os.fdopen(fd, "wb") as out, data:
         while chunk := data.read(CHUNK):
+            digest.update(chunk)
             out.write(chunk)
     os.chmod(destination, file_mode(mode))
+    return digest.hexdigest()
 
 
 def listing(directory: str | Path) -> dict[str, str]:
@@ -459,17 +480,22 @@ def backups(directory: Path, prefix: str) -> list[Path]:
 
 
 def choose_backup(directory: Path, prefix: str, root: str, explicit: str | Path | None,
-                  notes: dict[str, Any]) -> tuple[Path, Manifest]:
-    """The named archive, or the newest one that verifies; the refused ones are noted with why."""
+                  notes: dict[str, Any], verify: Callable[[Path], Manifest] | None = None,
+                  ) -> tuple[Path, Manifest]:
+    """The named archive, or the newest one that verifies (by `verify`, default verify_archive against
+    root); the refused ones are noted with why."""
+    def check(candidate: Path) -> Manifest:
+        return verify(candidate) if verify is not None else verify_archive(candidate, root)
+
     if explicit is not None:
-        return Path(explicit), verify_archive(explicit, root)
+        return Path(explicit), check(Path(explicit))
     candidates = backups(directory, prefix)
     if not candidates:
         raise ArchiveError(f"no backup {directory}/{prefix}_YYYYmmdd_HHMMSS.tar.gz found")
     refused = []
     for candidate in candidates:
         try:
-            manifest = verify_archive(candidate, root)
+            manifest = check(candidate)
         except ArchiveError as exc:
             refused.append(str(exc))
             log.warning("skipping %s", exc)

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
+import hashlib
 import json
 import logging
+import os
 import re
+import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ import psycopg
 
 from recovery import backups, health
 from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action
-from recovery.archives import sha256_file
+from recovery.archives import CHUNK, sha256_file
 from recovery.backups import BackupError, VerifiedBackup
 from recovery.errors import RecoveryError
 from recovery.integrity import APP_TABLES, connect, fingerprint
@@ -251,6 +256,10 @@ def restore_database(journal: Journal, target: Target, level: str = "RTO-24",
         step.note("created_at", chosen.created_at.isoformat())
         step.note("sha256", chosen.sha256)
         step.note("sidecar_checked", chosen.sidecar_checked)
+        step.note("format", chosen.header.format)
+        if chosen.header.format == "PLAIN":
+            step.note("database_name", "not recorded in a plain dump: checked by its tables and the row "
+                                       "counts of its COPY data instead")
     with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
         dump_database(step, target, live, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
     _restore_beside(journal, target, chosen, side)
@@ -278,9 +287,12 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
             step.note("database", side)
         with journal.step("pg_restore", "リストア実行") as step:
             # as the superuser, keeping the dump's owners: extensions such as amcheck need it
-            step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", side, "--exit-on-error",
-                      "--single-transaction", str(chosen.path)], timeout=3600,
-                     run_as=target.service_account(), env=db.env())
+            if chosen.header.format == "PLAIN":
+                feed_psql(step, target, chosen, side)
+            else:
+                step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", side, "--exit-on-error",
+                          "--single-transaction", str(chosen.path)], timeout=3600,
+                         run_as=target.service_account(), env=db.env())
             for grant in GRANTS:
                 psql(step, target, grant.format(user=user) + ";", dbname=side)
         with journal.step("verify_side", "リストア確認") as step:
@@ -291,6 +303,43 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
         with journal.step("drop_side", "失敗したリストア先の削除") as step:
             psql(step, target, f"DROP DATABASE IF EXISTS {side} WITH (FORCE);")
         raise
+
+
+def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> None:
+    """A plain-SQL dump through psql with ON_ERROR_STOP into `side`, fed from here through a pipe
+    (decompressed on the way for .sql.gz) and hashed again, so psql ran exactly the verified bytes."""
+    db = target.database
+    read_end, write_end = os.pipe()
+    fed: dict[str, str] = {}
+
+    def feed() -> None:
+        digest = hashlib.sha256()
+        try:
+            with open(chosen.path, "rb") as raw, os.fdopen(write_end, "wb") as out:
+                hashed = backups.Hashing(raw, digest)
+                source = gzip.GzipFile(fileobj=hashed, mode="rb") if chosen.path.suffix == ".gz" else hashed
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+        except BrokenPipeError:
+            fed["error"] = "psql stopped reading its input"
+        except (OSError, EOFError, zlib.error) as exc:
+            fed["error"] = f"reading {chosen.path} failed: {exc}"
+        fed["sha256"] = digest.hexdigest()
+
+    feeder = threading.Thread(target=feed, name="psql-feed", daemon=True)
+    feeder.start()
+    try:
+        step.run([db.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-U", db.superuser,
+                  "-d", side, "-f", "-"], timeout=3600, run_as=target.service_account(), env=db.env(),
+                 stdin=read_end)
+    finally:
+        os.close(read_end)
+        feeder.join()
+    step.note("input", f"{chosen.path} (plain SQL{', gunzipped' if chosen.path.suffix == '.gz' else ''})")
+    if "error" in fed:
+        raise RestoreError(f"{chosen.path}: {fed['error']}")
+    if fed.get("sha256") != chosen.sha256:
+        raise RestoreError(f"{chosen.path} changed after it was verified (sha256 {fed.get('sha256')})")
 
 
 def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: Step) -> list[str]:

@@ -16,6 +16,7 @@ Where this differs from the runbook's shell block, and why:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,8 +34,12 @@ from recovery.archives import (
     create_archive,
     extract_verified,
     timestamp,
+    verify_archive,
 )
+from recovery.config_files import target_root
+from recovery.errors import RecoveryError
 from recovery.journal import Journal
+from recovery.plain_archives import NO_MANIFEST, extract_plain, has_manifest, scan_plain
 from recovery.target import Target
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,8 @@ PREFIX = "uploads"
 
 BACKUP_PLAN = (("archive", "アップロードバックアップ作成", "tar.gz with a SHA-256 manifest"),)
 RESTORE_PLAN = (
-    ("select", "バックアップ確認", "newest uploads_YYYYmmdd_HHMMSS.tar.gz that verifies (or the one named)"),
+    ("select", "バックアップ確認", "newest uploads_YYYYmmdd_HHMMSS.tar.gz that verifies (or the one named); "
+     "a plain tar.gz without manifest: every member checked, the whole gzip stream read"),
     ("safety-copy", "現在のアップロードディレクトリバックアップ", "uploads_pre_restore_<ts>.tar.gz"),
     ("stage", "リストア実行", "extract into a staging folder beside the uploads folder, verify sha256"),
     ("swap", "アップロードディレクトリ入れ替え", "rename old away, staging into place, remove old"),
@@ -87,10 +93,13 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
     old = uploads.parent / f".{uploads.name}.old-{stamp}"
     try:
         with journal.step(*RESTORE_PLAN[0][:2]) as step:
-            archive, manifest = choose_backup(backup_dir, PREFIX, ROOT, backup, step.record.details)
+            prefixes = folder_prefixes(target)
+            archive, manifest = choose_backup(backup_dir, PREFIX, ROOT, backup, step.record.details,
+                                              verify=lambda path: verify_uploads_archive(path, prefixes))
             step.note("archive", str(archive))
             step.note("files", len(manifest.files))
             step.note("bytes", manifest.total_bytes)
+            step.note("verification", NO_MANIFEST if manifest.plain else "every member against its manifest")
         with journal.step(*RESTORE_PLAN[1][:2]) as step:
             if uploads.is_dir():
                 safety = backup_path(backup_dir, f"{PREFIX}_pre_restore")
@@ -100,7 +109,10 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
             else:
                 step.note("safety_copy", f"none: {uploads} does not exist")
         with journal.step(*RESTORE_PLAN[2][:2]) as step:
-            extract_verified(archive, staging, ROOT)
+            if manifest.plain:
+                extract_plain(archive, staging, prefixes, manifest)
+            else:
+                extract_verified(archive, staging, ROOT)
             account = target.service_account()
             if account is not None:
                 chown_tree(staging, account.uid, account.gid)
@@ -123,6 +135,24 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+def folder_prefixes(target: Target) -> tuple[str, ...]:
+    """The uploads folder's path as a plain archive made relative to / names it (opt/mks/uploads; in a
+    sandbox also the sandbox's own path, for an archive made there)."""
+    uploads = Path(target.paths.uploads_dir)
+    found = [uploads.as_posix().lstrip("/")]
+    with contextlib.suppress(RecoveryError, ValueError):  # a target whose root cannot be told
+        found.insert(0, uploads.relative_to(target_root(target)).as_posix())
+    return tuple(dict.fromkeys(p for p in found if p not in ("", ".")))
+
+
+def verify_uploads_archive(path: Path, prefixes: tuple[str, ...]) -> Manifest:
+    """An mks archive against its manifest; a plain tar.gz (no manifest first) by its members and CRC."""
+    if has_manifest(path) is False:
+        log.warning("%s: %s", path, NO_MANIFEST)
+        return scan_plain(path, prefixes, ROOT)
+    return verify_archive(path, ROOT)
 
 
 def swap_in(staging: Path, live: Path, old: Path) -> None:
