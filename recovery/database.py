@@ -187,6 +187,9 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
         for table in APP_TABLES:
+            # a database created empty (to be filled by a plain dump's restore) has none of them yet
+            if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone() == (None,):
+                continue
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[table] = int(row[0]) if row else 0
         step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,

@@ -199,3 +199,22 @@ def test_plain_archive_restore_on_a_live_stack(stack):
         assert info.st_uid == account.uid, path
         assert stat.S_IMODE(info.st_mode) in (0o755, 0o644), path
     stack.wait_healthy(timeout=10)
+
+
+@pytest.mark.stack
+def test_the_plain_backups_drill_fails_when_the_uploads_are_not_restored(stack, drill_runner):
+    """The drill can fail: its recovery sabotaged to restore the .sql.gz only."""
+    from fixtures.engine.drill import DrillFailed
+    from recovery import database
+    from scenarios.drills import PLAIN_BACKUPS, recreate_if_dropped, sabotaged
+
+    def database_only(run) -> None:
+        recreate_if_dropped(run)
+        run.action(database.restore_database, run.target, level=run.record.level)
+
+    with pytest.raises(DrillFailed) as caught:
+        drill_runner(sabotaged(PLAIN_BACKUPS, recover=database_only), stack)
+    record = caught.value.record
+    assert record.verdict == "failed"
+    assert "data differs from the baseline" in record.failure_reason
+    assert "missing files" in record.failure_reason
