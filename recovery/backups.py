@@ -193,12 +193,21 @@ def verify_dump(path: Path, target: Target, *, max_age: dt.timedelta | None = No
     digest = sha256_file(path)
     checked = _check_sidecar(path, digest)
     header = list_header(path, target)
-    if header.dbname != target.database.name:
+    if header.dbname not in dump_databases(path, target):
         raise BackupError(f"{path}: a dump of database {header.dbname!r}, not {target.database.name!r}")
     manifest = read_manifest(path)
     counts = manifest.get("row_counts") if manifest else None
     return _dated(VerifiedBackup(path, header, _created(path, header), digest, checked,
                                  dict(counts) if isinstance(counts, dict) else None), max_age, now)
+
+
+def dump_databases(path: Path, target: Target) -> set[str]:
+    """The databases a dump of this name may be of: the target's, and for a safety copy
+    pre_restore_<ts>.dump also the old database that restore renamed aside at <ts> (<db>_pre_<ts>)."""
+    names = {target.database.name}
+    if (safety := SAFETY_RE.match(path.name)) is not None:
+        names.add(f"{target.database.name}_pre_{safety[1]}_{safety[2]}")
+    return names
 
 
 def _check_sidecar(path: Path, digest: str) -> bool:
