@@ -8,21 +8,23 @@ directories above it (which are not restored).
 
 There is no manifest to check the contents against, so the check is what the archive itself carries:
 every member's name, type and link target is checked, and the whole gzip stream is read so that its
-CRC is verified. The manifest built from that read (sizes and SHA-256 of what was read) is what the
-extraction is compared with, and what the caller checks the restored folder against.
+CRC is verified. A restore does that read while writing each checked member into a staging folder,
+discarded on any failure; the manifest built from it (sizes and SHA-256 of what was read) is what the
+caller checks the restored folder against.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from recovery import archives
-from recovery.archives import CHUNK, DIR_MODE, MANIFEST_NAME, ArchiveError, Entry, Manifest, safe_relative
+from recovery.archives import CHUNK, MANIFEST_NAME, ArchiveError, Entry, Manifest, safe_relative
+from recovery.staging import Staging, StagingError
 
 NO_MANIFEST = "no manifest: contents not verifiable beyond the archive's CRC"
 ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
@@ -108,9 +110,11 @@ def _check(path: Path, layout: _Layout, member: tarfile.TarInfo, name: str, seen
         raise ArchiveError(f"{path}: member {name} has an unsupported type {member.type!r}")
 
 
-def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str) -> Manifest:
+def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
+               staging: Staging | None = None) -> Manifest:
     """Read the whole archive (to the end of its gzip stream) and check every member; the manifest of
-    what it holds, with `plain` set. Raises ArchiveError; nothing is written."""
+    what it holds, with `plain` set. With `staging`, each checked member is written into it in the
+    same pass (the caller discards it on failure). Raises ArchiveError."""
     path = Path(path)
     layout = _Layout(path, prefixes)
     seen: dict[str, Entry] = {}
@@ -123,57 +127,52 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str) -> Manife
                 if name is None:
                     continue
                 _check(path, layout, member, name, seen, symlinks)
+                mode = member.mode & 0o7777
                 if member.issym():
-                    entry = Entry(name, "symlink", member.mode & 0o7777, target=member.linkname)
+                    entry = Entry(name, "symlink", mode, target=member.linkname)
                     symlinks.add(name)
+                    if staging is not None:
+                        staging.symlink(name, member.linkname)
                 elif member.isdir():
-                    entry = Entry(name, "dir", member.mode & 0o7777)
+                    entry = Entry(name, "dir", mode)
+                    if staging is not None:
+                        staging.directory(name)
                 elif member.islnk():
                     source = seen[layout.link(member)]
-                    entry = Entry(name, "file", member.mode & 0o7777, source.size, source.sha256)
+                    entry = Entry(name, "file", mode, source.size, source.sha256)
+                    if staging is not None:
+                        staging.copy(name, source.path, mode)
                 else:
                     data = tar.extractfile(member)
                     assert data is not None
-                    digest = hashlib.sha256()
-                    while chunk := data.read(CHUNK):
-                        digest.update(chunk)
-                    entry = Entry(name, "file", member.mode & 0o7777, member.size, digest.hexdigest())
+                    digest = staging.file(name, data, mode) if staging is not None else _sha256(data)
+                    entry = Entry(name, "file", mode, member.size, digest)
                 seen[name] = entry
                 manifest.entries.append(entry)
             archives.read_to_end(tar)
+        except StagingError as exc:
+            raise ArchiveError(f"{path}: {exc}") from None
         except ERRORS as exc:
             raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
     return manifest
 
 
-def extract_plain(path: str | Path, staging_dir: str | Path, prefixes: tuple[str, ...],
-                  manifest: Manifest) -> Manifest:
-    """Extract a plain archive that scan_plain read into a new staging_dir; every file must hash as it
-    did in that read (the archive did not change since)."""
-    path, staging = Path(path), Path(staging_dir)
-    layout = _Layout(path, prefixes)
-    entries = {e.path: e for e in manifest.entries}
-    staging.mkdir(mode=DIR_MODE, parents=False)
-    os.chmod(staging, DIR_MODE)
-    with archives.open_archive(path) as tar:
-        try:
-            while (member := tar.next()) is not None:
-                name = layout.place(member)
-                if name is None:
-                    continue
-                entry = entries.get(name)
-                if entry is None:
-                    raise ArchiveError(f"{path}: member {name} was not there when the archive was checked")
-                if member.islnk():
-                    source = (staging / layout.link(member)).open("rb")
-                    digest = archives.write_file(staging, name, source, entry.mode)
-                else:
-                    digest = archives.write_member(tar, member, staging, name, entry.mode)
-                if entry.type == "file" and digest != entry.sha256:
-                    raise ArchiveError(f"{path}: member {name} changed since the archive was checked")
-        except ERRORS as exc:
-            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
-    return manifest
+def _sha256(data: Any) -> str:
+    digest = hashlib.sha256()
+    while chunk := data.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stage_plain(path: str | Path, staging_dir: str | Path, prefixes: tuple[str, ...], root: str,
+                owner: tuple[int, int] | None = None) -> Manifest:
+    """Check and extract a plain archive in one pass into a new staging_dir; removed on any failure."""
+    staging = Staging(Path(staging_dir), owner)
+    try:
+        return scan_plain(path, prefixes, root, staging)
+    except BaseException:
+        staging.discard()
+        raise
 
 
 def has_manifest(path: str | Path) -> bool | None:

@@ -107,6 +107,11 @@ def require_free_space(needs: dict[Path, tuple[int, str]]) -> list[dict[str, Any
     return notes
 
 
+def folder_bytes(path: Path) -> int:
+    """The bytes of a file, or of every file below a folder (files vanishing meanwhile skipped)."""
+    return _size(path)
+
+
 def _size(path: Path) -> int:
     if not path.is_dir() or path.is_symlink():
         return path.lstat().st_size
