@@ -118,15 +118,17 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
             step.note("files", len(manifest.files))
             step.note("bytes", manifest.total_bytes)
             step.note("verification", NO_MANIFEST if manifest.plain else "every member against its manifest")
+        with journal.step(*RESTORE_PLAN[1][:2]) as step:  # written by select's one pass; what it holds
             step.note("staging", str(staging))
             step.note("owner", account.name if account else "current user")
+            step.note("entries", len(manifest.entries))
             if account is not None and uploads.is_dir() and uploads.stat().st_uid != account.uid:
                 step.note("warning", f"the live folder was owned by uid {uploads.stat().st_uid}, not by "
                                      f"{account.name}; check target.service_user is the backend's account")
-        with journal.step(*RESTORE_PLAN[1][:2]) as step:
+        with journal.step(*RESTORE_PLAN[2][:2]) as step:
             swap_in(staging, uploads, old)
             step.note("previous_folder", str(old) if old.exists() else f"none: {uploads} did not exist")
-        with journal.step(*RESTORE_PLAN[2][:2]) as step:
+        with journal.step(*RESTORE_PLAN[3][:2]) as step:
             # every file of the backup must be there with its size; the service stays up during an
             # uploads restore, so files it adds meanwhile (an upload, its health probe) are no error
             problems = _missing_or_different(uploads, manifest)
@@ -136,7 +138,7 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
                 swap_back(uploads, old, staging)
                 raise ArchiveError(f"{uploads} does not hold the backup's files (the old folder is back): "
                                    + "; ".join(problems[:10]))
-        with journal.step(*RESTORE_PLAN[3][:2]) as step:
+        with journal.step(*RESTORE_PLAN[4][:2]) as step:
             keep_safety_copy(step, old, backup_dir, safety_archive)
     finally:
         if staging.exists():
@@ -147,6 +149,7 @@ RESTORE_PLAN = (
     ("select", "バックアップ確認", "newest uploads_YYYYmmdd_HHMMSS.tar.gz (or the one named) checked "
      "member by member while extracted into a staging folder beside the uploads folder; a plain tar.gz "
      "without manifest: every member checked, the whole gzip stream read; free space first"),
+    ("stage", "リストア実行", "the staging folder select wrote (owner set as written, sha256 as written)"),
     ("swap", "アップロードディレクトリ入れ替え", "rename the live folder aside, staging into place"),
     ("check", "ファイル確認", "file count and bytes against the manifest (the old folder back if not)"),
     ("safety-copy", "現在のアップロードディレクトリバックアップ",
