@@ -205,7 +205,8 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
     for attempt in range(1, VANISH_RETRIES + 1):
         manifest = scan(source, root or source.name, include)
         try:
-            with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+            # gzip -6, the level tar -czf uses (tarfile's own default is -9)
+            with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
                 raw = manifest.to_json()
                 tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
                 for entry in manifest.entries:
