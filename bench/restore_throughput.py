@@ -14,12 +14,13 @@ Medians, the ratios harness / bare, and the harness's journal steps (seconds) ar
 as JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
 removed between runs, outside the timed span.
 
-    .venv/bin/python bench/restore_throughput.py --runs 3 [--json bench/out/restore_throughput.json]
+    .venv/bin/python bench/restore_throughput.py --runs 3 [--scale 0.02] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -46,6 +47,15 @@ PLAN = SeedPlan(
     users=1000, projects=750_000, documents=100_000, mean_file_bytes=10_000, description_bytes=1200
 )
 BARE_DB = "bench_bare_restore"
+
+
+def scaled(plan: SeedPlan, scale: float) -> SeedPlan:
+    """The plan with fewer rows and files of the same sizes (the per-row and per-file costs stay)."""
+    if scale == 1.0:
+        return plan
+    return dataclasses.replace(plan, users=max(10, int(plan.users * scale)),
+                               projects=max(10, int(plan.projects * scale)),
+                               documents=max(10, int(plan.documents * scale)))
 
 
 def database_bytes(target: Target, name: str | None = None) -> int:
@@ -120,13 +130,16 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="a fraction of the ~1 GB plan (0.02: ~20 MB of each, for a shared machine)")
     parser.add_argument("--budget", type=float, default=1800, help="start no run after this many seconds")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     base = default_base_dir()
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
     began = time.monotonic()
-    out: dict[str, Any] = {"plan": PLAN.__dict__, "raw": {}, "journals": {}}
+    plan = scaled(PLAN, args.scale)
+    out: dict[str, Any] = {"plan": plan.__dict__, "scale": args.scale, "raw": {}, "journals": {}}
     sides: dict[str, Callable[[], float]] = {}
     names = ("db_bare", "db_bare_j2", "db_harness", "up_bare", "up_harness")
     raw: dict[str, list[float]] = {k: [] for k in names}
@@ -136,7 +149,7 @@ def main() -> int:
     try:
         stack.up()
         target = stack.target()
-        report = seed(stack, PLAN)
+        report = seed(stack, plan)
         out["seed_seconds"] = round(report.seconds, 1)
         started = time.monotonic()
         backup_database(target)

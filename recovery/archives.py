@@ -21,12 +21,13 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from recovery.errors import RecoveryError
+from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
 from recovery.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = ".mks-manifest.json"
 FORMAT = "mks-archive/1"
 CHUNK = 1024 * 1024
-DIR_MODE = 0o755
 FILE_MODE = 0o644
 
 
@@ -74,6 +74,7 @@ class Manifest:
     root: str  # what the archive's paths are relative to ("uploads", "/")
     created: str
     entries: list[Entry] = field(default_factory=list)
+    plain: bool = False  # built from reading a plain tar.gz (recovery.plain_archives), not carried by it
 
     @property
     def files(self) -> list[Entry]:
@@ -117,7 +118,7 @@ def safe_relative(name: str) -> PurePosixPath:
     return path
 
 
-def _link_stays_inside(member: PurePosixPath, target: str) -> bool:
+def link_stays_inside(member: PurePosixPath, target: str) -> bool:
     if not target or target.startswith("/"):
         return False
     depth = len(member.parent.parts)
@@ -178,7 +179,7 @@ def _entry(source: Path, relative: str, path: Path) -> Entry:
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISLNK(info.st_mode):
         target = os.readlink(path)
-        if not _link_stays_inside(PurePosixPath(relative), target):
+        if not link_stays_inside(PurePosixPath(relative), target):
             raise ArchiveError(f"{path} is a symlink to {target}, outside {source}")
         return Entry(relative, "symlink", mode, target=target)
     if stat.S_ISDIR(info.st_mode):
@@ -204,7 +205,8 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
     for attempt in range(1, VANISH_RETRIES + 1):
         manifest = scan(source, root or source.name, include)
         try:
-            with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+            # gzip -6, the level tar -czf uses (tarfile's own default is -9)
+            with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
                 raw = manifest.to_json()
                 tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
                 for entry in manifest.entries:
@@ -261,7 +263,7 @@ class _HashingReader:
 
 
 # ---- verifying and extracting ----------------------------------------------------------------
-def _open(path: Path) -> tarfile.TarFile:
+def open_archive(path: Path) -> tarfile.TarFile:
     if not path.is_file():
         raise ArchiveError(f"{path}: no such archive")
     try:
@@ -289,124 +291,158 @@ def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tupl
                 hasher.update(chunk)
             digest = hasher.hexdigest()
         members.append((member, digest))
-    assert tar.fileobj is not None
-    while tar.fileobj.read(CHUNK):  # to the end of the gzip stream, so that its CRC is checked
-        pass
+    read_to_end(tar)
     return manifest, members
 
 
-def verify_archive(path: str | Path, expected_root: str) -> Manifest:
-    """Read the whole archive and refuse it unless every member is safe and matches the manifest."""
-    path = Path(path)
-    with _open(path) as tar:
-        try:
-            manifest, members = _read_members(path, tar)
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
-    if manifest.root != expected_root:
-        raise ArchiveError(f"{path}: an archive of {manifest.root!r}, not of {expected_root!r}")
-    expected = {}
-    for entry in manifest.entries:
-        safe_relative(entry.path)
-        expected[PurePosixPath(entry.path).as_posix()] = entry
-    seen: dict[str, str] = {}  # member -> sha256 of the regular files seen so far
-    symlinks: set[str] = set()
-    for member, digest in members:
-        name = safe_relative(member.name).as_posix()
-        if name in seen or name == MANIFEST_NAME:
+def read_to_end(tar: tarfile.TarFile) -> None:
+    """Read past the tar's end to the end of the gzip stream, so that its CRC is checked."""
+    assert tar.fileobj is not None
+    while tar.fileobj.read(CHUNK):
+        pass
+
+
+class _Members:
+    """The rules every member of an mks archive must pass, checked as the archive is streamed."""
+
+    def __init__(self, path: Path, manifest: Manifest, expected_root: str):
+        if manifest.root != expected_root:
+            raise ArchiveError(f"{path}: an archive of {manifest.root!r}, not of {expected_root!r}")
+        self.path, self.expected = path, {}
+        for entry in manifest.entries:
+            safe_relative(entry.path)
+            self.expected[PurePosixPath(entry.path).as_posix()] = entry
+        self.seen: dict[str, str] = {}  # member -> sha256 of the regular files seen so far
+        self.symlinks: set[str] = set()
+
+    def before(self, member: tarfile.TarInfo) -> tuple[str, Entry]:
+        """Checks that need no data: name, type, links; the member's name and manifest entry."""
+        path, name = self.path, safe_relative(member.name).as_posix()
+        if name in self.seen or name == MANIFEST_NAME:
             raise ArchiveError(f"{path}: member {name} appears twice")
-        if any(str(parent) in symlinks for parent in PurePosixPath(name).parents):
+        if any(str(parent) in self.symlinks for parent in PurePosixPath(name).parents):
             raise ArchiveError(f"{path}: member {name} lies below a symlink")
-        entry = expected.get(name)
+        entry = self.expected.get(name)
         if entry is None:
             raise ArchiveError(f"{path}: member {name} is not in the manifest")
         if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
             raise ArchiveError(f"{path}: member {name} is a device or fifo")
         if member.issym():
-            if not _link_stays_inside(PurePosixPath(name), member.linkname):
+            if not link_stays_inside(PurePosixPath(name), member.linkname):
                 raise ArchiveError(f"{path}: symlink {name} -> {member.linkname} points outside the archive")
             if entry.type != "symlink" or entry.target != member.linkname:
                 raise ArchiveError(f"{path}: symlink {name} does not match the manifest")
-            symlinks.add(name)
+            self.symlinks.add(name)
         elif member.islnk():
-            link = PurePosixPath(member.linkname).as_posix()
-            if member.linkname.startswith("/") or ".." in PurePosixPath(link).parts or link not in seen:
+            if self.link(member) not in self.seen:
                 raise ArchiveError(f"{path}: hardlink {name} -> {member.linkname} points outside the archive")
-            digest = seen[link]
         elif member.isdir():
             if entry.type != "dir":
                 raise ArchiveError(f"{path}: member {name} is a directory, the manifest says {entry.type}")
         elif not member.isreg():
             raise ArchiveError(f"{path}: member {name} has an unsupported type {member.type!r}")
+        return name, entry
+
+    def link(self, member: tarfile.TarInfo) -> str:
+        link = PurePosixPath(member.linkname).as_posix()
+        return "" if member.linkname.startswith("/") or ".." in PurePosixPath(link).parts else link
+
+    def after(self, member: tarfile.TarInfo, name: str, entry: Entry, digest: str) -> None:
+        """The data's sha256 (a hardlink's is its target's) and size against the manifest."""
         if member.isreg() or member.islnk():
+            digest = self.seen[self.link(member)] if member.islnk() else digest
             wrong_size = member.isreg() and member.size != entry.size
             if entry.type != "file" or digest != entry.sha256 or wrong_size:
-                raise ArchiveError(f"{path}: member {name} does not match its manifest sha256/size")
-            seen[name] = digest
+                raise ArchiveError(f"{self.path}: member {name} does not match its manifest sha256/size")
+            self.seen[name] = digest
         else:
-            seen[name] = ""
-    missing = sorted(set(expected) - set(seen))
-    if missing:
-        raise ArchiveError(f"{path}: {len(missing)} manifest entries not in the archive, e.g. {missing[0]}")
+            self.seen[name] = ""
+
+    def finish(self) -> None:
+        missing = sorted(set(self.expected) - set(self.seen))
+        if missing:
+            raise ArchiveError(f"{self.path}: {len(missing)} manifest entries not in the archive, "
+                               f"e.g. {missing[0]}")
+
+
+def verify_archive(path: str | Path, expected_root: str) -> Manifest:
+    """Read the whole archive and refuse it unless every member is safe and matches the manifest."""
+    path = Path(path)
+    with open_archive(path) as tar:
+        try:
+            manifest, members = _read_members(path, tar)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
+    rules = _Members(path, manifest, expected_root)
+    for member, digest in members:
+        name, entry = rules.before(member)
+        rules.after(member, name, entry, digest)
+    rules.finish()
     return manifest
 
 
-def file_mode(original: int) -> int:
-    """Never executable, never more open than 0644, never looser than the original (config.yml 0640)."""
-    return (original & 0o644) | 0o600
+def read_manifest(path: str | Path) -> Manifest:
+    """The manifest of an mks archive (its first member) alone, without reading further."""
+    path = Path(path)
+    with open_archive(path) as tar:
+        try:
+            first = tar.next()
+            if first is None or first.name != MANIFEST_NAME or not first.isreg():
+                raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
+            handle = tar.extractfile(first)
+            assert handle is not None
+            return Manifest.from_json(handle.read())
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
+
+
+def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
+                  owner: tuple[int, int] | None = None) -> Manifest:
+    """Check and extract in one pass into a new staging_dir (owned by `owner` as it is written): each
+    member is checked before it is written and its sha256, computed while writing, against the
+    manifest; the gzip stream is read to its end. Any failure removes staging_dir and raises."""
+    path = Path(path)
+    with open_archive(path) as tar:
+        staging = Staging(Path(staging_dir), owner)
+        try:
+            first = tar.next()
+            if first is None or first.name != MANIFEST_NAME or not first.isreg():
+                raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
+            handle = tar.extractfile(first)
+            assert handle is not None
+            manifest = Manifest.from_json(handle.read())
+            rules = _Members(path, manifest, expected_root)
+            while (member := tar.next()) is not None:
+                name, entry = rules.before(member)
+                digest = ""
+                if member.isdir():
+                    staging.directory(name)
+                elif member.issym():
+                    staging.symlink(name, member.linkname)
+                elif member.islnk():
+                    digest = staging.copy(name, rules.link(member), entry.mode)
+                else:
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    digest = staging.file(name, data, entry.mode)
+                rules.after(member, name, entry, digest)
+            rules.finish()
+            read_to_end(tar)
+        except StagingError as exc:
+            staging.discard()
+            raise ArchiveError(f"{path}: {exc}") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            staging.discard()
+            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
+        except BaseException:
+            staging.discard()
+            raise
+    return manifest
 
 
 def extract_verified(path: str | Path, staging_dir: str | Path, expected_root: str) -> Manifest:
-    """Verify, then extract into a new staging_dir (which must not exist), then check every file again."""
-    path, staging = Path(path), Path(staging_dir)
-    manifest = verify_archive(path, expected_root)
-    staging.mkdir(mode=DIR_MODE, parents=False)
-    os.chmod(staging, DIR_MODE)
-    entries = {e.path: e for e in manifest.entries}
-    with _open(path) as tar:
-        tar.next()  # the manifest
-        while (member := tar.next()) is not None:
-            name = safe_relative(member.name).as_posix()
-            destination = staging / name
-            _make_parents(staging, destination.parent)
-            if member.isdir():
-                if not destination.is_dir():
-                    destination.mkdir(mode=DIR_MODE)
-                os.chmod(destination, DIR_MODE, follow_symlinks=False)
-            elif member.issym():
-                os.symlink(member.linkname, destination)
-            elif member.islnk():
-                source = staging / PurePosixPath(member.linkname).as_posix()
-                _write(destination, source.open("rb"), entries[name].mode)
-            else:
-                data = tar.extractfile(member)
-                assert data is not None
-                _write(destination, data, entries[name].mode)
-    for entry in manifest.files:
-        actual = sha256_file(staging / entry.path)
-        if actual != entry.sha256:
-            raise ArchiveError(f"{staging / entry.path}: sha256 after extraction differs from the manifest")
-    return manifest
-
-
-def _make_parents(staging: Path, directory: Path) -> None:
-    if directory == staging:
-        return
-    _make_parents(staging, directory.parent)
-    if directory.is_symlink():
-        raise ArchiveError(f"{directory} is a symlink; refusing to extract below it")
-    if not directory.exists():
-        directory.mkdir(mode=DIR_MODE)
-        os.chmod(directory, DIR_MODE)
-
-
-def _write(destination: Path, data: Any, mode: int) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    fd = os.open(destination, flags, file_mode(mode))
-    with os.fdopen(fd, "wb") as out, data:
-        while chunk := data.read(CHUNK):
-            out.write(chunk)
-    os.chmod(destination, file_mode(mode))
+    """Verify and extract into a new staging_dir (which must not exist); see stage_archive."""
+    return stage_archive(path, staging_dir, expected_root)
 
 
 def listing(directory: str | Path) -> dict[str, str]:
@@ -459,17 +495,22 @@ def backups(directory: Path, prefix: str) -> list[Path]:
 
 
 def choose_backup(directory: Path, prefix: str, root: str, explicit: str | Path | None,
-                  notes: dict[str, Any]) -> tuple[Path, Manifest]:
-    """The named archive, or the newest one that verifies; the refused ones are noted with why."""
+                  notes: dict[str, Any], verify: Callable[[Path], Manifest] | None = None,
+                  ) -> tuple[Path, Manifest]:
+    """The named archive, or the newest one that verifies (by `verify`, default verify_archive against
+    root); the refused ones are noted with why."""
+    def check(candidate: Path) -> Manifest:
+        return verify(candidate) if verify is not None else verify_archive(candidate, root)
+
     if explicit is not None:
-        return Path(explicit), verify_archive(explicit, root)
+        return Path(explicit), check(Path(explicit))
     candidates = backups(directory, prefix)
     if not candidates:
         raise ArchiveError(f"no backup {directory}/{prefix}_YYYYmmdd_HHMMSS.tar.gz found")
     refused = []
     for candidate in candidates:
         try:
-            manifest = verify_archive(candidate, root)
+            manifest = check(candidate)
         except ArchiveError as exc:
             refused.append(str(exc))
             log.warning("skipping %s", exc)

@@ -8,24 +8,30 @@ recent enough for the recovery level). Everything here only reads.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import json
 import logging
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from recovery.archives import sha256_file
 from recovery.commands import run
 from recovery.errors import CommandError, RecoveryError
+from recovery.integrity import APP_TABLES
 from recovery.levels import LEVELS
 from recovery.target import Target
 
 log = logging.getLogger(__name__)
 
 DUMP_MAGIC = b"PGDMP"
-NAME_RE = re.compile(r"^db_(\d{8})_(\d{6})\.dump$")
+NAME_RE = re.compile(r"^db_(\d{8})_(\d{6})\.(?:dump|sql|sql\.gz)$")
 SAFETY_RE = re.compile(r"^pre_restore_(\d{8})_(\d{6})\.dump$")
 STAMP_FORMAT = "%Y%m%d_%H%M%S"
+DUMP_GLOBS = ("db_*.dump", "db_*.sql", "db_*.sql.gz")
 
 # the runbook's table (recovery/levels.py): data loss allowed per level; None = the caller decides
 LEVEL_MAX_AGE: dict[str, dt.timedelta | None] = {name: level.backup_max_age for name, level in LEVELS.items()}
@@ -56,8 +62,8 @@ def name_time(path: Path) -> dt.datetime | None:
 
 
 def candidates(backup_dir: Path) -> list[Path]:
-    """The db_*.dump files, newest first (by the time in the name, then by mtime)."""
-    files = [p for p in backup_dir.glob("db_*.dump") if p.is_file()]
+    """The db_*.dump, db_*.sql and db_*.sql.gz files, newest first (by the time in the name, then mtime)."""
+    files = [p for pattern in DUMP_GLOBS for p in backup_dir.glob(pattern) if p.is_file()]
 
     def key(p: Path) -> tuple[float, float]:
         named = name_time(p)
@@ -163,6 +169,11 @@ class VerifiedBackup:
         return (now or dt.datetime.now(dt.UTC)) - self.created_at
 
 
+def is_plain(path: Path) -> bool:
+    """A plain-SQL dump by its name (.sql, .sql.gz); everything else must be a custom-format archive."""
+    return path.name.endswith((".sql", ".sql.gz"))
+
+
 def verify_dump(path: Path, target: Target, *, max_age: dt.timedelta | None = None,
                 now: dt.datetime | None = None) -> VerifiedBackup:
     """Check one dump without touching any database; raise BackupError saying what is wrong."""
@@ -172,29 +183,52 @@ def verify_dump(path: Path, target: Target, *, max_age: dt.timedelta | None = No
         raise BackupError(f"{path}: cannot read: {exc.strerror}") from None
     if size == 0:
         raise BackupError(f"{path}: empty file")
+    if is_plain(path):
+        return _verify_plain(path, target, max_age=max_age, now=now)
     with open(path, "rb") as handle:
         magic = handle.read(len(DUMP_MAGIC))
     if magic != DUMP_MAGIC:
         hint = " (it looks like plain SQL text)" if _looks_like_text(path) else ""
         raise BackupError(f"{path}: not a pg_dump custom-format archive (no PGDMP magic){hint}")
     digest = sha256_file(path)
-    checked = False
-    side = sidecar(path)
-    if side.exists():
-        expected = side.read_text(encoding="utf-8").split()[:1]
-        if not expected or expected[0].lower() != digest:
-            raise BackupError(f"{path}: sha256 {digest} does not match its sidecar {side.name}")
-        checked = True
+    checked = _check_sidecar(path, digest)
     header = list_header(path, target)
-    if header.dbname != target.database.name:
+    if header.dbname not in dump_databases(path, target):
         raise BackupError(f"{path}: a dump of database {header.dbname!r}, not {target.database.name!r}")
+    manifest = read_manifest(path)
+    counts = manifest.get("row_counts") if manifest else None
+    return _dated(VerifiedBackup(path, header, _created(path, header), digest, checked,
+                                 dict(counts) if isinstance(counts, dict) else None), max_age, now)
+
+
+def dump_databases(path: Path, target: Target) -> set[str]:
+    """The databases a dump of this name may be of: the target's, and for a safety copy
+    pre_restore_<ts>.dump also the old database that restore renamed aside at <ts> (<db>_pre_<ts>)."""
+    names = {target.database.name}
+    if (safety := SAFETY_RE.match(path.name)) is not None:
+        names.add(f"{target.database.name}_pre_{safety[1]}_{safety[2]}")
+    return names
+
+
+def _check_sidecar(path: Path, digest: str) -> bool:
+    side = sidecar(path)
+    if not side.exists():
+        return False
+    expected = side.read_text(encoding="utf-8").split()[:1]
+    if not expected or expected[0].lower() != digest:
+        raise BackupError(f"{path}: sha256 {digest} does not match its sidecar {side.name}")
+    return True
+
+
+def _created(path: Path, header: DumpHeader) -> dt.datetime:
     created = header.created_at or name_time(path)
     if created is None:
         raise BackupError(f"{path}: cannot tell when it was made (no time in its header or name)")
-    manifest = read_manifest(path)
-    counts = manifest.get("row_counts") if manifest else None
-    verified = VerifiedBackup(path, header, created, digest, checked,
-                              dict(counts) if isinstance(counts, dict) else None)
+    return created
+
+
+def _dated(verified: VerifiedBackup, max_age: dt.timedelta | None, now: dt.datetime | None) -> VerifiedBackup:
+    created, path = verified.created_at, verified.path
     if max_age is not None and verified.age(now) > max_age:
         raise BackupError(f"{path}: made {created.isoformat()}, {_hours(verified.age(now))} ago; the level "
                           f"allows at most {_hours(max_age)}")
@@ -250,3 +284,143 @@ def _looks_like_text(path: Path) -> bool:
 
 def _hours(delta: dt.timedelta) -> str:
     return f"{delta.total_seconds() / 3600:.1f} h"
+
+
+# ---- plain-SQL dumps (pg_dump -Fp, often piped through gzip) ------------------------------------
+
+GZIP_MAGIC = b"\x1f\x8b"
+PLAIN_HEAD = b"-- PostgreSQL database dump"
+PLAIN_END = b"-- PostgreSQL database dump complete"
+CLUSTER_HEAD = b"-- PostgreSQL database cluster dump"
+# psql meta-commands pg_dump itself writes (15.14 and later fence the script with \restrict)
+PLAIN_META = (b"\\restrict ", b"\\unrestrict ")
+_COPY = re.compile(rb"^COPY (\S+) \(.*\) FROM stdin;$")
+_FK = re.compile(rb"^\s+ADD CONSTRAINT (\S+) FOREIGN KEY ")
+_STARTED = re.compile(rb"^-- Started on (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s*(\S*)")
+_VERSION = re.compile(rb"^-- Dumped from database version (.+)$")
+
+
+@dataclass
+class _PlainScan:
+    """What one read of a plain dump found: its tables' row counts, foreign keys, header facts."""
+
+    path: Path
+    rows: dict[str, int] = field(default_factory=dict)
+    foreign_keys: list[str] = field(default_factory=list)
+    created: dt.datetime | None = None
+    version: str = "?"
+    head: bool = False
+    complete_at: int = 0  # line number of the "dump complete" comment
+    copying: str | None = None
+    number: int = 0
+
+    def line(self, raw: bytes) -> None:
+        self.number += 1
+        line = raw.rstrip(b"\r\n")
+        if self.copying is not None:
+            if line == b"\\.":
+                self.copying = None
+            else:
+                self.rows[self.copying] += 1
+            return
+        if self.complete_at and line.strip() and not line.startswith((b"--", *PLAIN_META)):
+            raise BackupError(f"{self.path}: SQL after the 'dump complete' line (line {self.number}): "
+                              "two dumps in one file?")
+        if line.startswith(b"\\"):
+            self._meta(line)
+        elif line.startswith(b"--"):
+            self._comment(line)
+        elif (copy := _COPY.match(line)) is not None:
+            table = copy[1].decode(errors="replace").replace('"', "")
+            self.copying = table.removeprefix("public.")
+            self.rows.setdefault(self.copying, 0)
+        elif (fk := _FK.match(line)) is not None:
+            self.foreign_keys.append(fk[1].decode(errors="replace").replace('"', ""))
+        elif not self.head and line.strip():
+            raise BackupError(f"{self.path}: SQL before any '-- PostgreSQL database dump' header "
+                              f"(line {self.number}): not a pg_dump plain-format dump")
+
+    def _meta(self, line: bytes) -> None:
+        if line.startswith(PLAIN_META):
+            return
+        text = line.decode(errors="replace")[:60]
+        if line.startswith(b"\\connect"):
+            raise BackupError(f"{self.path}: line {self.number} is {text!r}: a dump made with --create "
+                              "(or of several databases) restores into the database it names, not beside "
+                              "the live one; dump without --create")
+        raise BackupError(f"{self.path}: line {self.number} is the psql meta-command {text!r}, which pg_dump "
+                          "does not write; refusing to run it")
+
+    def _comment(self, line: bytes) -> None:
+        if line.startswith(CLUSTER_HEAD):
+            raise BackupError(f"{self.path}: a pg_dumpall cluster dump (roles and every database), not a "
+                              "dump of one database")
+        if line.startswith(PLAIN_END):
+            self.complete_at = self.number
+        elif line.startswith(PLAIN_HEAD):
+            self.head = True
+        elif (started := _STARTED.match(line)) is not None:
+            self.created = _parse_created(b" ".join(started.groups()).decode())
+        elif (version := _VERSION.match(line)) is not None:
+            self.version = version[1].decode(errors="replace").strip()
+
+
+def _verify_plain(path: Path, target: Target, *, max_age: dt.timedelta | None,
+                  now: dt.datetime | None) -> VerifiedBackup:
+    """Read a .sql or .sql.gz dump to its end (the gzip CRC included) and check it is one whole
+    pg_dump plain-format dump of one database, safe to feed to psql; nothing is run."""
+    with open(path, "rb") as raw:
+        magic = raw.read(len(GZIP_MAGIC))
+    compressed = path.name.endswith(".gz")
+    if compressed and magic != GZIP_MAGIC:
+        hint = " (it looks like plain SQL text: name it .sql)" if _looks_like_text(path) else ""
+        raise BackupError(f"{path}: not gzip (no gzip magic){hint}")
+    if not compressed and magic == GZIP_MAGIC:
+        raise BackupError(f"{path}: gzip-compressed, but named .sql: name it .sql.gz")
+    scan, digest = _PlainScan(path), hashlib.sha256()
+    with open(path, "rb") as raw:
+        hashed = Hashing(raw, digest)
+        try:
+            stream = gzip.GzipFile(fileobj=hashed, mode="rb") if compressed else hashed
+            for line in stream:  # type: ignore[attr-defined]
+                scan.line(line)
+        except EOFError:
+            raise BackupError(f"{path}: truncated: the gzip stream ends before its end marker") from None
+        except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+            raise BackupError(f"{path}: corrupt gzip stream ({exc})") from None
+    if not scan.head:
+        raise BackupError(f"{path}: no '-- PostgreSQL database dump' header: not a pg_dump plain-format dump")
+    if scan.copying is not None:
+        raise BackupError(f"{path}: truncated: it ends inside the data of table {scan.copying}")
+    if not scan.complete_at:
+        raise BackupError(f"{path}: truncated: no '-- PostgreSQL database dump complete' line at its end")
+    present = [t for t in APP_TABLES if t in scan.rows]
+    if not present:
+        raise BackupError(f"{path}: holds no data for any of the tables {', '.join(APP_TABLES)}: "
+                          f"a dump of another database?")
+    checked = _check_sidecar(path, digest.hexdigest())
+    header = DumpHeader(dbname="", created_at=scan.created, format="PLAIN", server_version=scan.version,
+                        toc_entries=0, tables=tuple(scan.rows), foreign_keys=tuple(sorted(scan.foreign_keys)))
+    counts = {t: scan.rows[t] for t in present}
+    return _dated(VerifiedBackup(path, header, _created(path, header), digest.hexdigest(), checked, counts),
+                  max_age, now)
+
+
+class Hashing:
+    """A binary reader that hashes what passes through it (the dump is read once for both)."""
+
+    def __init__(self, handle: Any, digest: Any):
+        self.handle, self.digest = handle, digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self.handle.readline(size)
+        self.digest.update(data)
+        return data
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")

@@ -70,8 +70,12 @@ def run(
     cwd: str | os.PathLike[str] | None = None,
     input_text: str | None = None,
     check: bool = True,
+    stdin: int | None = None,
 ) -> CommandResult:
-    """Run argv and wait at most `timeout` seconds; raise CommandError unless it succeeds (when check)."""
+    """Run argv and wait at most `timeout` seconds; raise CommandError unless it succeeds (when check).
+
+    `stdin` is a file descriptor to read from instead of `input_text` (a pipe fed by the caller).
+    """
     args = [os.fspath(a) for a in argv]
     if timeout <= 0:
         raise ValueError("timeout must be positive")
@@ -87,6 +91,7 @@ def run(
         proc = subprocess.run(
             args,
             input=input_text,
+            stdin=stdin,
             capture_output=True,
             text=True,
             errors="replace",

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
+import hashlib
 import json
 import logging
+import os
 import re
+import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from recovery import backups, health
-from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action
-from recovery.archives import sha256_file
+from recovery import backups, health, safety_copies
+from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action, option
+from recovery.archives import CHUNK, sha256_file
 from recovery.backups import BackupError, VerifiedBackup
 from recovery.errors import RecoveryError
-from recovery.integrity import APP_TABLES, connect, fingerprint
+from recovery.integrity import APP_TABLES, connect
+from recovery.integrity import _amcheck as integrity_amcheck  # the one amcheck walk (integrity.py's own)
 from recovery.journal import Journal, Step
 from recovery.postgres import ident, psql
 from recovery.target import Target, ensure_dir
@@ -182,6 +189,9 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
         for table in APP_TABLES:
+            # a database created empty (to be filled by a plain dump's restore) has none of them yet
+            if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone() == (None,):
+                continue
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[table] = int(row[0]) if row else 0
         step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
@@ -222,17 +232,32 @@ def _plan_restore(journal: Journal, target: Target, *_: object, **__: object) ->
         journal.plan(name, title, what=what.format(ts=ts, live=live, side=side, old=old))
 
 
+def default_jobs() -> int:
+    """pg_restore's parallel jobs: one per core, at most four (the restore shares the server)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+JOBS_OPTION = option("--jobs", type=int, default=None, metavar="N",
+                     help="pg_restore -j N into the side database (default: the core count, at most 4)")
+SAFETY_DUMP_OPTION = option("--no-safety-dump", dest="safety_dump", action="store_false", default=True,
+                            help="keep only the renamed old database as the safety copy (no dump of it)")
+
+
 @action("database_restore", "データ復旧 1. データベースバックアップからの復旧", plan=_plan_restore,
-        cli="db-restore", help="データベースバックアップからの復旧", options=(BACKUP_OPTION, LEVEL_OPTION))
+        cli="db-restore", help="データベースバックアップからの復旧",
+        options=(BACKUP_OPTION, LEVEL_OPTION, JOBS_OPTION, SAFETY_DUMP_OPTION))
 def restore_database(journal: Journal, target: Target, level: str = "RTO-24",
                      backup: Path | str | None = None, *, max_age: dt.timedelta | None = None,
-                     health_timeout: float = 60.0, now: dt.datetime | None = None) -> None:
+                     health_timeout: float = 60.0, now: dt.datetime | None = None,
+                     jobs: int | None = None, safety_dump: bool = True) -> None:
     """Restore the newest valid backup (or `backup`) beside the live database, verify, then swap.
 
     A dry run only plans (it reads nothing, like the other actions' dry runs).
 
-    The journal's steps note the chosen backup, the safety copy (pre_restore_<ts>.dump) and the
-    name the old live database keeps (mks_db_pre_<ts>). `now` is the clock the backup's age is
+    The old live database is renamed to mks_db_pre_<ts> and kept: that is the safety copy, made by
+    the swap itself. With `safety_dump` it is also dumped to pre_restore_<ts>.dump, after the
+    backend is healthy again (off the recovery's critical path; nothing writes to the renamed
+    database, so the dump is the state it replaced). `now` is the clock the backup's age is
     measured against (drills move it forward to make a backup "old").
     """
     ts = backups.stamp()
@@ -251,25 +276,53 @@ def restore_database(journal: Journal, target: Target, level: str = "RTO-24",
         step.note("created_at", chosen.created_at.isoformat())
         step.note("sha256", chosen.sha256)
         step.note("sidecar_checked", chosen.sidecar_checked)
-    with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
-        dump_database(step, target, live, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
-    _restore_beside(journal, target, chosen, side)
+        step.note("format", chosen.header.format)
+        if chosen.header.format == "PLAIN":
+            step.note("database_name", "not recorded in a plain dump: checked by its tables and the row "
+                                       "counts of its COPY data instead")
+        check_space(step, target, chosen, safety_dump)
+    _restore_beside(journal, target, chosen, side, jobs or default_jobs())
     _swap(journal, target, live, side, old, health_timeout)
+    with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
+        step.note("database", old)
+        if safety_dump:
+            try:
+                dump_database(step, target, old, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
+            except RecoveryError as exc:  # the restore is done; the renamed database still holds it all
+                step.note("warning", f"the dump of {old} failed, {old} itself is the safety copy: {exc}")
+
+
+def check_space(step: Step, target: Target, chosen: VerifiedBackup, safety_dump: bool) -> None:
+    """Refuse before anything is touched when the side database (about the live one's size, at least
+    the dump's) and the safety dump (about the dump's size) do not fit."""
+    dump_bytes = chosen.path.stat().st_size
+    with connect(target, "postgres") as conn:
+        row = conn.execute("SELECT pg_database_size(oid) FROM pg_database WHERE datname = %s",
+                           (target.database.name,)).fetchone()
+    side = max(int(row[0]) if row else 0, dump_bytes)
+    needs = {Path(target.database.data_dir): (side, "the side database")}
+    if safety_dump:
+        needs[Path(target.paths.backup_dir)] = (dump_bytes, "the safety dump")
+    step.note("free_space", safety_copies.require_free_space(needs))
 
 
 RESTORE_PLAN = (
-    ("select_backup", "最新バックアップ確認", "newest valid db_*.dump (or the named one), recent enough"),
-    ("safety_copy", "既存データバックアップ（念のため）", "pg_dump -Fc {live}: pre_restore_{ts}.dump"),
-    ("pg_restore", "リストア実行", "CREATE DATABASE {side}; pg_restore into it; GRANT lines"),
+    ("select_backup", "最新バックアップ確認", "newest valid db_*.dump, .sql or .sql.gz (or the named one), "
+     "recent enough; free space for the side database and the safety dump"),
+    ("pg_restore", "リストア実行", "CREATE DATABASE {side}; pg_restore -j (or psql for plain SQL) into it; "
+     "GRANT lines"),
     ("verify_side", "リストア確認", "row counts as in the dump, its foreign keys, amcheck"),
     ("stop_backend", "データベース停止 (バックエンド停止)", "stop the backend"),
-    ("swap", "データベース入れ替え", "terminate connections; {live} -> {old}; {side} -> {live}"),
+    ("swap", "データベース入れ替え",
+     "terminate connections; {live} -> {old} (the safety copy); {side} -> {live}"),
     ("grants", "権限再設定", "the runbook's GRANT lines on {live}"),
     ("start_backend", "サービス起動", "start the backend, wait for health 200"),
+    ("safety_copy", "既存データバックアップ（念のため）",
+     "keep {old}; pg_dump -Fc of it: pre_restore_{ts}.dump"),
 )
 
 
-def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, side: str) -> None:
+def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, side: str, jobs: int) -> None:
     db = target.database
     user = ident(db.user)
     try:
@@ -278,9 +331,14 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
             step.note("database", side)
         with journal.step("pg_restore", "リストア実行") as step:
             # as the superuser, keeping the dump's owners: extensions such as amcheck need it
-            step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", side, "--exit-on-error",
-                      "--single-transaction", str(chosen.path)], timeout=3600,
-                     run_as=target.service_account(), env=db.env())
+            if chosen.header.format == "PLAIN":
+                feed_psql(step, target, chosen, side)
+            else:
+                # no --single-transaction, so that -j works: a failure drops the side database
+                parallel = ["-j", str(jobs)] if jobs > 1 else []
+                step.run([db.tool("pg_restore"), *parallel, "-U", db.superuser, "-d", side, "--exit-on-error",
+                          str(chosen.path)], timeout=3600, run_as=target.service_account(), env=db.env())
+                step.note("jobs", jobs)
             for grant in GRANTS:
                 psql(step, target, grant.format(user=user) + ";", dbname=side)
         with journal.step("verify_side", "リストア確認") as step:
@@ -293,14 +351,77 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
         raise
 
 
+def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> None:
+    """A plain-SQL dump through psql with ON_ERROR_STOP into `side`, fed from here through a pipe
+    (decompressed on the way for .sql.gz) and hashed again, so psql ran exactly the verified bytes."""
+    db = target.database
+    read_end, write_end = os.pipe()
+    fed: dict[str, str] = {}
+
+    def feed() -> None:
+        digest = hashlib.sha256()
+        try:
+            with open(chosen.path, "rb") as raw, os.fdopen(write_end, "wb") as out:
+                hashed = backups.Hashing(raw, digest)
+                source = gzip.GzipFile(fileobj=hashed, mode="rb") if chosen.path.suffix == ".gz" else hashed
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+        except BrokenPipeError:
+            fed["error"] = "psql stopped reading its input"
+        except (OSError, EOFError, zlib.error) as exc:
+            fed["error"] = f"reading {chosen.path} failed: {exc}"
+        fed["sha256"] = digest.hexdigest()
+
+    feeder = threading.Thread(target=feed, name="psql-feed", daemon=True)
+    feeder.start()
+    try:
+        step.run([db.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-U", db.superuser,
+                  "-d", side, "-f", "-"], timeout=3600, run_as=target.service_account(), env=db.env(),
+                 stdin=read_end)
+    finally:
+        os.close(read_end)
+        feeder.join()
+    step.note("input", f"{chosen.path} (plain SQL{', gunzipped' if chosen.path.suffix == '.gz' else ''})")
+    if "error" in fed:
+        raise RestoreError(f"{chosen.path}: {fed['error']}")
+    if fed.get("sha256") != chosen.sha256:
+        raise RestoreError(f"{chosen.path} changed after it was verified (sha256 {fed.get('sha256')})")
+
+
+@dataclass(frozen=True)
+class RestoredFacts:
+    """What the verification of a restored database reads (no per-row checksums: nothing uses them)."""
+
+    row_counts: dict[str, int]
+    foreign_keys: tuple[str, ...]
+    orphan_documents: int
+    indexes_checked: tuple[str, ...]
+    index_errors: tuple[str, ...]
+
+
+def restored_facts(target: Target, dbname: str) -> RestoredFacts:
+    with connect(target, dbname) as conn:
+        counts = {}
+        for table in APP_TABLES:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+            counts[table] = int(row[0]) if row else 0
+        fks = tuple(r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
+            " ORDER BY conname").fetchall())
+        row = conn.execute("SELECT count(*) FROM documents d WHERE d.project_id IS NOT NULL"
+                           " AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = d.project_id)").fetchone()
+        indexes, errors = integrity_amcheck(conn)
+    return RestoredFacts(counts, fks, int(row[0]) if row else 0, indexes, errors)
+
+
 def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: Step) -> list[str]:
     """Counts as the dump had them, its foreign keys present, amcheck clean."""
-    found = fingerprint(target, dbname, check_files=False)
-    step.note("row_counts", dict(found.row_counts))
+    found = restored_facts(target, dbname)
+    step.note("row_counts", found.row_counts)
     step.note("foreign_keys", list(found.foreign_keys))
     step.note("indexes_checked", list(found.indexes_checked))
     problems = [f"amcheck: {e}" for e in found.index_errors]
-    counts = dict(found.row_counts)
+    counts = found.row_counts
     if chosen.row_counts is not None:
         problems += [f"{t}: {counts.get(t)} rows restored, the dump has {n}"
                      for t, n in chosen.row_counts.items() if counts.get(t) != n]

@@ -43,7 +43,7 @@ from recovery.errors import RecoveryError
 from recovery.journal import ActionFailed, Journal, StepRecord, now_iso
 from recovery.postgres import ident, psql
 from recovery.target import Target, ensure_dir, load_target
-from recovery.uploads import restore_uploads
+from recovery.uploads import folder_prefixes, restore_uploads, verify_uploads_archive
 from recovery.waiting import WaitTimeout, wait_until
 from recovery.webserver import nginx_test
 
@@ -115,7 +115,9 @@ def choose_backups(target: Target, level: str, notes: dict[str, Any]) -> Chosen:
     if skipped:
         notes["database_dumps_skipped"] = skipped
     found: dict[str, Any] = {}
-    uploads, manifest = choose_backup(backup_dir, "uploads", "uploads", None, found)
+    prefixes = folder_prefixes(target)
+    uploads, manifest = choose_backup(backup_dir, "uploads", "uploads", None, found,
+                                      verify=lambda path: verify_uploads_archive(path, prefixes))
     notes["uploads_archive"] = {"path": str(uploads), "files": len(manifest.files),
                                 "bytes": manifest.total_bytes, **found}
     found = {}
@@ -163,10 +165,13 @@ def prepare(journal: Journal, target: Target, dump: Path) -> None:
         else:
             # the runbook's createdb; with the dump's schema, so the safety copy and swap have a subject
             psql(step, target, f"CREATE DATABASE {live} OWNER {user};")
-            step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", live, "--schema-only",
-                      "--exit-on-error", "--single-transaction", str(dump)], timeout=600,
-                     run_as=target.service_account(), env=db.env())
-            step.note("database", f"{live} was missing: created with the schema of {dump.name}")
+            if backups.is_plain(dump):  # its schema and data come in one script, restored beside it
+                step.note("database", f"{live} was missing: created empty ({dump.name} is plain SQL)")
+            else:
+                step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", live, "--schema-only",
+                          "--exit-on-error", "--single-transaction", str(dump)], timeout=600,
+                         run_as=target.service_account(), env=db.env())
+                step.note("database", f"{live} was missing: created with the schema of {dump.name}")
         uploads = Path(target.paths.uploads_dir)
         if uploads.is_dir():
             step.note("uploads_dir", "exists")

@@ -77,11 +77,11 @@ class Step:
         cwd: str | Path | None = None,
         check: bool = True,
         input_text: str | None = None,
+        stdin: int | None = None,
     ) -> CommandResult:
         try:
-            result = run(
-                argv, timeout=timeout, run_as=run_as, env=env, cwd=cwd, check=check, input_text=input_text
-            )
+            result = run(argv, timeout=timeout, run_as=run_as, env=env, cwd=cwd, check=check,
+                         input_text=input_text, stdin=stdin)
         except CommandError as exc:
             self.record.commands.append(
                 self.journal.command_record(exc.argv, exc.returncode, 0.0, exc.stdout, exc.stderr)

@@ -81,6 +81,37 @@ class SafetyCopy:
                 "companions": [str(c) for c in self.companions]}
 
 
+class NoSpaceError(RecoveryError):
+    """A restore would not fit (staging, side database, safety copy); refused before anything changed."""
+
+
+MB = 1024 * 1024
+
+
+def require_free_space(needs: dict[Path, tuple[int, str]]) -> list[dict[str, Any]]:
+    """Check that what a restore will write fits: `needs` maps a folder to (bytes, what it is for).
+    Needs on one filesystem add up. Raises NoSpaceError saying needed and free; returns the notes."""
+    by_device: dict[int, tuple[int, int, list[str]]] = {}
+    for folder, (needed, what) in needs.items():
+        info = os.statvfs(folder)
+        device = os.stat(folder).st_dev
+        total, _, parts = by_device.get(device, (0, info.f_bavail * info.f_frsize, []))
+        by_device[device] = (total + needed, info.f_bavail * info.f_frsize, [*parts, f"{what} in {folder}"])
+    notes = []
+    for needed, free, parts in by_device.values():
+        notes.append({"for": parts, "needed_mb": round(needed / MB, 1), "free_mb": round(free / MB, 1)})
+        if needed > free:
+            what = "; ".join(parts)
+            raise NoSpaceError(f"not enough free space: needed about {needed / MB:.1f} MB ({what}), "
+                               f"free {free / MB:.1f} MB on that filesystem")
+    return notes
+
+
+def folder_bytes(path: Path) -> int:
+    """The bytes of a file, or of every file below a folder (files vanishing meanwhile skipped)."""
+    return _size(path)
+
+
 def _size(path: Path) -> int:
     if not path.is_dir() or path.is_symlink():
         return path.lstat().st_size

@@ -19,10 +19,21 @@ import pytest
 from fixtures.engine import faults
 from fixtures.engine.drill import Drill, DrillRun
 from fixtures.stack import Stack
-from recovery import backups, config_files, database, full_system, pitr, services, uploads, webserver
+from recovery import (
+    archives,
+    backups,
+    config_files,
+    database,
+    full_system,
+    pitr,
+    services,
+    uploads,
+    webserver,
+)
 from recovery.actions import journaled
 from recovery.errors import RecoveryError
 from recovery.journal import ActionFailed, Journal
+from recovery.plain_archives import NO_MANIFEST
 from recovery.postgres import psql
 from recovery.target import Target
 from recovery.waiting import Observation, wait_until
@@ -172,6 +183,43 @@ def base_backup(run: DrillRun) -> None:
     run.action(pitr.base_backup, run.target, label="drill")
 
 
+def plain_backups(run: DrillRun) -> None:
+    """The backups a cron job makes without this harness: `pg_dump | gzip` (db_<ts>.sql.gz) and
+    `tar -czf uploads_<ts>.tar.gz opt/mks/uploads` relative to /, both as the service account."""
+    target = run.target
+    db, account = target.database, target.service_account()
+    backup_dir = Path(target.paths.backup_dir)
+
+    def body(journal: Journal) -> None:
+        with journal.step("pg_dump", "データベースバックアップ (pg_dump | gzip)") as step:
+            sql = backup_dir / f"db_{backups.stamp()}.sql"
+            step.run([db.tool("pg_dump"), "-Fp", "-U", db.user, "-d", db.name, "-f", str(sql)], timeout=600,
+                     run_as=account, env=db.env())
+            step.run(["gzip", "-n", str(sql)], timeout=600, run_as=account)
+            step.note("path", f"{sql}.gz")
+        with journal.step("tar", "アップロードバックアップ (tar -czf)") as step:
+            root = config_files.target_root(target)
+            folder = Path(target.paths.uploads_dir).relative_to(root).as_posix()
+            archive = archives.backup_path(backup_dir, "uploads")
+            step.run(["tar", "-czf", str(archive), "-C", str(root), folder], timeout=600, run_as=account)
+            step.note("path", str(archive))
+
+    run.journal(journaled(target, "plain-backups", "バックアップ (cron: pg_dump | gzip, tar -czf)", body))
+
+
+def recover_from_plain_backups(run: DrillRun) -> None:
+    """The runbook's データ復旧 1 and 2 from the plain backups: the newest of each must be the plain one,
+    and the REC report says the archive's contents could only be checked against its CRC."""
+    recreate_if_dropped(run)
+    restored = run.action(database.restore_database, run.target, level=run.record.level)
+    files = run.action(uploads.restore_uploads, run.target)
+    chosen = [s.details for s in (*restored.steps, *files.steps) if s.name in ("select_backup", "select")]
+    formats = [chosen[0].get("format"), chosen[1].get("verification")]
+    if formats != ["PLAIN", NO_MANIFEST]:
+        raise DrillRecoveryError(f"the plain backups were not the ones restored: {formats}")
+    run.record.warnings.append(f"{Path(chosen[1]['archive']).name}: {NO_MANIFEST}")
+
+
 # ---- migration to a new server -----------------------------------------------------------------
 
 def offsite_copy(run: DrillRun, offsite: Path) -> Target:
@@ -245,6 +293,11 @@ UPLOADS = Drill(
     "uploads-restore", "アップロードファイル復旧: フォルダ消失", "RTO-4", "monthly",
     f"{DATA} > 2. アップロードファイル復旧", faults.WipeUploads(), recover_uploads,
     prepare=backup_uploads, forecast=("uploads",))
+PLAIN_BACKUPS = Drill(
+    "plain-backups-restore", "データ復旧テスト: cronのバックアップ (pg_dump | gzip, tar -czf) から復旧",
+    "RTO-4", "monthly", f"{DATA} > 1. データベースバックアップからの復旧",
+    faults.Several((faults.DropDatabase(), faults.WipeUploads())), recover_from_plain_backups,
+    prepare=plain_backups)
 CONFIG_GIT = Drill(
     "config-git", "設定ファイル復旧: YAML 破損 (Git)", "RTO-1", "monthly",
     f"{DATA} > 3. 設定ファイル復旧 > Gitからの復旧", faults.BrokenYaml(), recover_config_from_git)
@@ -262,7 +315,8 @@ PITR = Drill(
     prepare=base_backup)
 
 CATALOGUE = (BACKEND_MASTER, BACKEND_WORKERS, BACKEND_MANUAL, DB_IMMEDIATE, DB_CRASH, DB_RESTORE,
-             NGINX_CONFIG, CERTIFICATE, UPLOADS, CONFIG_GIT, CONFIG_TARBALL, FULL_RECOVERY, PITR)
+             NGINX_CONFIG, CERTIFICATE, UPLOADS, PLAIN_BACKUPS, CONFIG_GIT, CONFIG_TARBALL, FULL_RECOVERY,
+             PITR)
 
 
 def sabotaged(drill: Drill, **changes: object) -> Drill:

@@ -5,7 +5,8 @@ that includes it: a quarter holds its months and weeks, so `-m quarterly` runs t
   runbook's auto-recovery.sh bring it back with nothing lost.
 - 毎月 コンポーネント復旧テスト (monthly): one component at a time: the backend by hand, the
   database (restart after an immediate stop and after a crash, restore after its loss), Nginx's
-  configuration and certificate, the uploads, the configuration files (from git, from a tarball).
+  configuration and certificate, the uploads, the database and uploads from plain backups made without
+  the harness (pg_dump | gzip, tar -czf), the configuration files (from git, from a tarball).
 - 毎四半期 完全復旧テスト (quarterly): the whole system back from backups, a migration to a new
   server after the old one is lost, a point-in-time recovery from rows deleted by mistake.
 """
@@ -27,14 +28,15 @@ from scenarios.drills import (
     FULL_RECOVERY,
     NGINX_CONFIG,
     PITR,
+    PLAIN_BACKUPS,
     UPLOADS,
     migration,
     param,
 )
 
 WEEKLY = [BACKEND_MASTER, BACKEND_WORKERS]
-MONTHLY = [BACKEND_MANUAL, DB_IMMEDIATE, DB_CRASH, DB_RESTORE, NGINX_CONFIG, CERTIFICATE, UPLOADS, CONFIG_GIT,
-           CONFIG_TARBALL]
+MONTHLY = [BACKEND_MANUAL, DB_IMMEDIATE, DB_CRASH, DB_RESTORE, NGINX_CONFIG, CERTIFICATE, UPLOADS,
+           PLAIN_BACKUPS, CONFIG_GIT, CONFIG_TARBALL]
 QUARTERLY = [FULL_RECOVERY, PITR]  # and the migration below, which needs a second stack
 
 
