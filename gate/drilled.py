@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import re
 import stat
 import tarfile
 import time
@@ -365,13 +366,23 @@ class Variant:
 
 # ---- every drill -------------------------------------------------------------------------------
 
+# the server's own lines carry no `user@db` after the pid (log_line_prefix '%m [%p] %q%u@%d ')
+SERVER_FATAL = re.compile(r"\[\d+\] (?:FATAL|PANIC):")
+
+
+def server_fatal(log_file: str | Path, lines: int = 200) -> str | None:
+    """The server's own last FATAL or PANIC line of the log's last `lines` (a client's `user@db FATAL`,
+    such as a refused login while the server starts, is not why the server is down)."""
+    found = [line for line in tail(Path(log_file), lines).splitlines() if SERVER_FATAL.search(line)]
+    return found[-1] if found else None
+
+
 def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     down = [f"{name} is {run_.stack.services.status(name).active_state}"
             for name in ("postgresql", "mks-backend", "nginx") if not run_.stack.services.is_active(name)]
     if not run_.stack.services.is_active("postgresql"):
-        fatal = [line for line in tail(Path(run_.target.database.log_file), 40).splitlines()
-                 if "FATAL" in line or "PANIC" in line]
-        down += [f"server log: {fatal[-1]}"] if fatal else []
+        fatal = server_fatal(run_.target.database.log_file)
+        down += [f"server log: {fatal}"] if fatal else []
     return [OracleResult("every service runs again", not down,
                          "; ".join(down) or "postgresql, mks-backend, nginx")]
 

@@ -35,7 +35,6 @@ from gate.shims import PROJECT_DIR, ShimSpec, write_shims
 from recovery import integrity, pitr
 from recovery.commands import run
 from recovery.database import backup_database
-from recovery.journal import tail
 from recovery.services import wait_healthy
 from recovery.waiting import WaitTimeout, wait_until
 
@@ -368,10 +367,9 @@ class Gate:
         if not healthy:
             health.ok = False
             health.problems.append(f"backend not healthy: {detail[:200]}")
-            fatal = [line for line in tail(Path(target.database.log_file), 40).splitlines()
-                     if "FATAL" in line or "PANIC" in line]
+            fatal = drilled.server_fatal(target.database.log_file)
             if fatal and not services.is_active("postgresql"):
-                health.problems.append("server log: " + fatal[-1])
+                health.problems.append("server log: " + fatal)
             return self._redacted(health)
         checks = integrity.post_checks(target, "admin", password or stack.secrets.admin_password,
                                         upload=False)

@@ -62,3 +62,23 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["--no-such-option", str(CORRECTED)]) == 2
     assert main([]) == 2
+
+
+def test_server_fatal_is_the_servers_own_line_not_a_clients(tmp_path):
+    """The race of the original's PITR check: a refused login (`user@db FATAL`) written after the
+    server's own FATAL must not be taken for why the server is down."""
+    from gate.drilled import server_fatal
+
+    log = tmp_path / "postgresql.log"
+    server = ('2026-12-03 15:00:00.100 UTC [41] FATAL:  using recovery command file "recovery.conf" '
+              "is not supported")
+    log.write_text("\n".join([
+        "2026-12-03 15:00:00.000 UTC [41] LOG:  starting PostgreSQL 15",
+        server,
+        "2026-12-03 15:00:00.200 UTC [52] mks_user@mks_db FATAL:  the database system is shutting down",
+        "2026-12-03 15:00:00.300 UTC [53] postgres@postgres FATAL:  the database system is starting up",
+    ]) + "\n")
+    assert server_fatal(log) == server
+    log.write_text("2026-12-03 15:00:00.300 UTC [53] postgres@postgres FATAL:  password authentication\n")
+    assert server_fatal(log) is None
+    assert server_fatal(tmp_path / "missing.log") is None
