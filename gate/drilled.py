@@ -126,6 +126,46 @@ def newest_backup_restored(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     return [OracleResult("newest backup restored", ok, detail)]
 
 
+@dataclass
+class DropDatabaseAfterFailedAttempt:
+    """The database lost, and a restore beside it tried once already: an earlier attempt's mks_db_restore
+    is left (a procedure that restores beside must clear it, not fail on it or swap it in)."""
+
+    name: str = "drop-database-leftover-restore"
+    label: str = "データベース消失 (前回のリストア試行の mks_db_restore が残存)"
+
+    def inject(self, stack: Stack) -> Details:
+        from fixtures.engine.faults import DropDatabase
+
+        details = DropDatabase().inject(stack)
+        with stack.pg.connect("postgres") as conn:
+            conn.execute("DROP DATABASE IF EXISTS mks_db_restore")
+            conn.execute("CREATE DATABASE mks_db_restore")
+        with stack.pg.connect("mks_db_restore") as conn:
+            conn.execute("CREATE TABLE half_restored (id int)")
+        return {**details, "leftover": "mks_db_restore"}
+
+    def confirm(self, stack: Stack, details: Details) -> str:
+        from fixtures.engine.faults import DropDatabase
+
+        return DropDatabase().confirm(stack, details) + "; an earlier attempt's mks_db_restore is left"
+
+
+def live_database_copied(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The damaged live database was kept (a dump or a renamed database) before it was replaced."""
+    before = set(ctx.notes["backups"])
+    copies = [p.name for p in Path(run_.target.paths.backup_dir).glob("*.dump")
+              if p.name not in before and p.stat().st_size > 0]
+    with run_.stack.pg.connect("postgres") as conn:
+        kept = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'mks_db_%%' "
+                                           "AND datname <> 'mks_db_restore'").fetchall()]
+    ok = bool(copies or kept)
+    return [OracleResult("the live database was kept before it was replaced", ok,
+                         f"kept as {', '.join(copies + kept)}" if ok else
+                         "replaced the live database without a copy of it (no new dump, no renamed "
+                         "database)")]
+
+
 # ---- アップロードファイル復旧 ---------------------------------------------------------------------
 
 def _tar_uploads(stack: Stack, dest: Path) -> None:
@@ -225,6 +265,29 @@ def files_are_the_backup(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     ]
 
 
+def uploads_kept_before(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """What the uploads folder held before the restore was kept (an archive or a folder beside it)."""
+    uploads = Path(run_.target.paths.uploads_dir)
+    made = set(ctx.notes["archives"])
+    found = []
+    for path in Path(run_.target.paths.backup_dir).glob("*.tar.gz"):
+        if path.name in made:
+            continue
+        try:
+            names = {n.rsplit("/", 1)[-1] for n in archive_manifest(path)}
+        except (tarfile.TarError, OSError):
+            continue
+        if set(STALE_FILES) <= names:
+            found.append(path.name)
+    for beside in uploads.parent.glob(f"{uploads.name}?*"):
+        if beside.is_dir() and all((beside / n).exists() for n in STALE_FILES):
+            found.append(str(beside.relative_to(uploads.parent)))
+    return [OracleResult("the uploads as they were are kept", bool(found),
+                         f"kept in {', '.join(found)}" if found else
+                         "replaced the uploads without a copy of what was there (no archive or folder holds "
+                         f"{', '.join(STALE_FILES)})")]
+
+
 # ---- ポイントインタイムリカバリ ---------------------------------------------------------------------
 
 @dataclass
@@ -244,6 +307,44 @@ class MistakeThenMore:
 
     def confirm(self, stack: Stack, details: Details) -> str:
         return DeleteRowsByMistake().confirm(stack, details)
+
+
+def prepare_pitr(run_: DrillRun, ctx: Context) -> None:
+    """Two base backups with data between them; the WAL archive cleaned up before the newest one (as
+    pg_archivecleanup after each base backup does): only the newest base backup can reach the target."""
+    from recovery import pitr
+
+    stamps: list[float] = []
+    for label in ("gate older", "gate newest"):
+        _next_second(stamps)
+        run_.action(pitr.base_backup, run_.target, label=label)
+        if label == "gate older":
+            with integrity.connect(run_.target, "mks_db") as conn:
+                conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate')",
+                             (BETWEEN_PROJECT,))
+    newest = pitr.base_backups(run_.target)[-1]
+    archive = Path(run_.target.paths.wal_archive)
+    removed = [p for p in archive.iterdir() if len(p.name) == 24 and p.name < newest.start_segment]
+    for path in removed:
+        path.unlink()
+    ctx.notes["cleaned"] = len(removed)
+
+
+RECOVERY_SETTINGS = ("restore_command", "recovery_target_time", "recovery_target_action")
+
+
+def recovery_settings_removed(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The runbook's own step: a later start must not recover again (settings gone from the files, and
+    the running server's restore_command reloaded)."""
+    with integrity.connect(run_.target, "postgres") as conn:
+        in_files = [f"{r[0]} in {Path(r[1]).name}" for r in conn.execute(
+            "SELECT name, sourcefile FROM pg_file_settings WHERE name = ANY(%s)",
+            (list(RECOVERY_SETTINGS),)).fetchall()]
+        live = conn.execute("SHOW restore_command").fetchone()
+    if live and live[0]:
+        in_files.append(f"the server still has restore_command = '{live[0]}' (not reloaded)")
+    return [OracleResult("recovery settings removed", not in_files,
+                         "none left in the configuration" if not in_files else "; ".join(in_files))]
 
 
 def pitr_env(run_: DrillRun) -> dict[str, str]:
@@ -297,14 +398,14 @@ def prepare_database_bad_newest(run_: DrillRun, ctx: Context) -> None:
     prepare_database(run_, ctx)
     newest = Path(run_.target.paths.backup_dir) / ctx.notes["backups"][-1]
     _truncate(newest)
-    ctx.notes["truncated"] = newest.name
+    ctx.notes["bad"] = f"{newest.name} truncated, its table of contents intact"
 
 
 def prepare_uploads_bad_newest(run_: DrillRun, ctx: Context) -> None:
     prepare_uploads(run_, ctx)
     newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
     _truncate(newest)
-    ctx.notes["truncated"] = newest.name
+    ctx.notes["bad"] = f"{newest.name} truncated"
 
 
 @dataclass
@@ -339,11 +440,10 @@ def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
         ctx.notes["why"] = _first(exc)
     safe = documents >= left and users > 0
     detail = (f"the live database kept its data ({documents} documents, {left} before the procedure); "
-              f"the truncated {ctx.notes['truncated']} was not swapped in" if safe else
+              "the bad backup was not swapped in" if safe else
               "dropped the live database before the backup was known to restore "
               f"({ctx.notes.get('why') or f'{documents} documents left of {left}'})")
-    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated, its table of contents intact)",
-                         safe, detail)]
+    return [OracleResult(f"bad backup ({ctx.notes['bad']})", safe, detail)]
 
 
 def uploads_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
@@ -353,7 +453,7 @@ def uploads_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     safe = kept >= left
     detail = (f"{kept} live files kept ({left} before the procedure)" if safe else
               f"removed the uploads before the archive was read ({kept} of {left} live files left)")
-    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated)", safe, detail)]
+    return [OracleResult(f"bad backup ({ctx.notes['bad']})", safe, detail)]
 
 
 @dataclass
@@ -361,7 +461,8 @@ class Variant:
     name: str
     prepare: Callable[[DrillRun, Context], None]
     fault: Any
-    judge: Oracle
+    judges: tuple[Oracle, ...]
+    env: Callable[[DrillRun], dict[str, str]] | None = None
 
 
 # ---- every drill -------------------------------------------------------------------------------
@@ -387,16 +488,29 @@ def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
                          "; ".join(down) or "postgresql, mks-backend, nginx")]
 
 
-PLANS = (
-    Plan("database-restore", prepare_database, None, (newest_backup_restored, services_running),
-         variants=(Variant("truncated newest dump", prepare_database_bad_newest, DeleteRowsByMistake(),
-                           database_kept_safe),)),
-    Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
-         (files_are_the_backup, services_running),
-         variants=(Variant("truncated newest uploads archive", prepare_uploads_bad_newest,
-                           RemoveSomeUploads(), uploads_kept_safe),)),
-    Plan("point-in-time-recovery", None, MistakeThenMore(), (point_in_time, services_running), env=pitr_env),
-)
+def plans() -> tuple[Plan, ...]:
+    from gate import badbackups as bad
+
+    return (
+        Plan("database-restore", prepare_database, DropDatabaseAfterFailedAttempt(),
+             (newest_backup_restored, services_running),
+             variants=(Variant("truncated newest dump", prepare_database_bad_newest, DeleteRowsByMistake(),
+                               (database_kept_safe,)),
+                       Variant("live database damaged, newest dump valid", prepare_database,
+                               DeleteRowsByMistake(),
+                               (newest_backup_restored, live_database_copied, services_running)))),
+        Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
+             (files_are_the_backup, uploads_kept_before, services_running),
+             variants=(Variant("truncated newest uploads archive", prepare_uploads_bad_newest,
+                               RemoveSomeUploads(), (uploads_kept_safe,)),
+                       Variant("newest uploads archive with members escaping the folder",
+                               bad.prepare_uploads_escaping, RemoveSomeUploads(),
+                               (uploads_kept_safe, bad.nothing_written_outside)))),
+        Plan("point-in-time-recovery", prepare_pitr, MistakeThenMore(),
+             (point_in_time, recovery_settings_removed, services_running), env=pitr_env,
+             variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
+                               MistakeThenMore(), (bad.not_promoted_short,), env=pitr_env),)),
+    )
 
 
 def catalogue() -> dict[str, Drill]:
@@ -414,7 +528,7 @@ def covers(drill: Drill, title: str) -> bool:
 
 def plan_for(title: str) -> tuple[Plan, Drill] | None:
     drills = catalogue()
-    for plan in PLANS:
+    for plan in plans():
         drill = drills.get(plan.drill)
         if drill is not None and covers(drill, title):
             return plan, drill
@@ -433,6 +547,7 @@ class DrilledResult:
     blocks: list[BlockOutcome]
     checks: list[str]
     problems: list[str]
+    oracles: list[OracleResult] = field(default_factory=list)
 
 
 def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
@@ -484,22 +599,21 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
     if not ctx.blocks and not problems:
         problems.append("the procedure's blocks did not run")
     verdict = "passed" if not problems and all(b.status != FAILED for b in ctx.blocks) else "failed"
-    return DrilledResult(drill.name, fault.label, verdict, ctx.blocks, checks, problems)
+    return DrilledResult(drill.name, fault.label, verdict, ctx.blocks, checks, problems, ctx.oracles)
 
 
 def run_variant(variant: Variant, drill: Drill, sections: list[Section], stack: Stack,
                 session_for: Callable[[Any, dict[str, str]], Any], settings: DrillSettings,
                 name: str) -> OracleResult:
     """The procedure under a bad backup; only safe or harmed counts (refusing is the right answer)."""
-    plan = Plan(drill.name, variant.prepare, variant.fault, (variant.judge,))
+    plan = Plan(drill.name, variant.prepare, variant.fault, variant.judges, env=variant.env)
     result = run_drilled(plan, drill, sections, stack, session_for, settings, name)
-    found = [c for c in result.checks if c.startswith("oracle bad backup")]
-    if not found:
+    if not result.oracles:
         why = "; ".join(result.problems)[:300] or "no judgement"
         return OracleResult(f"variant {variant.name}", False, f"the variant could not be judged: {why}")
-    ok = ": ok (" in found[0]
-    return OracleResult(f"variant {variant.name}", ok, found[0].split(" (", 1)[-1].rstrip(")")
-                        if ok else found[0].split("FAILED (", 1)[-1].rstrip(")"))
+    failed = [o for o in result.oracles if not o.ok]
+    return OracleResult(f"variant {variant.name}", not failed,
+                        "; ".join(o.detail for o in (failed or result.oracles)))
 
 
 def _few(names: list[str], limit: int = 3) -> str:
