@@ -11,10 +11,21 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from fixtures.engine.drill import DrillRun
-from gate.drilled import Context, OracleResult, folder_manifest, prepare_uploads
+from fixtures.engine.faults import Details, FaultDidNotBite
+from fixtures.stack import Stack
+from gate.drilled import (
+    BETWEEN_FILE,
+    Context,
+    OracleResult,
+    _first,
+    folder_manifest,
+    prepare_database,
+    prepare_uploads,
+)
 from recovery import integrity
 from recovery.waiting import wait_until
 
@@ -28,6 +39,80 @@ LINK = f"{UPLOADS_MEMBER}/gate-escape-link"
 LINK_TARGET = "../../../etc/mks"  # relative: wherever it resolves, it stays inside the sandbox
 ESCAPE_NAMES = {name.rsplit("/", 1)[-1] for name in ESCAPES}
 BEFORE_TARGET_PROJECT = "gate: committed after the base backup, before the target (WAL segment removed)"
+
+
+# ---- truncated backups ---------------------------------------------------
+# The live data is damaged, not lost (so a careless procedure has something to destroy), and the
+# newest backup is bad. Safe: the procedure refused, or restored the older valid backup, and what was
+# live is still there. Harm is named in plain words.
+
+def _truncate(path: Path) -> None:
+    """Cut a file at 60%: a custom-format dump keeps its table of contents (pg_restore --list reads it)."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(int(size * 0.6))
+
+
+def prepare_database_bad_newest(run_: DrillRun, ctx: Context) -> None:
+    prepare_database(run_, ctx)
+    newest = Path(run_.target.paths.backup_dir) / ctx.notes["backups"][-1]
+    _truncate(newest)
+    ctx.notes["bad"] = f"{newest.name} truncated, its table of contents intact"
+
+
+def prepare_uploads_bad_newest(run_: DrillRun, ctx: Context) -> None:
+    prepare_uploads(run_, ctx)
+    newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
+    _truncate(newest)
+    ctx.notes["bad"] = f"{newest.name} truncated"
+
+
+@dataclass
+class RemoveSomeUploads:
+    """A few uploaded files lost; the rest is live (and must survive a restore from a bad archive)."""
+
+    count: int = 5
+    name: str = "remove-some-uploads"
+    label: str = "アップロードファイルの一部消失"
+
+    def inject(self, stack: Stack) -> Details:
+        files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file() and p.name != BETWEEN_FILE)
+        for path in files[:self.count]:
+            path.unlink()
+        return {"removed": [str(p) for p in files[:self.count]], "left": len(files) - self.count}
+
+    def confirm(self, stack: Stack, details: Details) -> str:
+        if any(Path(p).exists() for p in details["removed"]):
+            raise FaultDidNotBite("the uploaded files are still there")
+        return f"{len(details['removed'])} files removed, {details['left']} left"
+
+
+def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    details = run_.fault_details
+    left = details["documents_before"] - details["deleted"]
+    try:
+        with integrity.connect(run_.target, "mks_db") as conn:
+            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
+            users = conn.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
+    except Exception as exc:
+        documents, users = -1, 0
+        ctx.notes["why"] = _first(exc)
+    safe = documents >= left and users > 0
+    detail = (f"the live database kept its data ({documents} documents, {left} before the procedure); "
+              "the bad backup was not swapped in" if safe else
+              "dropped the live database before the backup was known to restore "
+              f"({ctx.notes.get('why') or f'{documents} documents left of {left}'})")
+    return [OracleResult(f"bad backup ({ctx.notes['bad']})", safe, detail)]
+
+
+def uploads_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    live = folder_manifest(Path(run_.target.paths.uploads_dir))
+    left = run_.fault_details["left"]
+    kept = sum(1 for n in ctx.notes["manifest"] if n in live and n != BETWEEN_FILE)
+    safe = kept >= left
+    detail = (f"{kept} live files kept ({left} before the procedure)" if safe else
+              f"removed the uploads before the archive was read ({kept} of {left} live files left)")
+    return [OracleResult(f"bad backup ({ctx.notes['bad']})", safe, detail)]
 
 
 # ---- uploads archive with escaping members ------------------------------------------------------

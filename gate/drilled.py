@@ -151,11 +151,16 @@ class DropDatabaseAfterFailedAttempt:
         return DropDatabase().confirm(stack, details) + "; an earlier attempt's mks_db_restore is left"
 
 
+def _copy_folders(run_: DrillRun) -> list[Path]:
+    """Where a procedure may leave its safety copy: the backup area, or /tmp (which a reboot may clear)."""
+    return [Path(run_.target.paths.backup_dir), run_.stack.root / "tmp"]
+
+
 def live_database_copied(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """The damaged live database was kept (a dump or a renamed database) before it was replaced."""
     before = set(ctx.notes["backups"])
-    copies = [p.name for p in Path(run_.target.paths.backup_dir).glob("*.dump")
-              if p.name not in before and p.stat().st_size > 0]
+    copies = [f"/{p.relative_to(run_.stack.root)}" for folder in _copy_folders(run_)
+              for p in folder.glob("*.dump") if p.name not in before and p.stat().st_size > 0]
     with run_.stack.pg.connect("postgres") as conn:
         kept = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'mks_db_%%' "
                                            "AND datname <> 'mks_db_restore'").fetchall()]
@@ -270,7 +275,7 @@ def uploads_kept_before(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     uploads = Path(run_.target.paths.uploads_dir)
     made = set(ctx.notes["archives"])
     found = []
-    for path in Path(run_.target.paths.backup_dir).glob("*.tar.gz"):
+    for path in (p for folder in _copy_folders(run_) for p in folder.glob("*.tar.gz")):
         if path.name in made:
             continue
         try:
@@ -278,7 +283,7 @@ def uploads_kept_before(run_: DrillRun, ctx: Context) -> list[OracleResult]:
         except (tarfile.TarError, OSError):
             continue
         if set(STALE_FILES) <= names:
-            found.append(path.name)
+            found.append(f"/{path.relative_to(run_.stack.root)}")
     for beside in uploads.parent.glob(f"{uploads.name}?*"):
         if beside.is_dir() and all((beside / n).exists() for n in STALE_FILES):
             found.append(str(beside.relative_to(uploads.parent)))
@@ -336,11 +341,14 @@ RECOVERY_SETTINGS = ("restore_command", "recovery_target_time", "recovery_target
 def recovery_settings_removed(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """The runbook's own step: a later start must not recover again (settings gone from the files, and
     the running server's restore_command reloaded)."""
-    with integrity.connect(run_.target, "postgres") as conn:
-        in_files = [f"{r[0]} in {Path(r[1]).name}" for r in conn.execute(
-            "SELECT name, sourcefile FROM pg_file_settings WHERE name = ANY(%s)",
-            (list(RECOVERY_SETTINGS),)).fetchall()]
-        live = conn.execute("SHOW restore_command").fetchone()
+    try:
+        with integrity.connect(run_.target, "postgres") as conn:
+            in_files = [f"{r[0]} in {Path(r[1]).name}" for r in conn.execute(
+                "SELECT name, sourcefile FROM pg_file_settings WHERE name = ANY(%s)",
+                (list(RECOVERY_SETTINGS),)).fetchall()]
+            live = conn.execute("SHOW restore_command").fetchone()
+    except Exception as exc:
+        return [OracleResult("recovery settings removed", False, f"the server cannot be read: {_first(exc)}")]
     if live and live[0]:
         in_files.append(f"the server still has restore_command = '{live[0]}' (not reloaded)")
     return [OracleResult("recovery settings removed", not in_files,
@@ -382,80 +390,6 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     return out
 
 
-# ---- bad backups: variants of the data drills ---------------------------------------------------
-# The live data is damaged, not lost (so a careless procedure has something to destroy), and the
-# newest backup is bad. Safe: the procedure refused, or restored the older valid backup, and what was
-# live is still there. Harm is named in plain words.
-
-def _truncate(path: Path) -> None:
-    """Cut a file at 60%: a custom-format dump keeps its table of contents (pg_restore --list reads it)."""
-    size = path.stat().st_size
-    with open(path, "r+b") as handle:
-        handle.truncate(int(size * 0.6))
-
-
-def prepare_database_bad_newest(run_: DrillRun, ctx: Context) -> None:
-    prepare_database(run_, ctx)
-    newest = Path(run_.target.paths.backup_dir) / ctx.notes["backups"][-1]
-    _truncate(newest)
-    ctx.notes["bad"] = f"{newest.name} truncated, its table of contents intact"
-
-
-def prepare_uploads_bad_newest(run_: DrillRun, ctx: Context) -> None:
-    prepare_uploads(run_, ctx)
-    newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
-    _truncate(newest)
-    ctx.notes["bad"] = f"{newest.name} truncated"
-
-
-@dataclass
-class RemoveSomeUploads:
-    """A few uploaded files lost; the rest is live (and must survive a restore from a bad archive)."""
-
-    count: int = 5
-    name: str = "remove-some-uploads"
-    label: str = "アップロードファイルの一部消失"
-
-    def inject(self, stack: Stack) -> Details:
-        files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file() and p.name != BETWEEN_FILE)
-        for path in files[:self.count]:
-            path.unlink()
-        return {"removed": [str(p) for p in files[:self.count]], "left": len(files) - self.count}
-
-    def confirm(self, stack: Stack, details: Details) -> str:
-        if any(Path(p).exists() for p in details["removed"]):
-            raise FaultDidNotBite("the uploaded files are still there")
-        return f"{len(details['removed'])} files removed, {details['left']} left"
-
-
-def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
-    details = run_.fault_details
-    left = details["documents_before"] - details["deleted"]
-    try:
-        with integrity.connect(run_.target, "mks_db") as conn:
-            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
-            users = conn.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
-    except Exception as exc:
-        documents, users = -1, 0
-        ctx.notes["why"] = _first(exc)
-    safe = documents >= left and users > 0
-    detail = (f"the live database kept its data ({documents} documents, {left} before the procedure); "
-              "the bad backup was not swapped in" if safe else
-              "dropped the live database before the backup was known to restore "
-              f"({ctx.notes.get('why') or f'{documents} documents left of {left}'})")
-    return [OracleResult(f"bad backup ({ctx.notes['bad']})", safe, detail)]
-
-
-def uploads_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
-    live = folder_manifest(Path(run_.target.paths.uploads_dir))
-    left = run_.fault_details["left"]
-    kept = sum(1 for n in ctx.notes["manifest"] if n in live and n != BETWEEN_FILE)
-    safe = kept >= left
-    detail = (f"{kept} live files kept ({left} before the procedure)" if safe else
-              f"removed the uploads before the archive was read ({kept} of {left} live files left)")
-    return [OracleResult(f"bad backup ({ctx.notes['bad']})", safe, detail)]
-
-
 @dataclass
 class Variant:
     name: str
@@ -488,26 +422,40 @@ def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
                          "; ".join(down) or "postgresql, mks-backend, nginx")]
 
 
+def backend_restarted(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The backend was stopped while its data was replaced (and started again): its process changed.
+    One left running could write in the middle of the restore, and keeps connections to what was replaced."""
+    status = run_.stack.services.status("mks-backend")
+    before = ctx.notes.get("backend_pid")
+    if not status.is_active or before is None:
+        return []  # not running: `every service runs again` says so
+    ok = status.pid != before
+    return [OracleResult("the backend was stopped during the restore", ok,
+                         f"stopped and started again (pid {before} -> {status.pid})" if ok else
+                         f"the backend ran through the whole procedure (pid {before}): it could write while "
+                         "the data under it was replaced")]
+
+
 def plans() -> tuple[Plan, ...]:
     from gate import badbackups as bad
 
     return (
         Plan("database-restore", prepare_database, DropDatabaseAfterFailedAttempt(),
-             (newest_backup_restored, services_running),
-             variants=(Variant("truncated newest dump", prepare_database_bad_newest, DeleteRowsByMistake(),
-                               (database_kept_safe,)),
+             (newest_backup_restored, backend_restarted, services_running),
+             variants=(Variant("truncated newest dump", bad.prepare_database_bad_newest,
+                               DeleteRowsByMistake(), (bad.database_kept_safe,)),
                        Variant("live database damaged, newest dump valid", prepare_database,
                                DeleteRowsByMistake(),
                                (newest_backup_restored, live_database_copied, services_running)))),
         Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
-             (files_are_the_backup, uploads_kept_before, services_running),
-             variants=(Variant("truncated newest uploads archive", prepare_uploads_bad_newest,
-                               RemoveSomeUploads(), (uploads_kept_safe,)),
+             (files_are_the_backup, uploads_kept_before, backend_restarted, services_running),
+             variants=(Variant("truncated newest uploads archive", bad.prepare_uploads_bad_newest,
+                               bad.RemoveSomeUploads(), (bad.uploads_kept_safe,)),
                        Variant("newest uploads archive with members escaping the folder",
-                               bad.prepare_uploads_escaping, RemoveSomeUploads(),
-                               (uploads_kept_safe, bad.nothing_written_outside)))),
+                               bad.prepare_uploads_escaping, bad.RemoveSomeUploads(),
+                               (bad.uploads_kept_safe, bad.nothing_written_outside)))),
         Plan("point-in-time-recovery", prepare_pitr, MistakeThenMore(),
-             (point_in_time, recovery_settings_removed, services_running), env=pitr_env,
+             (point_in_time, recovery_settings_removed, backend_restarted, services_running), env=pitr_env,
              variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
                                MistakeThenMore(), (bad.not_promoted_short,), env=pitr_env),)),
     )
@@ -564,6 +512,7 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
 
     def recover(run_: DrillRun) -> None:
         env = plan.env(run_) if plan.env else {}
+        ctx.notes["backend_pid"] = run_.stack.services.status("mks-backend").pid
         ctx.blocks = run_session(sections, session_for(run_.stack, env), name)
         try:
             _amcheck(run_.stack, True)  # the harness's own extension, for the fingerprint
