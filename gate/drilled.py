@@ -355,6 +355,16 @@ def recovery_settings_removed(run_: DrillRun, ctx: Context) -> list[OracleResult
                          "none left in the configuration" if not in_files else "; ".join(in_files))]
 
 
+def data_directory_kept(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The data directory as it was before the recovery is kept beside (the runbook removes it only after
+    the result is confirmed)."""
+    data = Path(run_.target.database.data_dir)
+    kept = [p.name for p in data.parent.glob(f"{data.name}?*") if (p / "PG_VERSION").is_file()]
+    return [OracleResult("the data directory before the recovery is kept", bool(kept),
+                         f"kept as {', '.join(kept)}" if kept else
+                         f"no copy of {data.name} beside it: what was there before the recovery is gone")]
+
+
 def pitr_env(run_: DrillRun) -> dict[str, str]:
     return {"TARGET_TIME": str(run_.fault_details["target_time"])}
 
@@ -455,7 +465,8 @@ def plans() -> tuple[Plan, ...]:
                                bad.prepare_uploads_escaping, bad.RemoveSomeUploads(),
                                (bad.uploads_kept_safe, bad.nothing_written_outside)))),
         Plan("point-in-time-recovery", prepare_pitr, MistakeThenMore(),
-             (point_in_time, recovery_settings_removed, backend_restarted, services_running), env=pitr_env,
+             (point_in_time, recovery_settings_removed, data_directory_kept, backend_restarted,
+              services_running), env=pitr_env,
              variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
                                MistakeThenMore(), (bad.not_promoted_short,), env=pitr_env),)),
     )
