@@ -92,12 +92,13 @@ class Gate:
 
     def __init__(self, runbook: Runbook, make_stack: Callable[..., Stack], seed_scale: float = 0.2,
                  timeout_per_block: float = 90.0, reports_dir: Path | None = None, drilled: bool = True,
-                 variants: bool = True):
+                 variants: bool = True, verify: bool = True):
         self.runbook = runbook
         self.reports_dir = reports_dir
         self.drilled = drilled  # False: every procedure on a healthy system (the gate before drills)
         self.drill_stacks = 0
         self.variants = variants  # the data procedures also under bad backups
+        self.verify = verify  # the verification sections once more against a wrong state (whole runs only)
         self.make_stack = make_stack
         self.seed_scale = seed_scale
         self.timeout_per_block = timeout_per_block
@@ -152,6 +153,10 @@ class Gate:
             except Exception as exc:  # the gate's own error inside one procedure: that procedure's failure
                 log.exception("procedure %s stopped the gate", title)
                 outcomes.append(self._crashed(title, sections, exc, started))
+        if only is None and self.verify:
+            from gate.verification import check_verifications
+
+            check_verifications(self, outcomes)
         return outcomes
 
     def _crashed(self, title: str, sections: list[Section], exc: Exception,
