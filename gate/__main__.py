@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             written = write_mutation_report(report, reports)
             print("\n".join(report.lines()))
             print(f"report: {written}")
-            real = [r for r in report.survivors if not r.mutant.display_only]
+            real = [r for r in report.survivors if not r.mutant.equivalent]
             return FAILED_EXIT if real else 0
         from gate import run_gate
 

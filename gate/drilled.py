@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import re
 import stat
 import tarfile
 import time
@@ -125,6 +126,51 @@ def newest_backup_restored(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     return [OracleResult("newest backup restored", ok, detail)]
 
 
+@dataclass
+class DropDatabaseAfterFailedAttempt:
+    """The database lost, and a restore beside it tried once already: an earlier attempt's mks_db_restore
+    is left (a procedure that restores beside must clear it, not fail on it or swap it in)."""
+
+    name: str = "drop-database-leftover-restore"
+    label: str = "データベース消失 (前回のリストア試行の mks_db_restore が残存)"
+
+    def inject(self, stack: Stack) -> Details:
+        from fixtures.engine.faults import DropDatabase
+
+        details = DropDatabase().inject(stack)
+        with stack.pg.connect("postgres") as conn:
+            conn.execute("DROP DATABASE IF EXISTS mks_db_restore")
+            conn.execute("CREATE DATABASE mks_db_restore")
+        with stack.pg.connect("mks_db_restore") as conn:
+            conn.execute("CREATE TABLE half_restored (id int)")
+        return {**details, "leftover": "mks_db_restore"}
+
+    def confirm(self, stack: Stack, details: Details) -> str:
+        from fixtures.engine.faults import DropDatabase
+
+        return DropDatabase().confirm(stack, details) + "; an earlier attempt's mks_db_restore is left"
+
+
+def _copy_folders(run_: DrillRun) -> list[Path]:
+    """Where a procedure may leave its safety copy: the backup area, or /tmp (which a reboot may clear)."""
+    return [Path(run_.target.paths.backup_dir), run_.stack.root / "tmp"]
+
+
+def live_database_copied(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The damaged live database was kept (a dump or a renamed database) before it was replaced."""
+    before = set(ctx.notes["backups"])
+    copies = [f"/{p.relative_to(run_.stack.root)}" for folder in _copy_folders(run_)
+              for p in folder.glob("*.dump") if p.name not in before and p.stat().st_size > 0]
+    with run_.stack.pg.connect("postgres") as conn:
+        kept = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'mks_db_%%' "
+                                           "AND datname <> 'mks_db_restore'").fetchall()]
+    ok = bool(copies or kept)
+    return [OracleResult("the live database was kept before it was replaced", ok,
+                         f"kept as {', '.join(copies + kept)}" if ok else
+                         "replaced the live database without a copy of it (no new dump, no renamed "
+                         "database)")]
+
+
 # ---- アップロードファイル復旧 ---------------------------------------------------------------------
 
 def _tar_uploads(stack: Stack, dest: Path) -> None:
@@ -224,6 +270,29 @@ def files_are_the_backup(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     ]
 
 
+def uploads_kept_before(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """What the uploads folder held before the restore was kept (an archive or a folder beside it)."""
+    uploads = Path(run_.target.paths.uploads_dir)
+    made = set(ctx.notes["archives"])
+    found = []
+    for path in (p for folder in _copy_folders(run_) for p in folder.glob("*.tar.gz")):
+        if path.name in made:
+            continue
+        try:
+            names = {n.rsplit("/", 1)[-1] for n in archive_manifest(path)}
+        except (tarfile.TarError, OSError):
+            continue
+        if set(STALE_FILES) <= names:
+            found.append(f"/{path.relative_to(run_.stack.root)}")
+    for beside in uploads.parent.glob(f"{uploads.name}?*"):
+        if beside.is_dir() and all((beside / n).exists() for n in STALE_FILES):
+            found.append(str(beside.relative_to(uploads.parent)))
+    return [OracleResult("the uploads as they were are kept", bool(found),
+                         f"kept in {', '.join(found)}" if found else
+                         "replaced the uploads without a copy of what was there (no archive or folder holds "
+                         f"{', '.join(STALE_FILES)})")]
+
+
 # ---- ポイントインタイムリカバリ ---------------------------------------------------------------------
 
 @dataclass
@@ -243,6 +312,57 @@ class MistakeThenMore:
 
     def confirm(self, stack: Stack, details: Details) -> str:
         return DeleteRowsByMistake().confirm(stack, details)
+
+
+def prepare_pitr(run_: DrillRun, ctx: Context) -> None:
+    """Two base backups with data between them; the WAL archive cleaned up before the newest one (as
+    pg_archivecleanup after each base backup does): only the newest base backup can reach the target."""
+    from recovery import pitr
+
+    stamps: list[float] = []
+    for label in ("gate older", "gate newest"):
+        _next_second(stamps)
+        run_.action(pitr.base_backup, run_.target, label=label)
+        if label == "gate older":
+            with integrity.connect(run_.target, "mks_db") as conn:
+                conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate')",
+                             (BETWEEN_PROJECT,))
+    newest = pitr.base_backups(run_.target)[-1]
+    archive = Path(run_.target.paths.wal_archive)
+    removed = [p for p in archive.iterdir() if len(p.name) == 24 and p.name < newest.start_segment]
+    for path in removed:
+        path.unlink()
+    ctx.notes["cleaned"] = len(removed)
+
+
+RECOVERY_SETTINGS = ("restore_command", "recovery_target_time", "recovery_target_action")
+
+
+def recovery_settings_removed(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The runbook's own step: a later start must not recover again (settings gone from the files, and
+    the running server's restore_command reloaded)."""
+    try:
+        with integrity.connect(run_.target, "postgres") as conn:
+            in_files = [f"{r[0]} in {Path(r[1]).name}" for r in conn.execute(
+                "SELECT name, sourcefile FROM pg_file_settings WHERE name = ANY(%s)",
+                (list(RECOVERY_SETTINGS),)).fetchall()]
+            live = conn.execute("SHOW restore_command").fetchone()
+    except Exception as exc:
+        return [OracleResult("recovery settings removed", False, f"the server cannot be read: {_first(exc)}")]
+    if live and live[0]:
+        in_files.append(f"the server still has restore_command = '{live[0]}' (not reloaded)")
+    return [OracleResult("recovery settings removed", not in_files,
+                         "none left in the configuration" if not in_files else "; ".join(in_files))]
+
+
+def data_directory_kept(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The data directory as it was before the recovery is kept beside (the runbook removes it only after
+    the result is confirmed)."""
+    data = Path(run_.target.database.data_dir)
+    kept = [p.name for p in data.parent.glob(f"{data.name}?*") if (p / "PG_VERSION").is_file()]
+    return [OracleResult("the data directory before the recovery is kept", bool(kept),
+                         f"kept as {', '.join(kept)}" if kept else
+                         f"no copy of {data.name} beside it: what was there before the recovery is gone")]
 
 
 def pitr_env(run_: DrillRun) -> dict[str, str]:
@@ -280,112 +400,76 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     return out
 
 
-# ---- bad backups: variants of the data drills ---------------------------------------------------
-# The live data is damaged, not lost (so a careless procedure has something to destroy), and the
-# newest backup is bad. Safe: the procedure refused, or restored the older valid backup, and what was
-# live is still there. Harm is named in plain words.
-
-def _truncate(path: Path) -> None:
-    """Cut a file at 60%: a custom-format dump keeps its table of contents (pg_restore --list reads it)."""
-    size = path.stat().st_size
-    with open(path, "r+b") as handle:
-        handle.truncate(int(size * 0.6))
-
-
-def prepare_database_bad_newest(run_: DrillRun, ctx: Context) -> None:
-    prepare_database(run_, ctx)
-    newest = Path(run_.target.paths.backup_dir) / ctx.notes["backups"][-1]
-    _truncate(newest)
-    ctx.notes["truncated"] = newest.name
-
-
-def prepare_uploads_bad_newest(run_: DrillRun, ctx: Context) -> None:
-    prepare_uploads(run_, ctx)
-    newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
-    _truncate(newest)
-    ctx.notes["truncated"] = newest.name
-
-
-@dataclass
-class RemoveSomeUploads:
-    """A few uploaded files lost; the rest is live (and must survive a restore from a bad archive)."""
-
-    count: int = 5
-    name: str = "remove-some-uploads"
-    label: str = "アップロードファイルの一部消失"
-
-    def inject(self, stack: Stack) -> Details:
-        files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file() and p.name != BETWEEN_FILE)
-        for path in files[:self.count]:
-            path.unlink()
-        return {"removed": [str(p) for p in files[:self.count]], "left": len(files) - self.count}
-
-    def confirm(self, stack: Stack, details: Details) -> str:
-        if any(Path(p).exists() for p in details["removed"]):
-            raise FaultDidNotBite("the uploaded files are still there")
-        return f"{len(details['removed'])} files removed, {details['left']} left"
-
-
-def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
-    details = run_.fault_details
-    left = details["documents_before"] - details["deleted"]
-    try:
-        with integrity.connect(run_.target, "mks_db") as conn:
-            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
-            users = conn.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
-    except Exception as exc:
-        documents, users = -1, 0
-        ctx.notes["why"] = _first(exc)
-    safe = documents >= left and users > 0
-    detail = (f"the live database kept its data ({documents} documents, {left} before the procedure); "
-              f"the truncated {ctx.notes['truncated']} was not swapped in" if safe else
-              "dropped the live database before the backup was known to restore "
-              f"({ctx.notes.get('why') or f'{documents} documents left of {left}'})")
-    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated, its table of contents intact)",
-                         safe, detail)]
-
-
-def uploads_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
-    live = folder_manifest(Path(run_.target.paths.uploads_dir))
-    left = run_.fault_details["left"]
-    kept = sum(1 for n in ctx.notes["manifest"] if n in live and n != BETWEEN_FILE)
-    safe = kept >= left
-    detail = (f"{kept} live files kept ({left} before the procedure)" if safe else
-              f"removed the uploads before the archive was read ({kept} of {left} live files left)")
-    return [OracleResult(f"bad backup ({ctx.notes['truncated']} truncated)", safe, detail)]
-
-
 @dataclass
 class Variant:
     name: str
     prepare: Callable[[DrillRun, Context], None]
     fault: Any
-    judge: Oracle
+    judges: tuple[Oracle, ...]
+    env: Callable[[DrillRun], dict[str, str]] | None = None
 
 
 # ---- every drill -------------------------------------------------------------------------------
+
+# the server's own lines carry no `user@db` after the pid (log_line_prefix '%m [%p] %q%u@%d ')
+SERVER_FATAL = re.compile(r"\[\d+\] (?:FATAL|PANIC):")
+
+
+def server_fatal(log_file: str | Path, lines: int = 200) -> str | None:
+    """The server's own last FATAL or PANIC line of the log's last `lines` (a client's `user@db FATAL`,
+    such as a refused login while the server starts, is not why the server is down)."""
+    found = [line for line in tail(Path(log_file), lines).splitlines() if SERVER_FATAL.search(line)]
+    return found[-1] if found else None
+
 
 def services_running(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     down = [f"{name} is {run_.stack.services.status(name).active_state}"
             for name in ("postgresql", "mks-backend", "nginx") if not run_.stack.services.is_active(name)]
     if not run_.stack.services.is_active("postgresql"):
-        fatal = [line for line in tail(Path(run_.target.database.log_file), 40).splitlines()
-                 if "FATAL" in line or "PANIC" in line]
-        down += [f"server log: {fatal[-1]}"] if fatal else []
+        fatal = server_fatal(run_.target.database.log_file)
+        down += [f"server log: {fatal}"] if fatal else []
     return [OracleResult("every service runs again", not down,
                          "; ".join(down) or "postgresql, mks-backend, nginx")]
 
 
-PLANS = (
-    Plan("database-restore", prepare_database, None, (newest_backup_restored, services_running),
-         variants=(Variant("truncated newest dump", prepare_database_bad_newest, DeleteRowsByMistake(),
-                           database_kept_safe),)),
-    Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
-         (files_are_the_backup, services_running),
-         variants=(Variant("truncated newest uploads archive", prepare_uploads_bad_newest,
-                           RemoveSomeUploads(), uploads_kept_safe),)),
-    Plan("point-in-time-recovery", None, MistakeThenMore(), (point_in_time, services_running), env=pitr_env),
-)
+def backend_restarted(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """The backend was stopped while its data was replaced (and started again): its process changed.
+    One left running could write in the middle of the restore, and keeps connections to what was replaced."""
+    status = run_.stack.services.status("mks-backend")
+    before = ctx.notes.get("backend_pid")
+    if not status.is_active or before is None:
+        return []  # not running: `every service runs again` says so
+    ok = status.pid != before
+    return [OracleResult("the backend was stopped during the restore", ok,
+                         f"stopped and started again (pid {before} -> {status.pid})" if ok else
+                         f"the backend ran through the whole procedure (pid {before}): it could write while "
+                         "the data under it was replaced")]
+
+
+def plans() -> tuple[Plan, ...]:
+    from gate import badbackups as bad
+
+    return (
+        Plan("database-restore", prepare_database, DropDatabaseAfterFailedAttempt(),
+             (newest_backup_restored, backend_restarted, services_running),
+             variants=(Variant("truncated newest dump", bad.prepare_database_bad_newest,
+                               DeleteRowsByMistake(), (bad.database_kept_safe,)),
+                       Variant("live database damaged, newest dump valid", prepare_database,
+                               DeleteRowsByMistake(),
+                               (newest_backup_restored, live_database_copied, services_running)))),
+        Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
+             (files_are_the_backup, uploads_kept_before, backend_restarted, services_running),
+             variants=(Variant("truncated newest uploads archive", bad.prepare_uploads_bad_newest,
+                               bad.RemoveSomeUploads(), (bad.uploads_kept_safe,)),
+                       Variant("newest uploads archive with members escaping the folder",
+                               bad.prepare_uploads_escaping, bad.RemoveSomeUploads(),
+                               (bad.uploads_kept_safe, bad.nothing_written_outside)))),
+        Plan("point-in-time-recovery", prepare_pitr, MistakeThenMore(),
+             (point_in_time, recovery_settings_removed, data_directory_kept, backend_restarted,
+              services_running), env=pitr_env,
+             variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
+                               MistakeThenMore(), (bad.not_promoted_short,), env=pitr_env),)),
+    )
 
 
 def catalogue() -> dict[str, Drill]:
@@ -403,7 +487,7 @@ def covers(drill: Drill, title: str) -> bool:
 
 def plan_for(title: str) -> tuple[Plan, Drill] | None:
     drills = catalogue()
-    for plan in PLANS:
+    for plan in plans():
         drill = drills.get(plan.drill)
         if drill is not None and covers(drill, title):
             return plan, drill
@@ -422,6 +506,7 @@ class DrilledResult:
     blocks: list[BlockOutcome]
     checks: list[str]
     problems: list[str]
+    oracles: list[OracleResult] = field(default_factory=list)
 
 
 def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
@@ -438,6 +523,7 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
 
     def recover(run_: DrillRun) -> None:
         env = plan.env(run_) if plan.env else {}
+        ctx.notes["backend_pid"] = run_.stack.services.status("mks-backend").pid
         ctx.blocks = run_session(sections, session_for(run_.stack, env), name)
         try:
             _amcheck(run_.stack, True)  # the harness's own extension, for the fingerprint
@@ -473,22 +559,21 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
     if not ctx.blocks and not problems:
         problems.append("the procedure's blocks did not run")
     verdict = "passed" if not problems and all(b.status != FAILED for b in ctx.blocks) else "failed"
-    return DrilledResult(drill.name, fault.label, verdict, ctx.blocks, checks, problems)
+    return DrilledResult(drill.name, fault.label, verdict, ctx.blocks, checks, problems, ctx.oracles)
 
 
 def run_variant(variant: Variant, drill: Drill, sections: list[Section], stack: Stack,
                 session_for: Callable[[Any, dict[str, str]], Any], settings: DrillSettings,
                 name: str) -> OracleResult:
     """The procedure under a bad backup; only safe or harmed counts (refusing is the right answer)."""
-    plan = Plan(drill.name, variant.prepare, variant.fault, (variant.judge,))
+    plan = Plan(drill.name, variant.prepare, variant.fault, variant.judges, env=variant.env)
     result = run_drilled(plan, drill, sections, stack, session_for, settings, name)
-    found = [c for c in result.checks if c.startswith("oracle bad backup")]
-    if not found:
+    if not result.oracles:
         why = "; ".join(result.problems)[:300] or "no judgement"
         return OracleResult(f"variant {variant.name}", False, f"the variant could not be judged: {why}")
-    ok = ": ok (" in found[0]
-    return OracleResult(f"variant {variant.name}", ok, found[0].split(" (", 1)[-1].rstrip(")")
-                        if ok else found[0].split("FAILED (", 1)[-1].rstrip(")"))
+    failed = [o for o in result.oracles if not o.ok]
+    return OracleResult(f"variant {variant.name}", not failed,
+                        "; ".join(o.detail for o in (failed or result.oracles)))
 
 
 def _few(names: list[str], limit: int = 3) -> str:

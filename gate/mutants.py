@@ -44,6 +44,39 @@ DISPLAY_ONLY = re.compile(
     r"|psql\b[^|]*-c\s+\"(?:\\d|SELECT\b(?![^\"]*pg_(?:reload_conf|switch_wal|terminate))))")
 
 
+# Survivors that cannot change what a procedure leaves, each with why (kind, the line as written, why).
+# A mutant matched here still counts as killed when the gate kills it; only a survivor is excused.
+EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("command deleted", re.compile(r"^\s*[A-Z_]+=no\s*$"),
+     "sets a flag to its default: a fresh shell has it unset, and the later test reads unset as not yes"),
+    ("command deleted", re.compile(r"^\s*pg_restore --list .*&& echo"),
+     "only prints: the blocks run without set -e, so its failure stops nothing (the restore beside with "
+     "--exit-on-error is the check that counts)"),
+    ("ON_ERROR_STOP dropped", re.compile(r"^\s*psql\b(?!.*\s-c\s.*\s-c\s)[^;]*\s-c\s\"[^\"]*\";?\s*$"),
+     "a single -c statement: psql exits non-zero on its error with or without ON_ERROR_STOP"),
+    ("--exit-on-error dropped", re.compile(r"pg_restore .*&& \w+=yes"),
+     "pg_restore without it goes on after an error but still exits non-zero at the end, so the flag "
+     "stays unset; the restore is into the database beside, not the live one"),
+    ("command deleted", re.compile(r"^\s*psql .*GRANT ALL PRIVILEGES ON ALL (?:TABLES|SEQUENCES)"),
+     "the dump restores its owner (mks_user) and grants: after this restore the GRANT changes nothing"),
+    ("command deleted", re.compile(r"^\s*chmod -R u=rwX,g=rX,o= "),
+     "the archive's modes are the backup's (files 640, folders 750): the chmod changes nothing"),
+    ("command deleted", re.compile(r"^\s*curl -fsS --retry"),
+     "the procedure's own last health check: the gate checks health itself after the procedure (a "
+     "person reading the block loses the check, the end state does not change)"),
+    ("curl -f dropped", re.compile(r"^\s*curl -fsS --retry"),
+     "the procedure's own last health check: the gate checks health itself after the procedure"),
+    ("command deleted", re.compile(r"^\s*TARGET_TIME=\"\$\{TARGET_TIME:\?"),
+     "only refuses to run without TARGET_TIME; the gate always gives it"),
+    ("command deleted", re.compile(r"^\s*test \"\$\(psql .*pg_is_in_recovery"),
+     "a check after the wait: when the server is not promoted the next commands fail as well"),
+    ("command deleted", re.compile(r"^\s*sudo -u postgres tar -xzf \S*pg_wal\.tar\.gz"),
+     "the base backup's WAL is in the archive as well: restore_command fetches it"),
+)
+# reasons that are about a bad backup: such a survivor is run once more under the variants
+CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it")
+
+
 @dataclass
 class Mutant:
     ident: str
@@ -56,6 +89,14 @@ class Mutant:
     @property
     def display_only(self) -> bool:
         return self.kind == "command deleted" and bool(DISPLAY_ONLY.match(self.original))
+
+    @property
+    def equivalent(self) -> str | None:
+        """Why this mutant cannot change the outcome (display only, or a listed reason), or None."""
+        if self.display_only:
+            return "display only: does not change the outcome"
+        return next((why for kind, pattern, why in EQUIVALENT
+                     if kind == self.kind and pattern.search(self.original)), None)
 
 
 @dataclass
@@ -85,7 +126,7 @@ class MutationReport:
     @property
     def outcome_changing(self) -> int:
         """Mutants that can change the outcome: all but the deleted display-only commands."""
-        return sum(1 for r in self.results if r.killed or not r.mutant.display_only)
+        return sum(1 for r in self.results if r.killed or not r.mutant.equivalent)
 
     @property
     def score(self) -> float:
@@ -96,8 +137,7 @@ class MutationReport:
                f"{self.killed}/{self.outcome_changing} = {self.score:.0%} of those that can change "
                f"the outcome ({self.seconds:.0f}s)"]
         for r in self.survivors:
-            why = ("display only: does not change the outcome" if r.mutant.display_only
-                   else "SURVIVED: the gate did not notice")
+            why = r.mutant.equivalent or "SURVIVED: the gate did not notice"
             out.append(f"  survivor {r.mutant.ident}: {r.mutant.procedure}, line {r.mutant.line} "
                        f"[{r.mutant.kind}] `{r.mutant.original.strip()[:90]}`: {why}")
         out += [f"  not drilled (no mutants): {p}" for p in self.not_drilled]
@@ -181,7 +221,8 @@ def run_mutants(runbook_path: str, make_stack: Callable[..., Any], reports_dir: 
             break
         # first under the drill's own fault only; a survivor once more with the bad-backup variants
         result = _run_one(mutant, runbook_path, make_stack, reports_dir, seed_scale, variants=False)
-        if not result.killed and not mutant.display_only:
+        excuse = mutant.equivalent
+        if not result.killed and (not excuse or excuse.startswith(CHECK_UNDER_VARIANTS)):
             again = _run_one(mutant, runbook_path, make_stack, reports_dir, seed_scale, variants=True)
             again.seconds += result.seconds
             result = again
@@ -211,8 +252,8 @@ def write_mutation_report(report: MutationReport, folder: Path) -> Path:
     out += [f"- {line.strip()}" for line in report.lines()]
     out += ["", "| mutant | procedure | kind | line | result |", "|---|---|---|---|---|"]
     for r in report.results:
-        verdict = "killed: " + r.evidence if r.killed else ("survived (display only)" if r.mutant.display_only
-                                                            else "SURVIVED")
+        verdict = "killed: " + r.evidence if r.killed else (f"survived ({r.mutant.equivalent})"
+                                                            if r.mutant.equivalent else "SURVIVED")
         cells = [r.mutant.ident, r.mutant.procedure, r.mutant.kind, f"`{r.mutant.original.strip()[:80]}`",
                  verdict]
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

@@ -35,7 +35,6 @@ from gate.shims import PROJECT_DIR, ShimSpec, write_shims
 from recovery import integrity, pitr
 from recovery.commands import run
 from recovery.database import backup_database
-from recovery.journal import tail
 from recovery.services import wait_healthy
 from recovery.waiting import WaitTimeout, wait_until
 
@@ -93,12 +92,13 @@ class Gate:
 
     def __init__(self, runbook: Runbook, make_stack: Callable[..., Stack], seed_scale: float = 0.2,
                  timeout_per_block: float = 90.0, reports_dir: Path | None = None, drilled: bool = True,
-                 variants: bool = True):
+                 variants: bool = True, verify: bool = True):
         self.runbook = runbook
         self.reports_dir = reports_dir
         self.drilled = drilled  # False: every procedure on a healthy system (the gate before drills)
         self.drill_stacks = 0
         self.variants = variants  # the data procedures also under bad backups
+        self.verify = verify  # the verification sections once more against a wrong state (whole runs only)
         self.make_stack = make_stack
         self.seed_scale = seed_scale
         self.timeout_per_block = timeout_per_block
@@ -153,6 +153,10 @@ class Gate:
             except Exception as exc:  # the gate's own error inside one procedure: that procedure's failure
                 log.exception("procedure %s stopped the gate", title)
                 outcomes.append(self._crashed(title, sections, exc, started))
+        if only is None and self.verify:
+            from gate.verification import check_verifications
+
+            check_verifications(self, outcomes)
         return outcomes
 
     def _crashed(self, title: str, sections: list[Section], exc: Exception,
@@ -368,10 +372,9 @@ class Gate:
         if not healthy:
             health.ok = False
             health.problems.append(f"backend not healthy: {detail[:200]}")
-            fatal = [line for line in tail(Path(target.database.log_file), 40).splitlines()
-                     if "FATAL" in line or "PANIC" in line]
+            fatal = drilled.server_fatal(target.database.log_file)
             if fatal and not services.is_active("postgresql"):
-                health.problems.append("server log: " + fatal[-1])
+                health.problems.append("server log: " + fatal)
             return self._redacted(health)
         checks = integrity.post_checks(target, "admin", password or stack.secrets.admin_password,
                                         upload=False)

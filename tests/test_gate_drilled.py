@@ -62,3 +62,69 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["--no-such-option", str(CORRECTED)]) == 2
     assert main([]) == 2
+
+
+def test_server_fatal_is_the_servers_own_line_not_a_clients(tmp_path):
+    """The race of the original's PITR check: a refused login (`user@db FATAL`) written after the
+    server's own FATAL must not be taken for why the server is down."""
+    from gate.drilled import server_fatal
+
+    log = tmp_path / "postgresql.log"
+    server = ('2026-12-03 15:00:00.100 UTC [41] FATAL:  using recovery command file "recovery.conf" '
+              "is not supported")
+    log.write_text("\n".join([
+        "2026-12-03 15:00:00.000 UTC [41] LOG:  starting PostgreSQL 15",
+        server,
+        "2026-12-03 15:00:00.200 UTC [52] mks_user@mks_db FATAL:  the database system is shutting down",
+        "2026-12-03 15:00:00.300 UTC [53] postgres@postgres FATAL:  the database system is starting up",
+    ]) + "\n")
+    assert server_fatal(log) == server
+    log.write_text("2026-12-03 15:00:00.300 UTC [53] postgres@postgres FATAL:  password authentication\n")
+    assert server_fatal(log) is None
+    assert server_fatal(tmp_path / "missing.log") is None
+
+
+def test_a_verification_section_is_judged_by_its_exit_status_its_output_or_what_it_only_shows():
+    """Fakes the block outcomes (the stacks' runs are in test_gate_runbook.py)."""
+    from gate.runner import FAILED, PASSED, BlockOutcome, CommandOutcome
+    from gate.verification import CAN_FAIL, CANNOT_FAIL, NUMBERS_ONLY, judge
+
+    def block(*commands):
+        return [BlockOutcome("s", 1, PASSED, [CommandOutcome(i, c, c, s, code, out)
+                                             for i, (c, s, code, out) in enumerate(commands, 1)])]
+
+    counts = ('psql -U mks_user -d mks_db -c "\nSELECT COUNT(*) FROM projects;\n"', PASSED, 0, " 10\n")
+    assert judge("s", "w", "rows", block(counts)).result == NUMBERS_ONLY
+    failing = ('test "$(psql -Atc "SELECT 1")" = 0', FAILED, 1, "")
+    assert judge("s", "w", "rows", block(counts, failing)).result == CAN_FAIL
+    said = ("curl http://localhost:5100/api/v1/health", PASSED, 0, '{"status": "unhealthy"}')
+    assert judge("s", "w", "503", block(said)).result == CAN_FAIL
+    quiet = ("curl http://localhost:5100/api/v1/health", PASSED, 0, '{"status": "ok"}')
+    verdict = judge("s", "w", "the database stopped", block(quiet))
+    assert verdict.result == CANNOT_FAIL and "missed: the database stopped" in verdict.evidence
+
+
+def test_members_escaping_the_uploads_are_found_where_gnu_tar_put_them(tmp_path):
+    """A real GNU tar extracts the escaping archive with `-C /` (the sandbox root here): the absolute
+    member lands outside the folder, the link out stays; both are named."""
+    import subprocess
+    import tarfile
+
+    from gate import badbackups as bad
+
+    root = tmp_path / "root"
+    uploads = root / "opt/mks/uploads"
+    uploads.mkdir(parents=True)
+    (root / "etc/mks").mkdir(parents=True)
+    archive = tmp_path / "uploads.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        link = tarfile.TarInfo(bad.LINK)
+        link.type, link.linkname = tarfile.SYMTYPE, bad.LINK_TARGET
+        tar.addfile(link)
+        for name in bad.ESCAPES:
+            bad._add(tar, name, b"x\n")
+    assert bad._escaped(root, uploads) == []
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(root)], capture_output=True, check=False)
+    found = bad._escaped(root, uploads)
+    assert "/etc/mks/gate-escape-absolute.txt" in found
+    assert any(f.startswith("a link /opt/mks/uploads/gate-escape-link") for f in found)

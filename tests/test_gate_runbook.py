@@ -48,17 +48,41 @@ EXPECTED_DEFECTS = (
      "pg_restore --clean onto the live database with a dump that stops halfway"),
     ("variant truncated newest uploads archive: removed the uploads before the archive was read",
      "rm -rf before tar -xzf of an archive that stops halfway"),
+    # found by the escaping-archive variant, the backend's process, and the checks that cannot fail
+    ("variant newest uploads archive with members escaping the folder: wrote outside /opt/mks/uploads",
+     "tar -xzf ... -C / trusts the archive's paths: an absolute member lands in /etc/mks, a link out stays"),
+    ("oracle the backend was stopped during the restore: the backend ran through the whole procedure",
+     "the uploads restore (and the PITR) replace the data under a running backend"),
+    ("リストア確認 against data and files changed after the backup: only prints numbers for a person",
+     "リストア確認 prints counts and exits 0 with rows missing and an orphaned document"),
+    ("ファイル確認 against data and files changed after the backup: only prints numbers for a person",
+     "ファイル確認 prints a count and sizes and exits 0 with files missing and changed"),
+    ("データ整合性確認 against data and files changed after the backup: only prints numbers for a person",
+     "データ整合性確認 prints counts per table and project and exits 0 with rows missing and an orphaned "
+     "document"),
 )
+STOPPED = "the backend was stopped during the restore"
 DRILLED = {  # procedure -> the oracles it must pass, each by name
     "データ復旧手順 > 1. データベースバックアップからの復旧": (
-        "newest backup restored", "every service runs again"),
+        "newest backup restored", STOPPED, "every service runs again"),
     "データ復旧手順 > 2. アップロードファイル復旧": (
         "newest uploads backup restored", "same files as the backup", "same content as the backup",
-        "no stale file left (hidden files included)", "nothing made executable", "every service runs again"),
+        "no stale file left (hidden files included)", "nothing made executable",
+        "the uploads as they were are kept", STOPPED, "every service runs again"),
     "完全システム復旧 > 2. ポイントインタイムリカバリ": (
         "rows deleted by mistake are back", "changes after the target are absent", "new timeline",
-        "accepts writes", "every service runs again"),
+        "accepts writes", "recovery settings removed", "the data directory before the recovery is kept",
+        STOPPED, "every service runs again"),
 }
+VARIANTS = {  # procedure -> its bad-backup variants, each must end safe
+    "データ復旧手順 > 1. データベースバックアップからの復旧": (
+        "truncated newest dump", "live database damaged, newest dump valid"),
+    "データ復旧手順 > 2. アップロードファイル復旧": (
+        "truncated newest uploads archive", "newest uploads archive with members escaping the folder"),
+    "完全システム復旧 > 2. ポイントインタイムリカバリ": ("a WAL segment the target needs is missing",),
+}
+VERIFICATIONS = ("リストア確認", "ファイル確認", "接続確認", "機能テスト", "パフォーマンス確認",
+                 "データ整合性確認")
 
 
 def test_original_runbook_fails_with_its_defects(stack_factory, reports_dir):
@@ -68,6 +92,10 @@ def test_original_runbook_fails_with_its_defects(stack_factory, reports_dir):
     missing = [why for needle, why in EXPECTED_DEFECTS if needle not in text]
     assert not missing, f"defects not reported: {missing}\n--- reported ---\n{text}"
     assert result.section_status(PITR) == FAILED
+    procedures = {p.title: p for p in result.procedures}
+    for title in ("データ復旧手順 > 2. アップロードファイル復旧", PITR.rsplit(" > ", 1)[0]):
+        problems = procedures[title].health.problems
+        assert any(p.startswith(f"oracle {STOPPED}: the backend ran") for p in problems), title
     pitr = next(p for p in result.procedures if "ポイントインタイム" in p.title)
     assert not pitr.health.ok and any("postgresql is" in p for p in pitr.health.problems)
     # what the original gets right is still reported as passing
@@ -86,6 +114,12 @@ def test_runbook_passes_the_gate(runbook_path, stack_factory, reports_dir):
         for name in oracles:
             checks = procedures[title].health.checks
             assert any(c.startswith(f"oracle {name}: ok") for c in checks), (title, name)
+        for name in VARIANTS[title]:
+            assert any(c.startswith(f"variant {name}: safe") for c in checks), (title, name)
+    checks = [c for p in procedures.values() for c in p.health.checks if c.startswith("verification ")]
+    for name in VERIFICATIONS:  # each verification section gives a verdict against its wrong state
+        assert any(f"> {name} against " in c and ": can fail (" in c for c in checks) \
+            or any(f". {name} against " in c and ": can fail (" in c for c in checks), (name, checks)
     pitr = next(p for p in procedures.values() if "ポイントインタイム" in p.title)
     timeline = next(c for c in pitr.health.checks if c.startswith("oracle new timeline: ok"))
     assert "timeline 1)" not in timeline

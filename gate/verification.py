@@ -1,0 +1,165 @@
+"""Checks that cannot fail: the runbook's verification sections run once more against a wrong state.
+
+A verification section (リストア確認, ファイル確認, 復旧後の確認手順 and the like) exists to tell a person
+that the recovery did not work. The gate gives it a state that is wrong for it (rows missing against the
+backup, a document whose project is gone, uploaded files missing or changed, the database stopped so
+that the backend answers 503) and runs the section's blocks alone:
+- it can fail: a command exits non-zero, or its output says something is wrong;
+- it only prints numbers for a person to compare: every command it ran only shows something;
+- this check cannot fail: it exits 0 and prints nothing alarming; the report says what it missed.
+The last two are the procedure's problems (its verification gives no verdict).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fixtures.stack import Stack
+from gate.parser import Section
+from gate.runner import FAILED, BlockOutcome, run_session
+
+if TYPE_CHECKING:
+    from gate.orchestrator import Gate, ProcedureOutcome
+
+log = logging.getLogger(__name__)
+
+ALARM = re.compile(r"(?i)\b(?:error|fatal|fail(?:ed|ure)?|unhealthy|refused|cannot|could not|differs?)\b"
+                   r"|エラー|失敗|異常")
+CAN_FAIL, NUMBERS_ONLY, CANNOT_FAIL = "can fail", "only prints numbers for a person to compare", \
+    "this check cannot fail"
+
+
+@dataclass(frozen=True)
+class WrongState:
+    name: str
+    sections: tuple[str, ...]  # the last title of the verification sections it is wrong for
+    make: Callable[[Stack], dict[str, str]]  # makes the state; what is wrong, in words, per section name
+    needs_backups: bool = False
+
+
+def _rows_missing(stack: Stack) -> dict[str, str]:
+    with stack.pg.connect("mks_db") as conn:
+        before = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
+        conn.execute("DELETE FROM documents WHERE id IN (SELECT id FROM documents ORDER BY id DESC LIMIT 10)")
+        conn.execute("ALTER TABLE documents DISABLE TRIGGER ALL")  # the foreign key, for an orphan
+        conn.execute("UPDATE documents SET project_id = (SELECT max(id) + 1000 FROM projects) "
+                     "WHERE id = (SELECT min(id) FROM documents)")
+        conn.execute("ALTER TABLE documents ENABLE TRIGGER ALL")
+    files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file())
+    for path in files[:5]:
+        path.unlink()
+    with open(files[5], "r+b") as handle:  # the same file: owner and mode stay
+        handle.write(b"changed after the backup")
+    data = f"10 of {before} documents missing against the backup, one document's project gone"
+    return {"リストア確認": data, "データ整合性確認": data,
+            "ファイル確認": f"5 of {len(files)} uploaded files missing and one changed"}
+
+
+def _database_stopped(stack: Stack) -> dict[str, str]:
+    stack.services.stop("postgresql")
+    what = "PostgreSQL stopped: the backend answers 503, the database refuses connections"
+    return dict.fromkeys(("接続確認", "機能テスト", "パフォーマンス確認"), what)
+
+
+WRONG_STATES = (
+    WrongState("data and files changed after the backup",
+               ("リストア確認", "データ整合性確認", "ファイル確認"), _rows_missing, needs_backups=True),
+    WrongState("database stopped", ("接続確認", "機能テスト", "パフォーマンス確認"), _database_stopped),
+)
+
+
+@dataclass
+class Verdict:
+    section: str
+    state: str
+    result: str  # CAN_FAIL, NUMBERS_ONLY or CANNOT_FAIL
+    evidence: str
+
+    @property
+    def line(self) -> str:
+        return f"verification {self.section} against {self.state}: {self.result} ({self.evidence})"
+
+
+def judge(section: str, state: str, missed: str, blocks: list[BlockOutcome]) -> Verdict:
+    from gate.mutants import DISPLAY_ONLY
+
+    ran = [c for b in blocks for c in b.commands if c.ran is not None]
+    failed = [c for c in ran if c.status == FAILED]
+    if failed:
+        c = failed[0]
+        return Verdict(section, state, CAN_FAIL, f"line {c.line} `{c.original.splitlines()[0][:60]}` "
+                       f"exits {c.exit_code}")
+    alarming = [c for c in ran if ALARM.search(c.output)]
+    if alarming:
+        c = alarming[0]
+        said = ALARM.search(c.output)
+        return Verdict(section, state, CAN_FAIL, f"line {c.line} prints `{said.group(0) if said else ''}`")
+    if ran and all(DISPLAY_ONLY.match(_one_line(c.original)) for c in ran):
+        return Verdict(section, state, NUMBERS_ONLY, f"it exits 0; {len(ran)} commands print what a person "
+                       f"must compare, and it missed: {missed}")
+    return Verdict(section, state, CANNOT_FAIL, f"it exits 0 and prints nothing alarming; it missed: {missed}"
+                   if ran else "none of its commands ran")
+
+
+def _one_line(command: str) -> str:
+    """A multi-line psql -c "..." as one line, its SQL comments dropped (for DISPLAY_ONLY)."""
+    kept = [line.split("--", 1)[0].strip() for line in command.splitlines()]
+    return re.sub(r'-c "\s+', '-c "', " ".join(part for part in kept if part))
+
+
+def verification_sections(outcomes: list[ProcedureOutcome], sections: list[Section],
+                          names: tuple[str, ...]) -> list[Section]:
+    run = {key for o in outcomes for key in o.sections}
+    return [s for s in sections if s.shell_blocks and _name(s, names) and s.key in run]
+
+
+def _name(section: Section, names: tuple[str, ...]) -> str | None:
+    """The verification name in the section's own title (`1. 機能テスト` -> 機能テスト)."""
+    return next((n for n in names if section.path[-1].split(". ", 1)[-1] == n), None)
+
+
+def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Verdict]:
+    """Every verification section against its wrong state; verdicts land in their procedure's outcome."""
+    verdicts = []
+    for state in WRONG_STATES:
+        sections = verification_sections(outcomes, gate.runbook.sections, state.sections)
+        if not sections:
+            continue
+        try:
+            verdicts += _against(gate, state, sections)
+        except Exception as exc:  # the gate's own trouble: said, not raised
+            log.exception("verification against %s", state.name)
+            verdicts += [Verdict(s.key, state.name, CANNOT_FAIL, f"could not be checked: {exc}")
+                         for s in sections]
+    for verdict in verdicts:
+        outcome = next(o for o in outcomes if verdict.section in o.sections)
+        outcome.health.checks.append(verdict.line)
+        if verdict.result != CAN_FAIL:
+            outcome.health.ok = False
+            outcome.health.problems.append(verdict.line)
+    return verdicts
+
+
+def _against(gate: Gate, state: WrongState, sections: list[Section]) -> list[Verdict]:
+    stack = gate._new_stack(f"verify-{len(gate.events)}", gate.seed_scale)
+    try:
+        if state.needs_backups:
+            gate._ensure_backups(stack, force=True)
+        missed = state.make(stack)
+        gate.events.append(f"stack {stack.name}: {'; '.join(sorted(set(missed.values())))}")
+        out = []
+        for section in sections:
+            gate.sessions += 1
+            session = gate._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password})
+            blocks = run_session([section], session, f"verify-{gate.sessions}")
+            out.append(judge(section.key, state.name, missed[_name(section, state.sections) or ""], blocks))
+        return out
+    finally:
+        try:
+            stack.down()
+        except Exception as exc:  # the stack factory tears it down at the end anyway
+            log.info("stack %s did not go down: %s", stack.name, exc)
