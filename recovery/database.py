@@ -24,7 +24,7 @@ from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action
 from recovery.archives import sha256_file
 from recovery.backups import BackupError, VerifiedBackup
 from recovery.errors import RecoveryError
-from recovery.integrity import APP_TABLES, connect, fingerprint
+from recovery.integrity import app_tables, connect, fingerprint, label
 from recovery.journal import Journal, Step
 from recovery.postgres import ident, psql
 from recovery.target import Target, ensure_dir
@@ -158,14 +158,16 @@ def check_config(journal: Journal, target: Target, report: ConfigReport) -> None
                            "usesuper": rows[0][2] == "t"}
             if report.user["usesuper"]:
                 report.problems.append(f"{user} is a superuser; the application should not be")
-            tables = ",".join(f"'{t}'" for t in APP_TABLES)
-            privs = psql(step, target, "SELECT c.relname, has_table_privilege("
+            tables = ",".join("'" + ".".join(ident(p) for p in t.split(".")) + "'"
+                              for t in app_tables(target))
+            privs = psql(step, target, "SELECT n.nspname || '.' || c.relname, has_table_privilege("
                          f"'{ident(user)}', c.oid, 'SELECT,INSERT,UPDATE,DELETE') FROM pg_class c"
-                         f" WHERE c.relnamespace = 'public'::regnamespace AND c.relname IN ({tables})"
+                         " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                         f" WHERE n.nspname || '.' || c.relname IN ({tables})"
                          " ORDER BY 1;", dbname=target.database.name)
-            report.user["tables"] = {r[0]: r[1] == "t" for r in privs}
-            report.problems += [f"{user} lacks rights on {t}" for t in APP_TABLES
-                                if not report.user["tables"].get(t)]
+            report.user["tables"] = {label(r[0]): r[1] == "t" for r in privs}
+            report.problems += [f"{user} lacks rights on {label(t)}" for t in app_tables(target)
+                                if not report.user["tables"].get(label(t))]
         step.note("user", report.user)
         step.note("problems", report.problems)
 
@@ -181,9 +183,9 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
     with connect(target, dbname, superuser=False) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-        for table in APP_TABLES:
+        for table in app_tables(target):
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            counts[table] = int(row[0]) if row else 0
+            counts[label(table)] = int(row[0]) if row else 0
         step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
                   "-f", str(path)], timeout=3600, run_as=target.service_account(), env=db.env())
         conn.execute("COMMIT")
@@ -304,8 +306,9 @@ def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: S
     if chosen.row_counts is not None:
         problems += [f"{t}: {counts.get(t)} rows restored, the dump has {n}"
                      for t, n in chosen.row_counts.items() if counts.get(t) != n]
-    elif counts.get("users", 0) == 0:  # a dump made elsewhere, without our manifest of its counts
-        problems.append("users: no rows restored (an MKS database always has at least its admin)")
+    elif counts.get(label(app_tables(target)[0]), 0) == 0:  # a dump made elsewhere, without our manifest
+        problems.append(f"{label(app_tables(target)[0])}: no rows restored (the app's first table always has "
+                        "some)")
     missing = sorted(set(chosen.header.foreign_keys) - set(found.foreign_keys))
     problems += [f"foreign key missing after restore: {name}" for name in missing]
     if found.orphan_documents:

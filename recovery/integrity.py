@@ -29,12 +29,9 @@ from recovery.actions import action, option, secret_file
 from recovery.archives import sha256_file
 from recovery.errors import RecoveryError
 from recovery.journal import Journal
-from recovery.target import Target
+from recovery.target import AppTarget, RelationTarget, Target
 
 log = logging.getLogger(__name__)
-
-APP_TABLES = ("users", "projects", "documents")
-
 
 def connect(target: Target, dbname: str | None = None, *, superuser: bool = True) -> psycopg.Connection:
     """A libpq connection through the target's password file (no password in any argument)."""
@@ -61,7 +58,7 @@ class Fingerprint:
     index_errors: tuple[str, ...]
 
     def count(self, table: str) -> int:
-        return dict(self.row_counts)[table]
+        return dict(self.row_counts)[label(table)]
 
     def problems(self) -> list[str]:
         """What is wrong with this data on its own (without a baseline to compare with)."""
@@ -88,28 +85,74 @@ class Fingerprint:
 
 
 def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool = True) -> Fingerprint:
-    """The fingerprint of the target's database (or of `dbname` on the same server) and its files."""
+    """The fingerprint of the target's database (or of `dbname` on the same server) and its files.
+
+    Tables, the parent/child relation and the file store are the target's (`app`, from the app profile).
+    """
     name = dbname or target.database.name
+    app = target.app
+    tables = app_tables(target)
     with connect(target, name) as conn:
-        counts = tuple((t, _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))
-                       for t in APP_TABLES)
+        counts = tuple((label(t), _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(_table(t))))
+                       for t in tables)
+        schemas = sorted({t.split(".")[0] for t in tables})
         fks = tuple(r[0] for r in conn.execute(
-            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
-            " ORDER BY conname").fetchall())
-        orphans = _scalar(conn, "SELECT count(*) FROM documents d WHERE d.project_id IS NOT NULL"
-                                " AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = d.project_id)")
-        per_project = tuple((int(r[0]), int(r[1])) for r in conn.execute(
-            "SELECT p.id, count(d.id) FROM projects p LEFT JOIN documents d ON d.project_id = p.id"
-            " GROUP BY p.id ORDER BY p.id").fetchall())
-        checksums = tuple((t, str(conn.execute(sql.SQL(
-            "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t.id)), '') FROM {} t").format(
-            sql.Identifier(t))).fetchone()[0])) for t in APP_TABLES)  # type: ignore[index]
-        indexes, index_errors = _amcheck(conn)
-        rows = conn.execute("SELECT stored_name, sha256, size_bytes FROM documents ORDER BY id").fetchall() \
-            if check_files else []
+            "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
+            " WHERE contype = 'f' AND n.nspname = ANY(%s) ORDER BY conname", (schemas,)).fetchall())
+        orphans, per_project = _relation(conn, app.relation)
+        checksums = tuple((label(t), str(conn.execute(sql.SQL(
+            "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t::text)), '') FROM {} t").format(
+            _table(t))).fetchone()[0])) for t in tables)  # type: ignore[index]
+        indexes, index_errors = _amcheck(conn, tables)
+        rows = conn.execute(app.files.rows).fetchall() \
+            if check_files and app.files.kind == "uploads" and app.files.rows else []
+    if check_files and app.files.kind == "data_dir":
+        rows = _store_rows(Path(target.paths.uploads_dir), app.files.pattern)
+        digest = hashlib.md5("".join(f"{n}:{h}:{b}\n" for n, h, b in rows).encode()).hexdigest()
+        counts += (("files", len(rows)),)
+        checksums += (("files", digest),)
     missing, mismatched = _check_files(Path(target.paths.uploads_dir), rows)
     return Fingerprint(name, counts, fks, orphans, per_project, checksums, len(rows), missing, mismatched,
                        indexes, index_errors)
+
+
+def label(table: str) -> str:
+    """How a table is named in fingerprints and messages: without the schema when it is public."""
+    return table.removeprefix("public.")
+
+
+def app_tables(target: Target) -> tuple[str, ...]:
+    if not target.app.tables:
+        raise RecoveryError(f"target {target.name}: app.tables names no table to check")
+    return tuple(target.app.tables)
+
+
+def _table(qualified: str) -> sql.Composable:
+    schema, _, table = qualified.rpartition(".")
+    return sql.Identifier(schema or "public", table)
+
+
+def _relation(conn: psycopg.Connection, relation: RelationTarget | None
+              ) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """Children pointing to no parent, and children per parent (the runbook's documents per project)."""
+    if relation is None:
+        return 0, ()
+    child, parent, column = _table(relation.child), _table(relation.parent), sql.Identifier(relation.column)
+    orphans = _scalar(conn, sql.SQL(
+        "SELECT count(*) FROM {c} d WHERE d.{k} IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM {p} p WHERE p.id = d.{k})").format(c=child, p=parent, k=column))
+    per_parent = tuple((int(r[0]), int(r[1])) for r in conn.execute(sql.SQL(
+        "SELECT p.id, count(d.{k}) FROM {p} p LEFT JOIN {c} d ON d.{k} = p.id GROUP BY p.id ORDER BY p.id"
+    ).format(c=child, p=parent, k=column)).fetchall())
+    return orphans, per_parent
+
+
+def _store_rows(folder: Path, pattern: str) -> list[tuple[str, str, int]]:
+    """(name, sha256, size) of every file of a data directory matching pattern."""
+    if not folder.is_dir():
+        return []
+    return [(p.relative_to(folder).as_posix(), sha256_file(p), p.stat().st_size)
+            for p in sorted(folder.glob(pattern)) if p.is_file() and not p.is_symlink()]
 
 
 def _scalar(conn: psycopg.Connection, query: Any) -> int:
@@ -117,19 +160,21 @@ def _scalar(conn: psycopg.Connection, query: Any) -> int:
     return int(row[0]) if row else 0
 
 
-def _amcheck(conn: psycopg.Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _amcheck(conn: psycopg.Connection, tables: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone()
     names = [r[0] for r in conn.execute(
-        "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        "SELECT CASE n.nspname WHEN 'public' THEN '' ELSE n.nspname || '.' END || ic.relname"
+        " FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
         " JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_am am ON am.oid = ic.relam"
-        " WHERE am.amname = 'btree' AND tc.relnamespace = 'public'::regnamespace"
-        " AND tc.relname = ANY(%s) ORDER BY ic.relname", (list(APP_TABLES),)).fetchall()]
+        " JOIN pg_namespace n ON n.oid = tc.relnamespace WHERE am.amname = 'btree'"
+        " AND n.nspname || '.' || tc.relname = ANY(%s) ORDER BY 1", (list(tables),)).fetchall()]
     if not installed:
         return tuple(names), ("the amcheck extension is not installed in this database",)
     errors: list[str] = []
     for index in names:
         try:
-            conn.execute("SELECT bt_index_check(%s::regclass)", (f"public.{index}",))
+            qualified = index if "." in index else f"public.{index}"
+            conn.execute("SELECT bt_index_check(%s::regclass)", (qualified,))
         except psycopg.Error as exc:
             errors.append(f"{index}: {str(exc).strip().splitlines()[0]}")
     return tuple(names), tuple(errors)
@@ -207,6 +252,7 @@ class CheckResult:
     kind: str
     url: str
     checks: list[Check] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (check, why it does not apply)
 
     @property
     def ok(self) -> bool:
@@ -247,53 +293,74 @@ def credentials(username: str | None, password: str | None,
     return username, password
 
 
+def login(client: httpx.Client, app: AppTarget, username: str,
+          password: str) -> tuple[httpx.Response, str | None]:
+    """POST the login contract; the token from where the app puts it (None: no token)."""
+    response = client.post(app.login_path, json={app.username_field: username, app.password_field: password})
+    token = health.json_path(response.json(), app.token_path) if response.status_code == 200 else None
+    return response, str(token) if token else None
+
+
+def listing_count(response: httpx.Response, app: AppTarget) -> int:
+    """The listing's count: a number at count_path, or the length of the list there."""
+    found = health.json_path(response.json(), app.count_path) if response.status_code == 200 else None
+    if isinstance(found, list):
+        return len(found)
+    return int(found) if isinstance(found, int) else 0
+
+
 def post_checks(target: Target, username: str | None = None, password: str | None = None, *,
                 password_file: str | Path | None = None, expect_projects: bool = True, upload: bool = True,
                 url: str | None = None) -> CheckResult:
-    """The runbook's 機能テスト: health, login, projects, and an upload that is read back.
+    """The runbook's 機能テスト: health, login, the listing, and an upload that is read back.
 
-    The upload round trip adds one document (row and file) to the live data, as the runbook's does.
+    The upload round trip adds one document (row and file) to the live data, as the runbook's does;
+    an app without an upload endpoint gets it as a skipped check (`skipped`), never a silent pass.
     """
     username, password = credentials(username, password, password_file)
+    app = target.app
     with http_client(target, url) as client:
         result = CheckResult("post_checks", str(client.base_url))
         try:
-            answer = health.probe(client, target.health_path)
-            result.add("health", answer.ok, f"HTTP {answer.status}" if answer.status else answer.detail)
-            login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
-            token = login.json().get("token") if login.status_code == 200 else None
-            if not result.add("login", bool(token), f"HTTP {login.status_code}"):
+            answer = health.probe(client, target.health_path, app.health_expect)
+            detail = answer.unmet or (f"HTTP {answer.status}" if answer.status else answer.detail)
+            result.add("health", answer.ok, detail)
+            response, token = login(client, app, username, password)
+            if not result.add("login", bool(token), f"HTTP {response.status_code}"):
                 return result
             auth = {"Authorization": f"Bearer {token}"}
-            projects = client.get("/api/v1/projects", headers=auth)
-            count = projects.json().get("count", 0) if projects.status_code == 200 else 0
-            ok = projects.status_code == 200 and (count > 0 or not expect_projects)
-            result.add("projects", ok, f"HTTP {projects.status_code}, {count} projects")
-            if upload:
-                _upload_round_trip(client, auth, result)
+            listing = client.get(app.listing_path, headers=auth)
+            count = listing_count(listing, app)
+            ok = listing.status_code == 200 and (count > 0 or not expect_projects)
+            result.add("projects", ok, f"HTTP {listing.status_code}, {count} in {app.listing_path}")
+            if upload and app.upload_path and app.download_path:
+                _upload_round_trip(client, auth, result, app)
+            elif upload:
+                result.skipped.append(("upload", "the app has no upload endpoint (http.upload is none)"))
         except (httpx.HTTPError, ValueError) as exc:
             result.add("request", False, f"{type(exc).__name__}: {exc}")
     return result
 
 
-def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: CheckResult) -> None:
+def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: CheckResult,
+                       app: AppTarget) -> None:
     content = f"復旧後の確認 {uuid.uuid4()}\n".encode() * 64
     expected = hashlib.sha256(content).hexdigest()
-    response = client.post("/api/v1/upload", headers=auth,
+    response = client.post(app.upload_path or "", headers=auth,
                            files={"file": ("recovery-check.txt", content, "text/plain")})
     body = response.json() if response.status_code == 201 else {}
     if not result.add("upload", body.get("sha256") == expected, f"HTTP {response.status_code}"):
         return
-    back = client.get(f"/api/v1/documents/{body['id']}/content", headers=auth)
+    back = client.get((app.download_path or "").format(id=body["id"]), headers=auth)
     same = back.status_code == 200 and hashlib.sha256(back.content).hexdigest() == expected
     result.add("download", same, f"HTTP {back.status_code}, {len(back.content)} bytes")
 
 
 POST_CHECKS_TITLE = "復旧後の確認手順 (機能テスト)"
 POST_CHECKS_PLAN = tuple((name, POST_CHECKS_TITLE, what) for name, what in (
-    ("health", "GET /api/v1/health answers 200"),
+    ("health", "GET the health path: 200, and what a healthy answer says"),
     ("login", "log in with the user's password"),
-    ("projects", "the projects list answers, with projects"),
+    ("projects", "the listing answers, with entries"),
     ("upload", "upload a document; its sha256 comes back"),
     ("download", "the uploaded document reads back the same"),
 ))
@@ -361,10 +428,9 @@ def performance(target: Target, username: str | None = None, password: str | Non
     truncated = False
     timings: list[Timing] = []
     with http_client(target, url) as client:
-        login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
-        token = login.json().get("token") if login.status_code == 200 else ""
-        auth = {"Authorization": f"Bearer {token}"}
-        paths = (("health", target.health_path, {}), ("projects", "/api/v1/projects", auth))
+        _, token = login(client, target.app, username, password)
+        auth = {"Authorization": f"Bearer {token or ''}"}
+        paths = (("health", target.health_path, {}), ("projects", target.app.listing_path, auth))
         for name, path, headers in paths:
             samples: list[float] = []
             failures = 0
