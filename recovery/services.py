@@ -371,7 +371,8 @@ def free_port(manager: ServiceManager, service: str, port: int, step: Step) -> N
 
 CHECK_PLAN = (
     ("unit", "設定ファイル確認", "the service's program definition"),
-    ("config", "環境変数確認", "config.yml parses; python -m mks_backend check-config as the service user"),
+    ("config", "環境変数確認", "the config file parses; the app's check command (app.check_command) as the "
+                            "service user"),
     ("port", "ポート確認", "the backend port listens, held by the service"),
 )
 
