@@ -96,3 +96,14 @@ def test_a_package_missing_from_the_wheelhouse_is_named(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match=missing):
         app_python(profile, tmp_path / "base")
     assert not any((tmp_path / "base" / "venvs").glob("*/READY")), "a failed build must not look ready"
+
+
+def test_a_drill_that_does_not_apply_says_why(tmp_path: Path) -> None:
+    from scenarios.drills import CONFIG_GIT, DB_RESTORE, PITR
+
+    reference = load_profile(REFERENCE_PROFILE)
+    assert PITR.does_not_apply(reference) is None and CONFIG_GIT.does_not_apply(reference) is None
+    bare = load_profile(write_profile(tmp_path, {"git_restores": []}, drop=("integrity.relation",)))
+    assert "integrity.relation" in (PITR.does_not_apply(bare) or "")
+    assert "git_restores" in (CONFIG_GIT.does_not_apply(bare) or "")
+    assert DB_RESTORE.does_not_apply(bare) is None

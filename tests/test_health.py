@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from recovery import health
-from recovery.target import Target
+from recovery.target import Target, TargetError
 from recovery.waiting import WaitTimeout
 
 HEALTH_PATH = "/api/v1/health"  # a health path of the tests' own fake backend
@@ -89,3 +89,16 @@ def test_wait_healthy_returns_the_answer_or_times_out_with_the_last(backend):
         health.wait_healthy(Target(backend_url=backend, health_path=HEALTH_PATH), timeout=0.3, interval=0.05)
     assert "waiting for health 200 at " + backend in str(caught.value)
     assert caught.value.result.status == 503 and "503" in caught.value.last
+
+
+def test_a_200_that_lacks_what_a_healthy_answer_says_is_not_healthy(backend):
+    good = health.probe_url(backend, HEALTH_PATH, expect={"status": "healthy"})
+    assert good.ok and good.unmet is None
+    degraded = health.probe_url(backend, HEALTH_PATH, expect={"mode": "normal"})
+    assert degraded.status == 200 and not degraded.ok
+    assert degraded.unmet == "mode is None, not 'normal'" and "mode is None" in degraded.detail
+
+
+def test_a_target_without_a_health_path_is_an_error_not_a_probe_of_the_root(backend):
+    with pytest.raises(TargetError, match="health_path is not set"):
+        health.backend(Target(backend_url=backend))

@@ -50,5 +50,8 @@ def test_a_database_outage_is_confirmed_directly_and_the_blind_health_is_a_findi
     assert details["findings"] and faults.HEALTH_MISSES_OUTAGE in details["findings"][0]
     with kiroku.client() as client:
         assert kiroku.health(client) == 503, "by its profile, a degraded 200 is not healthy"
+    checks = post_checks(kiroku.target(), "admin", kiroku.secrets.admin_password)
+    assert not checks.ok and [c.name for c in checks.failures()] == ["health", "projects"]
+    assert "fallback" in checks.checks[0].detail
     kiroku.services.start("postgresql")
     kiroku.wait_healthy(timeout=60)
