@@ -25,7 +25,8 @@ import httpx
 import psycopg
 import trustme
 
-from fixtures.stack.local import REFERENCE_BACKEND, LocalStack, StackSettings
+from fixtures.apps.reference import BACKEND_DIR as REFERENCE_BACKEND
+from fixtures.stack.local import LocalStack, StackSettings
 from fixtures.stack.nginx import find_nginx
 from fixtures.stack.ports import PortLease
 from fixtures.stack.postgres import find_install
@@ -161,7 +162,8 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     with httpx.Client(base_url=f"https://127.0.0.1:{https_port}", verify=context, timeout=3) as client:
-        wait_until("floor health 200", lambda: health.probe(client), timeout=60, interval=0.05)
+        wait_until("floor health 200", lambda: health.probe(client, "/api/v1/health"), timeout=60,
+                   interval=0.05)
     start_seconds = time.monotonic() - started
     started = time.monotonic()
     for proc in reversed(procs):

@@ -26,7 +26,7 @@ USAGE_ERROR, FAILED_EXIT = 2, 1
 @contextmanager
 def stacks(base_dir: Path | None, service_user: str | None) -> Iterator[Any]:
     """A make_stack(name, seed_scale) like the pytest fixture's; every stack made is torn down."""
-    from fixtures.apps.reference.seeding import SeedPlan, seed
+    from fixtures.apps.seeding import seed_stack
     from fixtures.stack.composed import StackSettings
     from fixtures.stack.local import LocalStack
     from fixtures.stack.sandbox import default_base_dir, reap_abandoned
@@ -40,7 +40,7 @@ def stacks(base_dir: Path | None, service_user: str | None) -> Iterator[Any]:
         made.append(stack)
         stack.up()
         if seed_scale is not None:
-            seed(stack, SeedPlan.for_scale(float(seed_scale)))
+            seed_stack(stack, float(seed_scale))
         return stack
 
     try:

@@ -21,7 +21,7 @@ from typing import Any
 from recovery.archives import sha256_file
 from recovery.commands import run
 from recovery.errors import CommandError, RecoveryError
-from recovery.integrity import APP_TABLES
+from recovery.integrity import app_tables, label
 from recovery.levels import LEVELS
 from recovery.target import Target
 
@@ -394,9 +394,10 @@ def _verify_plain(path: Path, target: Target, *, max_age: dt.timedelta | None,
         raise BackupError(f"{path}: truncated: it ends inside the data of table {scan.copying}")
     if not scan.complete_at:
         raise BackupError(f"{path}: truncated: no '-- PostgreSQL database dump complete' line at its end")
-    present = [t for t in APP_TABLES if t in scan.rows]
+    tables = [label(t) for t in app_tables(target)]
+    present = [t for t in tables if t in scan.rows]
     if not present:
-        raise BackupError(f"{path}: holds no data for any of the tables {', '.join(APP_TABLES)}: "
+        raise BackupError(f"{path}: holds no data for any of the tables {', '.join(tables)}: "
                           f"a dump of another database?")
     checked = _check_sidecar(path, digest.hexdigest())
     header = DumpHeader(dbname="", created_at=scan.created, format="PLAIN", server_version=scan.version,

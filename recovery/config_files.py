@@ -141,7 +141,7 @@ def restore_config(journal: Journal, target: Target, backup: str | Path | None =
             step.note("staging", str(staging))
             config_name = Path(target.paths.config_file).relative_to(root).as_posix()
             if (staging / config_name).is_file():
-                check_yaml(staging / config_name)  # a broken config.yml is refused before it goes live
+                check_config(staging / config_name, target.app.config_kind)  # refused before it goes live
                 step.note("config_yml", "parses")
         with journal.step(*RESTORE_PLAN[3][:2]) as step:
             account = target.service_account()
@@ -150,7 +150,7 @@ def restore_config(journal: Journal, target: Target, backup: str | Path | None =
             step.note("installed", [str(root / e.path) for e in manifest.files])
             step.note("owner", account.name if account else "current user")
         with journal.step(*RESTORE_PLAN[4][:2]) as step:
-            check_yaml(Path(target.paths.config_file))
+            check_config(Path(target.paths.config_file), target.app.config_kind)
             step.note("config_yml", "parses")
             site = Path(target.paths.nginx_site).relative_to(root).as_posix()
             if any(e.path == site for e in manifest.files):
@@ -163,11 +163,11 @@ def restore_config(journal: Journal, target: Target, backup: str | Path | None =
 
 
 # ---- from git --------------------------------------------------------------------------------
-def _plan_git(journal: Journal, target: Target, files: tuple[str, ...] | list[str] = GIT_FILES,
+def _plan_git(journal: Journal, target: Target, files: tuple[str, ...] | list[str] | None = None,
               revision: str = "HEAD") -> None:
     for name, title, what in GIT_PLAN:
         journal.plan(name, title, what=what, backend_dir=target.paths.backend_dir, revision=revision,
-                     files=list(files))
+                     files=list(files or target.app.git_restores or GIT_FILES))
 
 
 @action("config-git-restore", "設定ファイル復旧 (Gitからの復旧)", plan=_plan_git, cli="config-git-restore",
@@ -176,9 +176,11 @@ def _plan_git(journal: Journal, target: Target, files: tuple[str, ...] | list[st
                  option("--file", action="append", dest="files", metavar="PATH",
                         help="relative to the backend checkout "
                              "(repeatable; default: production.yml, alembic.ini)")))
-def restore_from_git(journal: Journal, target: Target, files: tuple[str, ...] | list[str] = GIT_FILES,
+def restore_from_git(journal: Journal, target: Target, files: tuple[str, ...] | list[str] | None = None,
                      revision: str = "HEAD") -> None:
-    """`git checkout REV -- FILES` in the backend checkout, as the service account."""
+    """`git checkout REV -- FILES` in the backend checkout, as the service account (default FILES: the
+    target's app.git_restores, else the runbook's config/production.yml and alembic.ini)."""
+    files = list(files or target.app.git_restores or GIT_FILES)
     backend = Path(target.paths.backend_dir)
     account = target.service_account()
     git = ["git", "-C", str(backend)]
@@ -221,6 +223,26 @@ def _install(staged: Path, live: Path, mode: int, account: RunAs | None) -> None
     if account is not None:
         os.chown(temp, account.uid, account.gid)
     os.replace(temp, live)
+
+
+def check_config(path: Path, kind: str = "yaml") -> dict[str, object]:
+    """The app's config file parses (yaml: a mapping; env: KEY=VALUE lines); its values, never shown."""
+    if kind != "env":
+        return check_yaml(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigRestoreError(f"{path}: {exc.strerror}") from None
+    values: dict[str, object] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip().replace("_", "").isalnum():
+            raise ConfigRestoreError(f"{path}: line {number} is not KEY=VALUE")
+        values[key.strip()] = value.strip().strip("\"'")
+    return values
 
 
 def check_yaml(path: Path) -> dict[str, object]:

@@ -23,15 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from recovery import backups, health, safety_copies
 from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action, option
 from recovery.archives import CHUNK, sha256_file
 from recovery.backups import BackupError, VerifiedBackup
 from recovery.errors import RecoveryError
-from recovery.integrity import APP_TABLES, connect
-from recovery.integrity import _amcheck as integrity_amcheck  # the one amcheck walk (integrity.py's own)
+from recovery.integrity import app_tables, connect, fingerprint, label
 from recovery.journal import Journal, Step
 from recovery.postgres import ident, psql
 from recovery.target import Target, ensure_dir
@@ -165,14 +163,16 @@ def check_config(journal: Journal, target: Target, report: ConfigReport) -> None
                            "usesuper": rows[0][2] == "t"}
             if report.user["usesuper"]:
                 report.problems.append(f"{user} is a superuser; the application should not be")
-            tables = ",".join(f"'{t}'" for t in APP_TABLES)
-            privs = psql(step, target, "SELECT c.relname, has_table_privilege("
+            tables = ",".join("'" + ".".join(ident(p) for p in t.split(".")) + "'"
+                              for t in app_tables(target))
+            privs = psql(step, target, "SELECT n.nspname || '.' || c.relname, has_table_privilege("
                          f"'{ident(user)}', c.oid, 'SELECT,INSERT,UPDATE,DELETE') FROM pg_class c"
-                         f" WHERE c.relnamespace = 'public'::regnamespace AND c.relname IN ({tables})"
+                         " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                         f" WHERE n.nspname || '.' || c.relname IN ({tables})"
                          " ORDER BY 1;", dbname=target.database.name)
-            report.user["tables"] = {r[0]: r[1] == "t" for r in privs}
-            report.problems += [f"{user} lacks rights on {t}" for t in APP_TABLES
-                                if not report.user["tables"].get(t)]
+            report.user["tables"] = {label(r[0]): r[1] == "t" for r in privs}
+            report.problems += [f"{user} lacks rights on {label(t)}" for t in app_tables(target)
+                                if not report.user["tables"].get(label(t))]
         step.note("user", report.user)
         step.note("problems", report.problems)
 
@@ -188,12 +188,12 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
     with connect(target, dbname, superuser=False) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-        for table in APP_TABLES:
+        for table in app_tables(target):
             # a database created empty (to be filled by a plain dump's restore) has none of them yet
-            if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone() == (None,):
+            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,):
                 continue
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            counts[table] = int(row[0]) if row else 0
+            counts[label(table)] = int(row[0]) if row else 0
         step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
                   "-f", str(path)], timeout=3600, run_as=target.service_account(), env=db.env())
         conn.execute("COMMIT")
@@ -388,45 +388,20 @@ def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> 
         raise RestoreError(f"{chosen.path} changed after it was verified (sha256 {fed.get('sha256')})")
 
 
-@dataclass(frozen=True)
-class RestoredFacts:
-    """What the verification of a restored database reads (no per-row checksums: nothing uses them)."""
-
-    row_counts: dict[str, int]
-    foreign_keys: tuple[str, ...]
-    orphan_documents: int
-    indexes_checked: tuple[str, ...]
-    index_errors: tuple[str, ...]
-
-
-def restored_facts(target: Target, dbname: str) -> RestoredFacts:
-    with connect(target, dbname) as conn:
-        counts = {}
-        for table in APP_TABLES:
-            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
-            counts[table] = int(row[0]) if row else 0
-        fks = tuple(r[0] for r in conn.execute(
-            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
-            " ORDER BY conname").fetchall())
-        row = conn.execute("SELECT count(*) FROM documents d WHERE d.project_id IS NOT NULL"
-                           " AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = d.project_id)").fetchone()
-        indexes, errors = integrity_amcheck(conn)
-    return RestoredFacts(counts, fks, int(row[0]) if row else 0, indexes, errors)
-
-
 def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: Step) -> list[str]:
     """Counts as the dump had them, its foreign keys present, amcheck clean."""
-    found = restored_facts(target, dbname)
-    step.note("row_counts", found.row_counts)
+    found = fingerprint(target, dbname, check_files=False, checksums=False)
+    step.note("row_counts", dict(found.row_counts))
     step.note("foreign_keys", list(found.foreign_keys))
     step.note("indexes_checked", list(found.indexes_checked))
     problems = [f"amcheck: {e}" for e in found.index_errors]
-    counts = found.row_counts
+    counts = dict(found.row_counts)
     if chosen.row_counts is not None:
         problems += [f"{t}: {counts.get(t)} rows restored, the dump has {n}"
                      for t, n in chosen.row_counts.items() if counts.get(t) != n]
-    elif counts.get("users", 0) == 0:  # a dump made elsewhere, without our manifest of its counts
-        problems.append("users: no rows restored (an MKS database always has at least its admin)")
+    elif counts.get(label(app_tables(target)[0]), 0) == 0:  # a dump made elsewhere, without our manifest
+        problems.append(f"{label(app_tables(target)[0])}: no rows restored (the app's first table always has "
+                        "some)")
     missing = sorted(set(chosen.header.foreign_keys) - set(found.foreign_keys))
     problems += [f"foreign key missing after restore: {name}" for name in missing]
     if found.orphan_documents:

@@ -38,7 +38,7 @@ from typing import Any
 from recovery import backups, database, health, integrity
 from recovery.actions import LEVEL_OPTION, action, option
 from recovery.archives import ArchiveError, choose_backup, extract_verified, sha256_file, timestamp
-from recovery.config_files import check_yaml, restore_config, restore_from_git, target_root
+from recovery.config_files import check_config, restore_config, restore_from_git, target_root
 from recovery.errors import RecoveryError
 from recovery.journal import ActionFailed, Journal, StepRecord, now_iso
 from recovery.postgres import ident, psql
@@ -421,13 +421,14 @@ def keep_environment_config(new: Target, archive: Path, notes: dict[str, Any]) -
     root = target_root(new)
     config_name = Path(new.paths.config_file).relative_to(root).as_posix()
     site_name = Path(new.paths.nginx_site).relative_to(root).as_posix()
-    own = check_yaml(Path(new.paths.config_file))
+    own = check_config(Path(new.paths.config_file), new.app.config_kind)
     staging = Path(new.paths.scratch_dir) / f"migrate-config-{timestamp()}"
     ensure_dir(staging.parent, new, mode=0o700)
     try:
         manifest = extract_verified(archive, staging, "/")
         names = [e.path for e in manifest.files]
-        old_config = check_yaml(staging / config_name) if config_name in names else None
+        old_config = (check_config(staging / config_name, new.app.config_kind)
+                      if config_name in names else None)
     except ArchiveError as exc:
         raise FullRecoveryError(f"the old server's config backup does not verify: {exc}") from None
     finally:
@@ -439,16 +440,17 @@ def keep_environment_config(new: Target, archive: Path, notes: dict[str, Any]) -
                          "comes from git (config/production.yml, alembic.ini)")
     notes["not_installed"] = [n for n in (config_name, site_name) if n in names]
     if old_config is not None:
-        notes.update(compare_config(old_config, own))
+        notes.update(compare_config(old_config, own, new.app.host_keys or HOST_KEYS))
 
 
-def compare_config(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
+def compare_config(old: dict[str, Any], new: dict[str, Any],
+                   host_keys: tuple[str, ...] | list[str] = HOST_KEYS) -> dict[str, list[str]]:
     """Key paths that differ between two config.yml mappings (names only: values may be secrets)."""
     a, b = _flatten(old), _flatten(new)
     differ = sorted(k for k in set(a) | set(b) if a.get(k, _MISSING) != b.get(k, _MISSING))
 
     def host(key: str) -> bool:
-        return any(key == h or key.startswith(h + ".") for h in HOST_KEYS)
+        return any(key == h or key.startswith(h + ".") for h in host_keys)
 
     return {"host_keys_differing": [k for k in differ if host(k)],
             "application_keys_differing": [k for k in differ if not host(k)]}

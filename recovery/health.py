@@ -1,18 +1,22 @@
 """One health probe: GET the backend's health path, directly or through nginx over TLS.
 
-The path lives in one place, `Target.health_path` (default `recovery.target.HEALTH_PATH`). No answer
-is an observation (status None), not an exception, so that a probe can be polled by
-`recovery.waiting.wait_until` as it is.
+The path lives in one place, `Target.health_path`, and what a healthy answer must also say in
+`Target.app.health_expect` (dotted JSON paths and their values): an app whose health answers 200 in
+a degraded mode is healthy only when its answer says so. No answer is an observation (status None),
+not an exception, so that a probe can be polled by `recovery.waiting.wait_until` as it is.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
-from recovery.target import HEALTH_PATH, Target
+from recovery.target import Target, TargetError
 from recovery.waiting import WaitTimeout, wait_until
 
 
@@ -21,10 +25,11 @@ class Health:
     url: str
     status: int | None  # None: no HTTP answer at all
     detail: str  # "<url>: <status> <body>" or "<url>: <error type>: <error>"
+    unmet: str | None = None  # a 200 whose body lacks what a healthy answer says: "mode is 'fallback'"
 
     @property
     def ok(self) -> bool:
-        return self.status == 200
+        return self.status == 200 and self.unmet is None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -33,21 +38,48 @@ class Health:
         return self.detail
 
 
-def probe(client: httpx.Client, path: str = HEALTH_PATH, **request: object) -> Health:
+def json_path(data: Any, dotted: str) -> Any:
+    """data["a"]["b"] for "a.b"; None when a part is missing (an empty path is data itself)."""
+    for part in filter(None, dotted.split(".")):
+        if not isinstance(data, Mapping) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def unmet(body: str, expect: Mapping[str, str]) -> str | None:
+    """Why a 200 answer is not healthy by `expect` (None: it is)."""
+    if not expect:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "the answer is not JSON"
+    for dotted, wanted in expect.items():
+        seen = json_path(data, dotted)
+        if str(seen) != str(wanted):
+            return f"{dotted} is {seen!r}, not {wanted!r}"
+    return None
+
+
+def probe(client: httpx.Client, path: str, expect: Mapping[str, str] | None = None,
+          **request: object) -> Health:
     """One GET of the health path with the client (relative to its base URL)."""
     url = f"{str(client.base_url).rstrip('/')}{path}"
     try:
         response = client.get(path, **request)  # type: ignore[arg-type]
     except (httpx.HTTPError, OSError) as exc:
         return Health(url, None, f"{url}: {type(exc).__name__}: {exc}")
-    return Health(url, response.status_code, f"{url}: {response.status_code} {response.text[:200]}")
+    why = unmet(response.text, expect or {}) if response.status_code == 200 else None
+    detail = f"{url}: {response.status_code} {response.text[:200]}" + (f" ({why})" if why else "")
+    return Health(url, response.status_code, detail, why)
 
 
-def probe_url(base_url: str, path: str = HEALTH_PATH, *, verify: ssl.SSLContext | bool = True,
-              timeout: float = 5.0) -> Health:
+def probe_url(base_url: str, path: str, *, verify: ssl.SSLContext | bool = True, timeout: float = 5.0,
+              expect: Mapping[str, str] | None = None) -> Health:
     """One health GET below base_url, on a connection of its own."""
     with httpx.Client(base_url=base_url, verify=verify, timeout=timeout) as client:
-        return probe(client, path)
+        return probe(client, path, expect)
 
 
 def tls_context(target: Target) -> ssl.SSLContext:
@@ -57,14 +89,23 @@ def tls_context(target: Target) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def _path(target: Target) -> str:
+    if not target.health_path:
+        raise TargetError(f"target {target.name}: health_path is not set (the app's health URL path)")
+    return target.health_path
+
+
 def backend(target: Target, timeout: float = 5.0) -> Health:
     """The backend itself, at backend_url (the runbook's `curl http://localhost:5100/...`)."""
-    return probe_url(target.backend_url, target.health_path, timeout=timeout)
+    _path(target)
+    return probe_url(target.backend_url, target.health_path, timeout=timeout, expect=target.app.health_expect)
 
 
 def public(target: Target, timeout: float = 5.0) -> Health:
     """Through nginx over TLS, verified: what a user reaches."""
-    return probe_url(target.public_url, target.health_path, verify=tls_context(target), timeout=timeout)
+    _path(target)
+    return probe_url(target.public_url, target.health_path, verify=tls_context(target), timeout=timeout,
+                     expect=target.app.health_expect)
 
 
 def wait_healthy(target: Target, timeout: float, *, through_nginx: bool = False,
@@ -76,4 +117,5 @@ def wait_healthy(target: Target, timeout: float, *, through_nginx: bool = False,
                       interval=0.5 if interval is None else interval, error=WaitTimeout)
 
 
-__all__ = ["Health", "WaitTimeout", "backend", "probe", "probe_url", "public", "tls_context", "wait_healthy"]
+__all__ = ["Health", "WaitTimeout", "backend", "json_path", "probe", "probe_url", "public", "tls_context",
+           "wait_healthy"]

@@ -30,14 +30,9 @@ from recovery.actions import action, option, secret_file
 from recovery.archives import sha256_file
 from recovery.errors import RecoveryError
 from recovery.journal import Journal
-from recovery.target import Target
+from recovery.target import AppTarget, RelationTarget, Target
 
 log = logging.getLogger(__name__)
-
-APP_TABLES = ("users", "projects", "documents")
-LOGIN_PATH, TOKEN_FIELD = "/api/v1/auth/login", "token"
-PROJECTS_PATH, UPLOAD_PATH = "/api/v1/projects", "/api/v1/upload"
-
 
 def connect(target: Target, dbname: str | None = None, *, superuser: bool = True) -> psycopg.Connection:
     """A libpq connection through the target's password file (no password in any argument)."""
@@ -64,7 +59,7 @@ class Fingerprint:
     index_errors: tuple[str, ...]
 
     def count(self, table: str) -> int:
-        return dict(self.row_counts)[table]
+        return dict(self.row_counts)[label(table)]
 
     def problems(self) -> list[str]:
         """What is wrong with this data on its own (without a baseline to compare with)."""
@@ -90,29 +85,78 @@ class Fingerprint:
         return cls(**{k: tuples(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool = True) -> Fingerprint:
-    """The fingerprint of the target's database (or of `dbname` on the same server) and its files."""
+def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool = True,
+                checksums: bool = True) -> Fingerprint:
+    """The fingerprint of the target's database (or of `dbname` on the same server) and its files.
+
+    Tables, the parent/child relation and the file store are the target's (`app`, from the app profile).
+    Without `checksums` the rows' content is not read (a restore's verification compares counts,
+    keys and indexes with the dump's: reading every row costs most of its time, for nothing).
+    """
     name = dbname or target.database.name
+    app = target.app
+    tables = app_tables(target)
     with connect(target, name) as conn:
-        counts = tuple((t, _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))
-                       for t in APP_TABLES)
+        counts = tuple((label(t), _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(_table(t))))
+                       for t in tables)
+        schemas = sorted({t.split(".")[0] for t in tables})
         fks = tuple(r[0] for r in conn.execute(
-            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
-            " ORDER BY conname").fetchall())
-        orphans = _scalar(conn, "SELECT count(*) FROM documents d WHERE d.project_id IS NOT NULL"
-                                " AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = d.project_id)")
-        per_project = tuple((int(r[0]), int(r[1])) for r in conn.execute(
-            "SELECT p.id, count(d.id) FROM projects p LEFT JOIN documents d ON d.project_id = p.id"
-            " GROUP BY p.id ORDER BY p.id").fetchall())
-        checksums = tuple((t, str(conn.execute(sql.SQL(
-            "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t.id)), '') FROM {} t").format(
-            sql.Identifier(t))).fetchone()[0])) for t in APP_TABLES)  # type: ignore[index]
-        indexes, index_errors = _amcheck(conn)
-        rows = conn.execute("SELECT stored_name, sha256, size_bytes FROM documents ORDER BY id").fetchall() \
-            if check_files else []
+            "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
+            " WHERE contype = 'f' AND n.nspname = ANY(%s) ORDER BY conname", (schemas,)).fetchall())
+        orphans, per_project = _relation(conn, app.relation)
+        sums = tuple((label(t), str(conn.execute(sql.SQL(
+            "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t::text)), '') FROM {} t").format(
+            _table(t))).fetchone()[0])) for t in tables) if checksums else ()  # type: ignore[index]
+        indexes, index_errors = _amcheck(conn, tables)
+        rows = conn.execute(app.files.rows).fetchall() \
+            if check_files and app.files.kind == "uploads" and app.files.rows else []
+    if check_files and app.files.kind == "data_dir":
+        rows = _store_rows(Path(target.paths.uploads_dir), app.files.pattern)
+        digest = hashlib.md5("".join(f"{n}:{h}:{b}\n" for n, h, b in rows).encode()).hexdigest()
+        counts += (("files", len(rows)),)
+        sums += (("files", digest),)
     missing, mismatched = _check_files(Path(target.paths.uploads_dir), rows)
-    return Fingerprint(name, counts, fks, orphans, per_project, checksums, len(rows), missing, mismatched,
+    return Fingerprint(name, counts, fks, orphans, per_project, sums, len(rows), missing, mismatched,
                        indexes, index_errors)
+
+
+def label(table: str) -> str:
+    """How a table is named in fingerprints and messages: without the schema when it is public."""
+    return table.removeprefix("public.")
+
+
+def app_tables(target: Target) -> tuple[str, ...]:
+    if not target.app.tables:
+        raise RecoveryError(f"target {target.name}: app.tables names no table to check")
+    return tuple(target.app.tables)
+
+
+def _table(qualified: str) -> sql.Composable:
+    schema, _, table = qualified.rpartition(".")
+    return sql.Identifier(schema or "public", table)
+
+
+def _relation(conn: psycopg.Connection, relation: RelationTarget | None
+              ) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """Children pointing to no parent, and children per parent (the runbook's documents per project)."""
+    if relation is None:
+        return 0, ()
+    child, parent, column = _table(relation.child), _table(relation.parent), sql.Identifier(relation.column)
+    orphans = _scalar(conn, sql.SQL(
+        "SELECT count(*) FROM {c} d WHERE d.{k} IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM {p} p WHERE p.id = d.{k})").format(c=child, p=parent, k=column))
+    per_parent = tuple((int(r[0]), int(r[1])) for r in conn.execute(sql.SQL(
+        "SELECT p.id, count(d.{k}) FROM {p} p LEFT JOIN {c} d ON d.{k} = p.id GROUP BY p.id ORDER BY p.id"
+    ).format(c=child, p=parent, k=column)).fetchall())
+    return orphans, per_parent
+
+
+def _store_rows(folder: Path, pattern: str) -> list[tuple[str, str, int]]:
+    """(name, sha256, size) of every file of a data directory matching pattern."""
+    if not folder.is_dir():
+        return []
+    return [(p.relative_to(folder).as_posix(), sha256_file(p), p.stat().st_size)
+            for p in sorted(folder.glob(pattern)) if p.is_file() and not p.is_symlink()]
 
 
 def _scalar(conn: psycopg.Connection, query: Any) -> int:
@@ -120,19 +164,21 @@ def _scalar(conn: psycopg.Connection, query: Any) -> int:
     return int(row[0]) if row else 0
 
 
-def _amcheck(conn: psycopg.Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _amcheck(conn: psycopg.Connection, tables: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone()
     names = [r[0] for r in conn.execute(
-        "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        "SELECT CASE n.nspname WHEN 'public' THEN '' ELSE n.nspname || '.' END || ic.relname"
+        " FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
         " JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_am am ON am.oid = ic.relam"
-        " WHERE am.amname = 'btree' AND tc.relnamespace = 'public'::regnamespace"
-        " AND tc.relname = ANY(%s) ORDER BY ic.relname", (list(APP_TABLES),)).fetchall()]
+        " JOIN pg_namespace n ON n.oid = tc.relnamespace WHERE am.amname = 'btree'"
+        " AND n.nspname || '.' || tc.relname = ANY(%s) ORDER BY 1", (list(tables),)).fetchall()]
     if not installed:
         return tuple(names), ("the amcheck extension is not installed in this database",)
     errors: list[str] = []
     for index in names:
         try:
-            conn.execute("SELECT bt_index_check(%s::regclass)", (f"public.{index}",))
+            qualified = index if "." in index else f"public.{index}"
+            conn.execute("SELECT bt_index_check(%s::regclass)", (qualified,))
         except psycopg.Error as exc:
             errors.append(f"{index}: {str(exc).strip().splitlines()[0]}")
     return tuple(names), tuple(errors)
@@ -212,6 +258,7 @@ class CheckResult:
     kind: str
     url: str
     checks: list[Check] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (check, why it does not apply)
 
     @property
     def ok(self) -> bool:
@@ -292,46 +339,75 @@ def credentials(username: str | None, password: str | None,
     return username, password
 
 
+def login(client: httpx.Client, app: AppTarget, username: str,
+          password: str) -> tuple[httpx.Response, str | None, str]:
+    """POST the login contract: the answer, the token from where the app puts it (None: no token),
+    and why there is none when the answer was a 200."""
+    response = client.post(app.login_path, json={app.username_field: username, app.password_field: password})
+    if response.status_code != 200:
+        return response, None, ""
+    token, missing = json_field(response, app.token_path)
+    return response, str(token) if token else None, missing
+
+
+def listing_count(response: httpx.Response, app: AppTarget) -> tuple[int, str]:
+    """The listing's count (a number at count_path, or the length of the list there) and, for a
+    200 without one, why."""
+    if response.status_code != 200:
+        return 0, ""
+    found, missing = json_field(response, app.count_path)
+    if isinstance(found, list):
+        return len(found), ""
+    if isinstance(found, int) and not isinstance(found, bool):
+        return found, ""
+    return 0, missing or f"{app.count_path!r} is {type(found).__name__}, not a count or a list"
+
+
 def post_checks(target: Target, username: str | None = None, password: str | None = None, *,
                 password_file: str | Path | None = None, expect_projects: bool = True, upload: bool = True,
                 url: str | None = None) -> CheckResult:
-    """The runbook's 機能テスト: health, login, projects, and an upload that is read back.
+    """The runbook's 機能テスト: health, login, the listing, and an upload that is read back.
 
     A failed check says what was expected and what came back (status, missing field, the first
     bytes of the body, with the password and tokens masked). The upload round trip adds one
-    document (row and file) to the live data, as the runbook's does.
+    document (row and file) to the live data, as the runbook's does; an app without an upload
+    endpoint gets it as a skipped check (`skipped`), never a silent pass.
     """
     username, password = credentials(username, password, password_file)
     secrets = [password]
+    app = target.app
     with http_client(target, url) as client:
         result = CheckResult("post_checks", str(client.base_url))
         step = "health"
         try:
-            answer = health.probe(client, target.health_path)
+            answer = health.probe(client, target.health_path, app.health_expect)
+            want = " saying " + ", ".join(f"{k}={v!r}" for k, v in app.health_expect.items()) \
+                if app.health_expect else ""
             result.add("health", answer.ok, f"HTTP {answer.status}" if answer.status else answer.detail,
-                       expected=f"HTTP 200 from {target.health_path}",
+                       expected=f"HTTP 200 from {target.health_path}{want}",
                        seen=mask_secrets(answer.detail, secrets))
             step = "login"
-            login = client.post(LOGIN_PATH, json={"username": username, "password": password})
-            token, missing = json_field(login, TOKEN_FIELD) if login.status_code == 200 else (None, "")
-            secrets += [token] if isinstance(token, str) else []
-            seen = "; ".join(filter(None, (missing, describe(login, secrets))))
-            if not result.add("login", isinstance(token, str) and bool(token), f"HTTP {login.status_code}",
-                              expected=f"HTTP 200 with a {TOKEN_FIELD!r} in the JSON answer", seen=seen):
+            response, token, missing = login(client, app, username, password)
+            secrets += [token] if token else []
+            seen = "; ".join(filter(None, (missing, describe(response, secrets))))
+            if not result.add("login", bool(token), f"HTTP {response.status_code}",
+                              expected=f"HTTP 200 from {app.login_path} with a token at {app.token_path!r}",
+                              seen=seen):
                 return result
             auth = {"Authorization": f"Bearer {token}"}
             step = "projects"
-            projects = client.get(PROJECTS_PATH, headers=auth)
-            count, missing = json_field(projects, "count") if projects.status_code == 200 else (0, "")
-            count = count if isinstance(count, int) else 0
-            ok = projects.status_code == 200 and not missing and (count > 0 or not expect_projects)
-            want = "a 'count' above 0" if expect_projects else "a 'count'"
-            result.add("projects", ok, f"HTTP {projects.status_code}, {count} projects",
-                       expected=f"HTTP 200 from {PROJECTS_PATH} with {want}",
-                       seen="; ".join(filter(None, (missing, describe(projects, secrets)))))
-            if upload:
+            listing = client.get(app.listing_path, headers=auth)
+            count, missing = listing_count(listing, app)
+            ok = listing.status_code == 200 and not missing and (count > 0 or not expect_projects)
+            want = "above 0" if expect_projects else "present"
+            result.add("projects", ok, f"HTTP {listing.status_code}, {count} in {app.listing_path}",
+                       expected=f"HTTP 200 from {app.listing_path} with a count at {app.count_path!r} {want}",
+                       seen="; ".join(filter(None, (missing, describe(listing, secrets)))))
+            if upload and app.upload_path and app.download_path:
                 step = "upload"
-                _upload_round_trip(client, auth, result, secrets)
+                _upload_round_trip(client, auth, result, app, secrets)
+            elif upload:
+                result.skipped.append(("upload", "the app has no upload endpoint (http.upload is none)"))
         except httpx.HTTPError as exc:
             result.add(step, False, f"{type(exc).__name__}: {exc}", expected="an HTTP answer",
                        seen=mask_secrets(f"{type(exc).__name__}: {exc}", secrets))
@@ -339,18 +415,19 @@ def post_checks(target: Target, username: str | None = None, password: str | Non
 
 
 def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: CheckResult,
-                       secrets: list[str]) -> None:
+                       app: AppTarget, secrets: list[str]) -> None:
     content = f"復旧後の確認 {uuid.uuid4()}\n".encode() * 64
     expected = hashlib.sha256(content).hexdigest()
-    response = client.post(UPLOAD_PATH, headers=auth,
+    upload_path = app.upload_path or ""
+    response = client.post(upload_path, headers=auth,
                            files={"file": ("recovery-check.txt", content, "text/plain")})
     sha, missing = json_field(response, "sha256") if response.status_code == 201 else (None, "")
     if not result.add("upload", sha == expected, f"HTTP {response.status_code}",
-                      expected=f"HTTP 201 from {UPLOAD_PATH} with sha256 {expected[:12]}...",
+                      expected=f"HTTP 201 from {upload_path} with sha256 {expected[:12]}...",
                       seen="; ".join(filter(None, (missing, describe(response, secrets))))):
         return
     document, _ = json_field(response, "id")
-    back = client.get(f"/api/v1/documents/{document}/content", headers=auth)
+    back = client.get((app.download_path or "").format(id=document), headers=auth)
     got = hashlib.sha256(back.content).hexdigest()
     result.add("download", back.status_code == 200 and got == expected,
                f"HTTP {back.status_code}, {len(back.content)} bytes",
@@ -360,9 +437,9 @@ def _upload_round_trip(client: httpx.Client, auth: dict[str, str], result: Check
 
 POST_CHECKS_TITLE = "復旧後の確認手順 (機能テスト)"
 POST_CHECKS_PLAN = tuple((name, POST_CHECKS_TITLE, what) for name, what in (
-    ("health", "GET of the target's health_path answers 200"),
+    ("health", "GET the health path: 200, and what a healthy answer says"),
     ("login", "log in with the user's password"),
-    ("projects", "the projects list answers, with projects"),
+    ("projects", "the listing answers, with entries"),
     ("upload", "upload a document; its sha256 comes back"),
     ("download", "the uploaded document reads back the same"),
 ))
@@ -430,10 +507,9 @@ def performance(target: Target, username: str | None = None, password: str | Non
     truncated = False
     timings: list[Timing] = []
     with http_client(target, url) as client:
-        login = client.post(LOGIN_PATH, json={"username": username, "password": password})
-        token = json_field(login, TOKEN_FIELD)[0] if login.status_code == 200 else ""
-        auth = {"Authorization": f"Bearer {token}"}
-        paths = (("health", target.health_path, {}), ("projects", PROJECTS_PATH, auth))
+        _, token, _ = login(client, target.app, username, password)
+        auth = {"Authorization": f"Bearer {token or ''}"}
+        paths = (("health", target.health_path, {}), ("projects", target.app.listing_path, auth))
         for name, path, headers in paths:
             samples: list[float] = []
             failures = 0

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from recovery import health
 from recovery.actions import action, option
-from recovery.config_files import check_yaml
+from recovery.config_files import check_config
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.service_manager import ServiceManager, SupervisorServiceManager
@@ -382,7 +382,8 @@ def free_port(manager: ServiceManager, service: str, port: int, step: Step) -> N
 
 CHECK_PLAN = (
     ("unit", "設定ファイル確認", "the service's program definition"),
-    ("config", "環境変数確認", "config.yml parses; python -m mks_backend check-config as the service user"),
+    ("config", "環境変数確認", "the config file parses; the app's check command (app.check_command) as the "
+                            "service user"),
     ("port", "ポート確認", "the backend port listens, held by the service"),
 )
 
@@ -428,15 +429,25 @@ def check_service_config(journal: Journal, target: Target) -> None:
             result = step.run([*sudo, "systemctl", "cat", f"{service}.service"], timeout=30)
             step.note("unit", result.stdout[-1500:])
     with journal.step(*CHECK_PLAN[1][:2]) as step:
-        journal.secrets += _secret_values(check_yaml(config))
+        app = target.app
+        values = check_config(config, app.config_kind)
+        journal.secrets += _secret_values(values)
         step.note("config_yml", f"{config} parses")
         backend = Path(target.paths.backend_dir)
+        workdir = backend / app.workdir
         venv_python = backend / "venv/bin/python"
         python = str(venv_python) if venv_python.exists() else sys.executable
-        env = {"MKS_CONFIG": str(config), "PYTHONPATH": str(backend), "PYTHONDONTWRITEBYTECODE": "1"}
-        result = step.run([python, "-m", "mks_backend", "check-config"], timeout=60,
-                          run_as=target.service_account(), env=env, cwd=backend)
-        step.note("check_config", result.stdout.strip())
+        env = {"PYTHONPATH": str(workdir), "PYTHONDONTWRITEBYTECODE": "1"}
+        if app.config_env_var:
+            env[app.config_env_var] = str(config)
+        if app.config_kind == "env":
+            env.update({k: str(v) for k, v in values.items()})
+        if app.check_command:
+            result = step.run([part.format(python=python) for part in app.check_command], timeout=60,
+                              run_as=target.service_account(), env=env, cwd=workdir)
+            step.note("check_config", result.stdout.strip())
+        else:
+            step.note("check_config", "the app has no config check command (app.check_command)")
     with journal.step(*CHECK_PLAN[2][:2]) as step:
         holders = port_holders(port)
         if not holders:

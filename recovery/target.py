@@ -16,8 +16,6 @@ from recovery.commands import RunAs
 from recovery.errors import RecoveryError
 from recovery.service_manager import ServiceManager, SupervisorServiceManager, SystemdServiceManager
 
-HEALTH_PATH = "/api/v1/health"  # the backend's health URL path, below backend_url and public_url
-
 
 class TargetError(RecoveryError):
     """The target file is missing, malformed or incomplete."""
@@ -72,6 +70,49 @@ class PathsTarget:
 
 
 @dataclass(frozen=True)
+class RelationTarget:
+    """A child table's rows that point to a parent's (counted per parent in the fingerprint)."""
+
+    child: str = ""
+    parent: str = ""
+    column: str = ""
+
+
+@dataclass(frozen=True)
+class FilesTarget:
+    """The file store at paths.uploads_dir: named by rows (uploads) or every file of a pattern (data_dir)."""
+
+    kind: str = "uploads"
+    rows: str | None = None  # SELECT name, sha256, size ... ORDER BY ...
+    pattern: str = "**/*"
+
+
+@dataclass(frozen=True)
+class AppTarget:
+    """What recovery needs of the app: its HTTP contract and what its data is (from the app profile)."""
+
+    health_expect: dict[str, str] = field(default_factory=dict)  # dotted JSON path -> value when healthy
+    login_path: str = ""
+    username_field: str = "username"
+    password_field: str = "password"
+    token_path: str = "token"
+    listing_path: str = ""
+    count_path: str = "count"
+    upload_path: str | None = None  # None: no upload endpoint (the round trip does not apply)
+    download_path: str | None = None  # with {id}
+    tables: list[str] = field(default_factory=list)  # schema-qualified
+    may_be_empty: list[str] = field(default_factory=list)
+    relation: RelationTarget | None = None
+    files: FilesTarget = field(default_factory=FilesTarget)
+    git_restores: list[str] = field(default_factory=list)  # backend checkout files restored from git
+    config_kind: str = "yaml"  # yaml | env
+    host_keys: list[str] = field(default_factory=list)
+    config_env_var: str | None = None  # the variable that names the config file for the app
+    workdir: str = "."  # inside the backend checkout: where the app's commands run
+    check_command: list[str] = field(default_factory=list)  # the app's config check; {python}
+
+
+@dataclass(frozen=True)
 class Target:
     name: str = "production"
     root: str = "/"  # what the runbook's absolute paths hang from: "/" on a host, the sandbox root
@@ -81,7 +122,8 @@ class Target:
     paths: PathsTarget = field(default_factory=PathsTarget)
     backend_url: str = "http://localhost:5100"
     public_url: str = "https://example.com"
-    health_path: str = HEALTH_PATH
+    health_path: str = ""  # the backend's health URL path, below backend_url and public_url
+    app: AppTarget = field(default_factory=AppTarget)
     ca_file: str | None = None
     nginx_binary: str = "/usr/sbin/nginx"
     nginx_args: list[str] = field(default_factory=list)  # e.g. -p PREFIX -c CONF in a sandbox
@@ -142,7 +184,14 @@ def load_target(path: str | Path) -> Target:
         if "service_user" in data:
             raise TargetError(f"{path}: run_as and service_user both given; keep service_user")
         data["service_user"] = data.pop("run_as")
-    return _build(Target, data, str(path), "")
+    return _build(Target, data, str(path), "")  # type: ignore[no-any-return]
+
+
+NESTED: dict[tuple[type, str], type] = {
+    (Target, "database"): DatabaseTarget, (Target, "services"): ServicesTarget,
+    (Target, "paths"): PathsTarget,
+    (Target, "app"): AppTarget, (AppTarget, "relation"): RelationTarget, (AppTarget, "files"): FilesTarget,
+}
 
 
 def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
@@ -151,12 +200,12 @@ def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
     if unknown:
         raise TargetError(f"{source}: unknown key {prefix}{sorted(unknown)[0]}")
     values: dict[str, Any] = {}
-    nested = {"database": DatabaseTarget, "services": ServicesTarget, "paths": PathsTarget}
     for key, value in data.items():
-        if cls is Target and key in nested:
+        nested = NESTED.get((cls, key))
+        if nested is not None and value is not None:
             if not isinstance(value, dict):
                 raise TargetError(f"{source}: {prefix}{key} must be a mapping")
-            values[key] = _build(nested[key], value, source, f"{prefix}{key}.")
+            values[key] = _build(nested, value, source, f"{prefix}{key}.")
         else:
             values[key] = value
     return cls(**values)

@@ -152,7 +152,7 @@ def render(rec: RecReport) -> str:
         f"<h2>{e(w['checks'])}</h2>",
         rows(
             [e(w["check"]), e(w["result"]), e(w["detail"])],
-            [[e(c.name), mark(c.passed), e(c.detail)] for c in r.checks],
+            [[e(c.name), mark(None if c.skipped else c.passed), e(c.detail)] for c in r.checks],
         )
         if r.checks
         else "<p>—</p>",

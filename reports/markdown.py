@@ -85,7 +85,8 @@ def render(rec: RecReport) -> str:
     out += table([w["offset"], w["kind"], w["event"]], [list(row) for row in timeline.rows(r, lang)])
     out += ["", f"### {w['checks']}", ""]
     out += (
-        table([w["check"], w["result"], w["detail"]], [[c.name, mark(c.passed), c.detail] for c in r.checks])
+        table([w["check"], w["result"], w["detail"]],
+              [[c.name, mark(None if c.skipped else c.passed), c.detail] for c in r.checks])
         if r.checks
         else ["—"]
     )

@@ -58,6 +58,7 @@ class CheckResult:
     name: str
     passed: bool
     detail: str = ""
+    skipped: bool = False  # does not apply to this app (detail says why): neither passed nor failed
 
 
 @dataclass
@@ -95,6 +96,7 @@ class DrillRecord:
     environment: dict[str, str] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # what the drill found wrong with the app itself
     # added by the drill suite
     fault: dict[str, Any] = field(default_factory=dict)  # injector, what it did, the evidence it bit
     canary: CanarySummary | None = None

@@ -43,6 +43,8 @@ IMPROVE = {
         "監視アラートと切替の調整を検討",
         "check_failed": "復旧後の確認「{name}」が失敗: {detail}",
         "warning": "警告: {text}",
+        "finding": "発見事項: {text}",
+        "check_skipped": "復旧後の確認「{name}」は対象外のため未実施: {detail}",
         "artifact": "成果物 {path} のハッシュが記録と{state}: 証跡の保全を確認",
     },
     "en": {
@@ -64,6 +66,8 @@ IMPROVE = {
         "alerts and failover",
         "check_failed": 'Post-recovery check "{name}" failed: {detail}',
         "warning": "Warning: {text}",
+        "finding": "Finding: {text}",
+        "check_skipped": 'Post-recovery check "{name}" skipped (does not apply): {detail}',
         "artifact": "Artifact {path}: hash {state} the record: check the evidence's custody",
     },
 }
@@ -249,12 +253,17 @@ def derive_improvements(rec: RecReport) -> list[Improvement]:
             )
         )
     for check in r.checks:
-        if not check.passed:
+        if check.skipped:
+            text = say["check_skipped"].format(name=check.name, detail=check.detail)
+            found.append(Improvement("info", text))
+        elif not check.passed:
             found.append(
                 Improvement("high", say["check_failed"].format(name=check.name, detail=check.detail))
             )
     for text in r.warnings:
         found.append(Improvement("medium", say["warning"].format(text=text)))
+    for text in r.findings:
+        found.append(Improvement("medium", say["finding"].format(text=text)))
     w = words(lang)
     for path, state in rec.artifact_state.items():
         if state != "ok":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.apps.profile import AppProfile
 from fixtures.engine import faults
 from fixtures.engine.drill import Drill, DrillRun
 from fixtures.stack import Stack
@@ -261,6 +262,22 @@ def migration(new: Stack) -> Drill:
                  forecast=("database", "uploads"))
 
 
+# ---- what a drill needs of the app (app profile -> why not; None: it applies) ----------------------
+
+def needs_git_file(app: AppProfile) -> str | None:
+    return None if app.git_restores else "the profile names no file that git restores (git_restores)"
+
+
+def needs_relation(app: AppProfile) -> str | None:
+    return None if app.integrity.relation else "the profile has no parent/child relation (integrity.relation)"
+
+
+def needs_config_password(app: AppProfile) -> str | None:
+    template = app.relative(app.config.template).read_text(encoding="utf-8")
+    return None if "$db_password" in template or "${db_password}" in template else \
+        "the config template holds no database password ($db_password) to make wrong"
+
+
 # ---- the catalogue ----------------------------------------------------------------------------
 
 BACKEND_MASTER = Drill(
@@ -300,11 +317,12 @@ PLAIN_BACKUPS = Drill(
     prepare=plain_backups)
 CONFIG_GIT = Drill(
     "config-git", "設定ファイル復旧: YAML 破損 (Git)", "RTO-1", "monthly",
-    f"{DATA} > 3. 設定ファイル復旧 > Gitからの復旧", faults.BrokenYaml(), recover_config_from_git)
+    f"{DATA} > 3. 設定ファイル復旧 > Gitからの復旧", faults.BrokenYaml(), recover_config_from_git,
+    applies=needs_git_file)
 CONFIG_TARBALL = Drill(
     "config-tarball", "設定ファイル復旧: 認証情報の誤り (手動バックアップ)", "RTO-1", "monthly",
     f"{DATA} > 3. 設定ファイル復旧 > 手動バックアップからの復旧", faults.WrongDatabaseCredentials(),
-    recover_config_from_tarball, prepare=backup_config)
+    recover_config_from_tarball, prepare=backup_config, applies=needs_config_password)
 FULL_RECOVERY = Drill(
     "full-recovery", "完全システムテスト: データベースとアップロードの消失", "RTO-24", "quarterly",
     f"{FULL} / 完全復旧スクリプト", faults.Several((faults.DropDatabase(), faults.WipeUploads())),
@@ -312,7 +330,7 @@ FULL_RECOVERY = Drill(
 PITR = Drill(
     "point-in-time-recovery", "完全システムテスト: 誤操作による削除からのPITR", "RTO-1", "quarterly",
     f"{FULL} > 2. ポイントインタイムリカバリ", faults.DeleteRowsByMistake(), recover_pitr,
-    prepare=base_backup)
+    prepare=base_backup, applies=needs_relation)
 
 CATALOGUE = (BACKEND_MASTER, BACKEND_WORKERS, BACKEND_MANUAL, DB_IMMEDIATE, DB_CRASH, DB_RESTORE,
              NGINX_CONFIG, CERTIFICATE, UPLOADS, PLAIN_BACKUPS, CONFIG_GIT, CONFIG_TARBALL, FULL_RECOVERY,

@@ -7,11 +7,13 @@ from there; path options that point outside this checkout must work either way t
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+import recovery
 from fixtures.stack.plugin import setting
 from fixtures.stack.sandbox import default_base_dir
 from recovery.commands import run
@@ -19,9 +21,14 @@ from recovery.commands import run
 pytestmark = pytest.mark.stack
 
 
-def pytest_in(folder: Path, *args: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed harness only
-    result = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], timeout=180,
+HARNESS = Path(recovery.__file__).resolve().parents[1]  # the harness these tests run (installed editable)
+KIROKU = HARNESS / "fixtures" / "apps" / "kiroku"
+
+
+def pytest_in(folder: Path, *args: str, timeout: float = 180) -> tuple[int, str]:
+    # the installed harness only (its entry points), and the code of the checkout that runs these tests
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(HARNESS)}
+    result = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], timeout=timeout,
                  env=env, cwd=folder, check=False)
     return result.returncode, result.stdout + result.stderr
 
@@ -51,3 +58,26 @@ def test_runbook_path_outside_the_checkout_in_both_forms(tmp_path: Path, form: s
     code, out = pytest_in(tmp_path, *option, "--collect-only")
     assert "unrecognized arguments" not in out, out
     assert code in (0, 5), out  # 5: nothing to collect in that folder, which is fine here
+
+
+def test_an_app_repository_drills_its_own_app_with_its_profile(tmp_path: Path,
+                                                                pytestconfig: pytest.Config) -> None:
+    """The app's repository holds its code and profile; the drills come from the installed harness."""
+    base = setting(pytestconfig, "drill_base_dir") or str(default_base_dir())
+    team = tmp_path / "kiroku-repo"
+    shutil.copytree(KIROKU, team, ignore=shutil.ignore_patterns("__pycache__"))
+    (team / "test_ours.py").write_text(
+        "def test_our_app_is_the_one_under_drill(stack):\n"
+        "    assert stack.settings.app.name == 'kiroku'\n"
+        "    with stack.client() as client:\n"
+        "        assert stack.health(client) == 200 and stack.login(client)\n", encoding="utf-8")
+    reports = tmp_path / "evidence"
+    reports.mkdir()
+    common = ["--drill-app", "profile.yml", "--drill-reports", str(reports), "--drill-base-dir", base,
+              "--drill-scale", "0.1", "--drill-forecast", "off"]
+    code, out = pytest_in(team, *common, "test_ours.py")
+    assert code == 0, out
+    code, out = pytest_in(team, *common, "--pyargs", "scenarios.test_drills", "-m", "weekly", timeout=600)
+    assert code == 0, out
+    assert "2 passed" in out
+    assert len(list((reports / "rec").glob("REC-*.md"))) == 2

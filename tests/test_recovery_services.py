@@ -248,7 +248,7 @@ def test_nginx_reload_is_tested_first_drops_no_request_and_renews_the_served_cer
         with stack.client(timeout=5) as client:
             while not stop.is_set():
                 # a new connection each time: the reload must not refuse any
-                answer = health.probe(client, headers={"Connection": "close"})
+                answer = health.probe(client, stack.target().health_path, headers={"Connection": "close"})
                 if answer.status is None:
                     failures.append(answer.detail)
                     continue
