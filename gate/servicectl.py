@@ -3,7 +3,8 @@
     python -m gate.servicectl systemctl status mks-backend
     python -m gate.servicectl journalctl -u mks-backend --since "1 hour ago" --no-pager
 
-The sandbox is named by GATE_SUPERVISOR_SOCKET, GATE_SUPERVISOR_LOGS and GATE_PG_LOG. Exit codes follow
+The sandbox is named by GATE_SUPERVISOR_SOCKET, GATE_SUPERVISOR_LOGS and GATE_PG_LOG; GATE_READY says when a
+started unit counts as started (its port serves, as systemd's units mean it). Exit codes follow
 systemd's: `status`/`is-active` answer 3 for a unit that is not active, a failed job answers 1.
 """
 
@@ -28,7 +29,14 @@ def manager() -> SupervisorServiceManager:
     logs = os.environ.get("GATE_SUPERVISOR_LOGS")
     if not socket or not logs:
         raise SystemExit("servicectl: GATE_SUPERVISOR_SOCKET and GATE_SUPERVISOR_LOGS must be set")
-    return SupervisorServiceManager(Path(socket), Path(logs), UNITS)
+    ports: dict[str, int] = {}
+    protocols: dict[str, str] = {}
+    for entry in os.environ.get("GATE_READY", "").split():  # "postgresql=postgres:5432 mks-backend=tcp:5100"
+        name, _, spec = entry.partition("=")
+        protocol, _, port = spec.partition(":")
+        ports[name], protocols[name] = int(port), protocol
+    return SupervisorServiceManager(Path(socket), Path(logs), UNITS, ready_ports=ports,
+                                    ready_protocols=protocols)
 
 
 def unit(name: str) -> str:

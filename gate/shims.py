@@ -36,6 +36,7 @@ class ShimSpec:
     @classmethod
     def for_target(cls, target: Target, root: Path, bin_dir: Path) -> ShimSpec:
         """The shims of a sandbox's recovery target (the gate's sessions and the practice shell)."""
+        ports, protocols = target.readiness()
         return cls(
             bin_dir=bin_dir,
             pg_bindir=target.database.bindir,
@@ -46,6 +47,8 @@ class ShimSpec:
                 "GATE_SUPERVISOR_LOGS": str(target.services.supervisor_log_dir),
                 "GATE_SUPERVISOR_CONF": str(root / "etc/supervisor/supervisord.conf"),
                 "GATE_PG_LOG": target.database.log_file,
+                "GATE_READY": " ".join(f"{name}={protocols.get(name, 'tcp')}:{port}"
+                                       for name, port in sorted(ports.items())),
             },
         )
 

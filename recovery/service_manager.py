@@ -33,8 +33,13 @@ class ServiceError(RecoveryError):
     """The service manager could not do what was asked of a service."""
 
 
-def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something accepts TCP connections on host:port now."""
+def port_accepts(port: int, host: str = "127.0.0.1", protocol: str = "tcp") -> bool:
+    """Whether the server on host:port accepts connections now. For "postgres", a server that
+    answers but is still starting up (or shutting down) does not: that is libpq's ping."""
+    if protocol == "postgres":
+        from psycopg import pq
+
+        return pq.PGconn.ping(f"host={host} port={port} connect_timeout=1".encode()) == pq.Ping.OK
     try:
         with socket.create_connection((host, port), timeout=1):
             return True
@@ -89,11 +94,13 @@ class SupervisorServiceManager:
     """
 
     def __init__(self, socket: Path, log_dir: Path, reload_signals: Mapping[str, str],
-                 ready_ports: Mapping[str, int] | None = None):
+                 ready_ports: Mapping[str, int] | None = None,
+                 ready_protocols: Mapping[str, str] | None = None):
         self.socket = socket
         self.log_dir = log_dir
         self.reload_signals = dict(reload_signals)  # the known programs, and how each reloads
         self.ready_ports = dict(ready_ports or {})  # program -> loopback port it serves when ready
+        self.ready_protocols = dict(ready_protocols or {})  # program -> "postgres" ("tcp" when absent)
 
     def rpc(self) -> xmlrpc.client.ServerProxy:
         from supervisor.xmlrpc import SupervisorTransport
@@ -150,7 +157,8 @@ class SupervisorServiceManager:
             if status.pid != started.pid or status.manager_state != "RUNNING":
                 raise ServiceError(f"{name} exited before it was ready ({status.detail})\n"
                                    f"--- {name} log ---\n{self.log_tail(name)}")
-            return Observation(port_accepts(port), f"pid {status.pid} listening on {port}?")
+            protocol = self.ready_protocols.get(name, "tcp")
+            return Observation(port_accepts(port, protocol=protocol), f"pid {status.pid} ready on {port}?")
 
         wait_until(f"{name} to listen on 127.0.0.1:{port}", listening, timeout=READY_TIMEOUT,
                    interval=0.05, error=ServiceError, log_tail=lambda: self.log_tail(name))

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -133,6 +134,14 @@ class Target:
         """The account commands run as and restored files belong to (None: the current user, no chown)."""
         return RunAs.named(self.service_user) if self.service_user else None
 
+    def readiness(self) -> tuple[dict[str, int], dict[str, str]]:
+        """When a started service counts as started: its port serves (as systemd's units of these
+        services mean it); the database's by libpq's ping, the others' by a TCP connect."""
+        backend = urlsplit(self.backend_url)
+        ports = {self.services.backend: backend.port or (443 if backend.scheme == "https" else 80),
+                 self.services.database: self.database.port}
+        return ports, {self.services.database: "postgres"}
+
     def service_manager(self) -> ServiceManager:
         services = self.services
         if services.manager == "supervisor":
@@ -141,8 +150,10 @@ class Target:
                     "services.manager supervisor needs supervisor_socket and supervisor_log_dir"
                 )
             names = {services.backend: "HUP", services.database: "HUP", services.web: "HUP"}
+            ports, protocols = self.readiness()
             return SupervisorServiceManager(
-                Path(services.supervisor_socket), Path(services.supervisor_log_dir), names
+                Path(services.supervisor_socket), Path(services.supervisor_log_dir), names,
+                ready_ports=ports, ready_protocols=protocols,
             )
         if services.manager == "systemd":
             return SystemdServiceManager(use_sudo=services.use_sudo)

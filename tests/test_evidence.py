@@ -100,7 +100,8 @@ def test_a_weekly_run_claims_the_weekly_schedule_only(tmp_path):
         assert "毎月" not in cells[-1] and "毎四半期" not in cells[-1]
     md = result.index[0].read_text(encoding="utf-8")
     assert "完全実行" in md and "| 毎週: 自動復旧テスト | 2 / 2 | - | - | あり |" in md
-    assert "| 毎四半期: 完全復旧テスト | 2 / 14 |" in md
+    quarterly = sum("quarterly" in drill.schedules() for drill in schedules.catalogue().values())
+    assert f"| 毎四半期: 完全復旧テスト | 2 / {quarterly} |" in md
     assert "| 毎週: 自動復旧テスト | 7日ごと | 2026-03-12 00:00 UTC | 期限内 |" in md
     assert "| 毎月: コンポーネント復旧テスト | 31日ごと | 未実証 | 期限超過 |" in md
     pitr = (

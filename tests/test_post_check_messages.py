@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from recovery.integrity import describe, json_field, mask_secrets, post_checks
+from recovery.target import AppTarget, Target
 from tests.test_recovery_cli import PROJECT, bare_target_file
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
@@ -52,6 +53,12 @@ class ForeignApp(BaseHTTPRequestHandler):
         pass
 
 
+def reference_contract(target: Target, url: str) -> Target:
+    """The target pointed at the server, expecting the reference backend's contract of it."""
+    app = AppTarget(login_path="/api/v1/auth/login", token_path="token", listing_path="/api/v1/projects")
+    return replace(target, backend_url=url, health_path="/api/v1/health", app=app)
+
+
 @pytest.fixture
 def foreign_app() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), ForeignApp)
@@ -67,10 +74,10 @@ def foreign_app() -> Iterator[str]:
 
 def test_a_login_without_the_token_field_says_what_was_expected_and_what_came(tmp_path, foreign_app):
     _, target = bare_target_file(tmp_path / "root")
-    result = post_checks(replace(target, backend_url=foreign_app), "admin", LOGIN_SECRET)
+    result = post_checks(reference_contract(target, foreign_app), "admin", LOGIN_SECRET)
     assert [(c.name, c.ok) for c in result.checks] == [("health", True), ("login", False)]
     login = result.checks[1]
-    assert login.detail.startswith("expected HTTP 200 with a 'token' in the JSON answer; seen ")
+    assert login.detail.startswith("expected HTTP 200 from /api/v1/auth/login with a token at 'token'; seen ")
     assert "no field 'token' (has: data, success)" in login.detail
     assert "HTTP 200 (application/json)" in login.detail and '"access_token": "***"' in login.detail
     assert TOKEN not in login.detail and LOGIN_SECRET not in login.detail
@@ -78,7 +85,7 @@ def test_a_login_without_the_token_field_says_what_was_expected_and_what_came(tm
 
 def test_the_cli_prints_expected_and_seen_and_no_secret(tmp_path, foreign_app):
     target_file, target = bare_target_file(tmp_path / "root")
-    target_file.write_text(replace(target, backend_url=foreign_app).to_yaml())
+    target_file.write_text(reference_contract(target, foreign_app).to_yaml())
     secret_file = tmp_path / "check-secret"
     secret_file.write_text(LOGIN_SECRET + "\n")
     secret_file.chmod(0o600)
@@ -87,7 +94,7 @@ def test_the_cli_prints_expected_and_seen_and_no_secret(tmp_path, foreign_app):
                          text=True, timeout=60)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
-    assert "expected HTTP 200 with a 'token' in the JSON answer" in out
+    assert "expected HTTP 200 from /api/v1/auth/login with a token at 'token'" in out
     assert "no field 'token' (has: data, success)" in out
     assert TOKEN not in out and LOGIN_SECRET not in out
     for journal in (tmp_path / "root").rglob("*.json"):

@@ -54,7 +54,7 @@ def test_a_training_session_from_fault_to_recovered_and_down(base: Path, tmp_pat
 
         commands = ("systemctl status postgresql\n"
                     "sudo systemctl restart postgresql\n"
-                    "pg_isready -q -t 30\n"  # the restart returns before the server accepts connections
+                    "pg_isready -q -t 30\n"  # an operator's habit; the restart returns once it accepts
                     "LATEST=$(ls -t /backup/mks/db_*.dump 2>/dev/null | head -1)\n"
                     'psql -U mks_user -d mks_db -c "SELECT COUNT(*) FROM projects;"\n'
                     "curl -f http://localhost:5100/api/v1/health\n")
