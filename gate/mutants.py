@@ -44,6 +44,7 @@ DISPLAY_ONLY = re.compile(
     r"|psql\b[^|]*-c\s+\"(?:\\d|SELECT\b(?![^\"]*pg_(?:reload_conf|switch_wal|terminate))))")
 
 
+FALLBACK = re.compile(r'^\s*\w+="\$\{\w+:-\$\(')
 # Survivors that cannot change what a procedure leaves, each with why (kind, the line as written, why).
 # A mutant matched here still counts as killed when the gate kills it; only a survivor is excused.
 EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
@@ -72,6 +73,9 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "a check after the wait: when the server is not promoted the next commands fail as well"),
     ("command deleted", re.compile(r"^\s*sudo -u postgres tar -xzf \S*pg_wal\.tar\.gz"),
      "the base backup's WAL is in the archive as well: restore_command fetches it"),
+    *((kind, FALLBACK, "a fallback for running the verification alone: in the procedure the variable is "
+       "set already by its backup selection") for kind in
+      ("command deleted", "newest -> oldest (ls -t -> ls -tr)", "first -> last (head -1 -> tail -1)")),
 )
 # reasons that are about a bad backup: such a survivor is run once more under the variants
 CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it")

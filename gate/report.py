@@ -66,9 +66,12 @@ def judge(runbook: Runbook, procedures: list[ProcedureOutcome], cover: list[Sect
                     defects.append(f"{where} failed ({reason}): {_last_line(c.output)}")
                 elif c.status == NOT_EXECUTABLE:
                     defects.append(f"{where} cannot run in a sandbox and is not marked: {c.reason}")
-        if not procedure.health.ok:
+        verifications = [x for x in procedure.health.problems if x.startswith("verification ")]
+        others = [x for x in procedure.health.problems if x not in verifications]
+        defects += verifications  # a check that cannot fail is its own defect, not the system's state
+        if not procedure.health.ok and (others or not verifications):
             defects.append(f"{procedure.title}: afterwards the system is not healthy or its data changed: "
-                           + "; ".join(procedure.health.problems))
+                           + "; ".join(others))
     data = Path(runbook.path).read_bytes() if Path(runbook.path).exists() else b""
     return GateResult(runbook.path, hashlib.sha256(data).hexdigest(), "FAILED" if defects else "PASSED",
                       defects, procedures, cover, runbook.problems, events, round(seconds, 1))

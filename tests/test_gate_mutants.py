@@ -15,12 +15,12 @@ CORRECTED = Path(__file__).parent.parent / "docs/15_復旧手順(Recovery-Proced
 
 # (how the mutant is recognised, what the gate must say when it kills it)
 SAMPLE = (
-    (lambda m: m.kind.startswith("newest -> oldest") and "db_*.dump" in m.original,
+    (lambda m: m.kind.startswith("newest -> oldest") and m.original.startswith("LATEST_BACKUP=$(ls -t"),
      "oracle newest backup restored"),
     (lambda m: m.kind == "command deleted"
      and m.original.startswith("pg_restore -U postgres -d mks_db_restore"), "リストア失敗"),
     (lambda m: m.kind == "recovery_target_time dropped", "oracle rows deleted by mistake are back"),
-    (lambda m: m.kind.startswith("first -> last") and "uploads_*.tar.gz" in m.original,
+    (lambda m: m.kind.startswith("first -> last") and m.original.startswith("LATEST_UPLOADS=$(ls -t"),
      "oracle newest uploads backup restored"),
 )
 
