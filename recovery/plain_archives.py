@@ -120,7 +120,7 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
     seen: dict[str, Entry] = {}
     symlinks: set[str] = set()
     manifest = Manifest(root=root, created="", plain=True)
-    with archives.open_archive(path) as tar:
+    with archives.open_stream(path) if staging is not None else archives.open_archive(path) as tar:
         try:
             while (member := tar.next()) is not None:
                 name = layout.place(member)
