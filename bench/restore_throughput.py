@@ -124,9 +124,9 @@ def harness_uploads(target: Target, archive: Path, safety_archive: bool = True) 
     return seconds, journal
 
 
-def bare_pg_dump(target: Target, scratch: Path) -> float:
+def bare_pg_dump(target: Target) -> float:
     db = target.database
-    dest = scratch / "bare.dump"
+    dest = Path(target.paths.backup_dir) / "bench_bare.dump"  # a folder the service account writes
     started = time.monotonic()
     run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", db.name, "-f", str(dest)], timeout=3600,
         run_as=target.service_account(), env=db.env())
@@ -232,7 +232,7 @@ def main() -> int:
             "db_bare": lambda: bare_pg_restore(target, dump, 1),
             "db_bare_j2": lambda: bare_pg_restore(target, dump, 2),
             "up_bare": lambda: bare_tar(archive, scratch),
-            "dump_bare": lambda: bare_pg_dump(target, scratch),
+            "dump_bare": lambda: bare_pg_dump(target),
             "dump_harness": lambda: harness_backup_database(target),
             "tar_czf_bare": lambda: bare_tar_czf(target, scratch),
             "backup_uploads_harness": lambda: harness_backup_uploads(target),

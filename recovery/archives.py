@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from recovery.commands import output_of
+from recovery.commands import input_to, output_of
 from recovery.errors import CommandError, RecoveryError
 from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
 from recovery.waiting import wait_until
@@ -208,8 +208,7 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
     for attempt in range(1, VANISH_RETRIES + 1):
         manifest = scan(source, root or source.name, include)
         try:
-            # gzip -6, the level tar -czf uses (tarfile's own default is -9)
-            with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
+            with _gzip_writer(partial) as tar:
                 raw = manifest.to_json()
                 tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
                 for entry in manifest.entries:
@@ -227,6 +226,23 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
     log.info("archived %d files (%d bytes) of %s into %s", len(manifest.files), manifest.total_bytes,
              source, dest)
     return manifest
+
+
+@contextlib.contextmanager
+def _gzip_writer(dest: Path) -> Iterator[tarfile.TarFile]:
+    """A tar.gz being written at gzip -6, the level tar -czf uses (tarfile's own default is -9):
+    compressed by pigz on every core where installed, else by Python's gzip."""
+    pigz = shutil.which("pigz")
+    if pigz is None:
+        with tarfile.open(dest, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
+            yield tar
+        return
+    try:
+        with input_to([pigz, "-6", "-c"], stdout_path=dest, timeout=600) as sink, \
+                tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            yield tar
+    except CommandError as exc:
+        raise ArchiveError(f"{dest}: pigz failed: {exc}") from None
 
 
 def _tarinfo(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:

@@ -145,6 +145,38 @@ def output_of(argv: Sequence[str | os.PathLike[str]], *, timeout: float) -> Iter
         proc.stderr.close()
 
 
+@contextlib.contextmanager
+def input_to(argv: Sequence[str | os.PathLike[str]], *, stdout_path: str | os.PathLike[str],
+             timeout: float) -> Iterator[IO[bytes]]:
+    """Run argv with its stdin as a binary stream for the caller to write (a compressor) and its
+    stdout into stdout_path. When the caller is done, stdin is closed and the exit status checked
+    (CommandError); when the caller fails, the command is killed."""
+    args = [os.fspath(a) for a in argv]
+    with open(stdout_path, "wb") as out:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise CommandError(args, None, "", str(exc), "could not start") from None
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        yield proc.stdin
+        proc.stdin.close()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CommandError(args, None, "", "", f"timed out after {timeout:g}s") from None
+        if code != 0:
+            raise CommandError(args, code, "", _text(proc.stderr.read()), f"exit status {code}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if not proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        proc.stderr.close()
+
+
 def spawn(
     argv: Sequence[str | os.PathLike[str]],
     *,
