@@ -101,12 +101,17 @@ def require_free_space(needs: dict[Path, tuple[int, str]]) -> list[dict[str, Any
     """Check that what a restore will write fits: `needs` maps a folder to (bytes, what it is for).
     Needs on one filesystem add up. Raises NoSpaceError saying needed and free; returns the notes."""
     by_device: dict[int, tuple[int, int, list[str]]] = {}
+    unchecked = []
     for folder, (needed, what) in needs.items():
+        if not folder.is_dir():  # e.g. a server's data directory inside a container
+            unchecked.append({"for": [f"{what} in {folder}"], "needed_mb": round(needed / MB, 1),
+                              "free_mb": None, "note": "not a folder on this host: not checked"})
+            continue
         info = os.statvfs(folder)
         device = os.stat(folder).st_dev
         total, _, parts = by_device.get(device, (0, info.f_bavail * info.f_frsize, []))
         by_device[device] = (total + needed, info.f_bavail * info.f_frsize, [*parts, f"{what} in {folder}"])
-    notes = []
+    notes = unchecked
     for needed, free, parts in by_device.values():
         notes.append({"for": parts, "needed_mb": round(needed / MB, 1), "free_mb": round(free / MB, 1)})
         if needed > free:
