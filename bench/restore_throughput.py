@@ -3,12 +3,17 @@
 One stack is seeded with a custom SeedPlan, backed up once (backup_database, backup_uploads), and then,
 alternating in each run, the same backups are restored by:
 
-- database, harness: recovery.database.restore_database (backup verified, safety copy, restore beside
-  the live database with --single-transaction, verification, swap, backend restart)
+- database, harness: recovery.database.restore_database (backup verified, free space, restore beside
+  the live database with pg_restore -j, verification, swap, backend restart, then the safety dump of
+  the renamed old database); `_fast`: without that dump (the renamed database is the safety copy);
+  `_to_health`: the journal's seconds until health is back (the safety dump excluded)
 - database, bare: createdb + `pg_restore -d <fresh>`; and `pg_restore -j 2` (parallel jobs)
-- uploads, harness: recovery.uploads.restore_uploads (archive verified, safety copy, verified extract
-  into staging, swap, count)
+- uploads, harness: recovery.uploads.restore_uploads (free space, one pass checking every member
+  against the manifest while extracting into staging, swap, count, then the safety archive of the
+  renamed old folder); `_fast`: the renamed folder kept instead; `_to_live`: until the swapped folder
+  checked out
 - uploads, bare: `tar -xzf` of the same archive into a fresh folder
+- backups: backup_database against bare `pg_dump -Fc`, backup_uploads against bare `tar -czf`
 
 Medians, the ratios harness / bare, and the harness's journal steps (seconds) are printed and written
 as JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
@@ -86,9 +91,9 @@ def bare_pg_restore(target: Target, dump: Path, jobs: int) -> float:
     return seconds
 
 
-def harness_database(target: Target, dump: Path) -> tuple[float, Journal]:
+def harness_database(target: Target, dump: Path, safety_dump: bool = True) -> tuple[float, Journal]:
     started = time.monotonic()
-    journal = restore_database(target, backup=dump)
+    journal = restore_database(target, backup=dump, safety_dump=safety_dump)
     seconds = time.monotonic() - started
     old = journal.steps[[s.name for s in journal.steps].index("swap")].details["previous_database"]
     with connect(target) as conn:  # the renamed old database: a second 1 GB copy per run
@@ -107,13 +112,61 @@ def bare_tar(archive: Path, scratch: Path) -> float:
     return seconds
 
 
-def harness_uploads(target: Target, archive: Path) -> tuple[float, Journal]:
+def harness_uploads(target: Target, archive: Path, safety_archive: bool = True) -> tuple[float, Journal]:
     started = time.monotonic()
-    journal = restore_uploads(target, archive)
+    journal = restore_uploads(target, archive, safety_archive=safety_archive)
     seconds = time.monotonic() - started
     for safety in Path(target.paths.backup_dir).glob("uploads_pre_restore_*"):
         safety.unlink()
+    uploads = Path(target.paths.uploads_dir)
+    for kept in uploads.parent.glob(f".{uploads.name}.old-*"):  # the renamed folder kept as safety copy
+        shutil.rmtree(kept)
     return seconds, journal
+
+
+def bare_pg_dump(target: Target) -> float:
+    db = target.database
+    dest = Path(target.paths.backup_dir) / "bench_bare.dump"  # a folder the service account writes
+    started = time.monotonic()
+    run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", db.name, "-f", str(dest)], timeout=3600,
+        run_as=target.service_account(), env=db.env())
+    seconds = time.monotonic() - started
+    dest.unlink()
+    return seconds
+
+
+def harness_backup_database(target: Target) -> float:
+    started = time.monotonic()
+    journal = backup_database(target)
+    seconds = time.monotonic() - started
+    dump = Path(journal.steps[0].details["path"])
+    for path in (dump, dump.with_name(dump.name + ".sha256"), dump.with_name(dump.name + ".json")):
+        path.unlink()
+    return seconds
+
+
+def bare_tar_czf(target: Target, scratch: Path) -> float:
+    dest = scratch / "bare.tar.gz"
+    uploads = Path(target.paths.uploads_dir)
+    started = time.monotonic()
+    run(["tar", "-czf", str(dest), "-C", str(uploads.parent), uploads.name], timeout=3600)
+    seconds = time.monotonic() - started
+    dest.unlink()
+    return seconds
+
+
+def harness_backup_uploads(target: Target) -> float:
+    started = time.monotonic()
+    journal = backup_uploads(target)
+    seconds = time.monotonic() - started
+    Path(journal.steps[0].details["archive"]).unlink()
+    return seconds
+
+
+def to_live(journal: Journal) -> float:
+    """The restore's seconds until the restored data is live (database: health back; uploads: the
+    swapped folder checked), without the safety copy made after it."""
+    return sum(s.seconds for s in journal.steps if s.name not in ("safety_copy", "safety-copy"))
 
 
 def steps(journal: Journal) -> dict[str, float]:
@@ -141,9 +194,12 @@ def main() -> int:
     plan = scaled(PLAN, args.scale)
     out: dict[str, Any] = {"plan": plan.__dict__, "scale": args.scale, "raw": {}, "journals": {}}
     sides: dict[str, Callable[[], float]] = {}
-    names = ("db_bare", "db_bare_j2", "db_harness", "up_bare", "up_harness")
+    names = ("db_bare", "db_bare_j2", "db_harness", "db_harness_fast", "db_harness_to_health", "up_bare",
+             "up_harness", "up_harness_fast", "up_harness_to_live", "dump_bare", "dump_harness",
+             "tar_czf_bare", "backup_uploads_harness")
     raw: dict[str, list[float]] = {k: [] for k in names}
-    journals: dict[str, list[dict[str, float]]] = {"db_harness": [], "up_harness": []}
+    journals: dict[str, list[dict[str, float]]] = {"db_harness": [], "db_harness_fast": [], "up_harness": [],
+                                                   "up_harness_fast": []}
     stack = LocalStack(StackSettings(), "restore-bench")
     scratch = Path(tempfile.mkdtemp(prefix="restore-bench-", dir=base))
     try:
@@ -176,21 +232,32 @@ def main() -> int:
             "db_bare": lambda: bare_pg_restore(target, dump, 1),
             "db_bare_j2": lambda: bare_pg_restore(target, dump, 2),
             "up_bare": lambda: bare_tar(archive, scratch),
+            "dump_bare": lambda: bare_pg_dump(target),
+            "dump_harness": lambda: harness_backup_database(target),
+            "tar_czf_bare": lambda: bare_tar_czf(target, scratch),
+            "backup_uploads_harness": lambda: harness_backup_uploads(target),
         }
+        restores = {
+            "db_harness": lambda: harness_database(target, dump),
+            "db_harness_fast": lambda: harness_database(target, dump, safety_dump=False),
+            "up_harness": lambda: harness_uploads(target, archive),
+            "up_harness_fast": lambda: harness_uploads(target, archive, safety_archive=False),
+        }
+        live_key = {"db_harness": "db_harness_to_health", "up_harness": "up_harness_to_live"}
         for n in range(args.runs):
             if n and time.monotonic() - began > args.budget:
                 print(f"budget spent: {n} runs", flush=True)
                 break
-            order = ["db_bare", "db_harness", "db_bare_j2", "up_bare", "up_harness"]
+            order = ["db_bare", "db_harness", "db_bare_j2", "db_harness_fast", "up_bare", "up_harness",
+                     "up_harness_fast", "dump_bare", "dump_harness", "tar_czf_bare", "backup_uploads_harness"]
             if n % 2:
                 order.reverse()
             for side in order:
-                if side == "db_harness":
-                    seconds, journal = harness_database(target, dump)
+                if side in restores:
+                    seconds, journal = restores[side]()
                     journals[side].append(steps(journal))
-                elif side == "up_harness":
-                    seconds, journal = harness_uploads(target, archive)
-                    journals[side].append(steps(journal))
+                    if side in live_key:
+                        raw[live_key[side]].append(round(to_live(journal), 2))
                 else:
                     seconds = sides[side]()
                 raw[side].append(round(seconds, 2))
@@ -201,15 +268,12 @@ def main() -> int:
     out["raw"], out["journals"] = raw, journals
     medians = {k: round(statistics.median(v), 2) for k, v in raw.items() if v}
     out["medians_s"] = medians
-    if "db_harness" in medians:
-        out["ratios"] = {
-            "db_harness/db_bare": round(medians["db_harness"] / medians["db_bare"], 2),
-            "db_bare_j2/db_bare": round(medians["db_bare_j2"] / medians["db_bare"], 2),
-            "db_harness/db_bare_j2": round(medians["db_harness"] / medians["db_bare_j2"], 2),
-        }
-    if "up_harness" in medians:
-        ratio = round(medians["up_harness"] / medians["up_bare"], 2)
-        out.setdefault("ratios", {})["up_harness/up_bare"] = ratio
+    pairs = (("db_harness", "db_bare"), ("db_bare_j2", "db_bare"), ("db_harness", "db_bare_j2"),
+             ("db_harness_fast", "db_bare"), ("db_harness_to_health", "db_bare"),
+             ("up_harness", "up_bare"), ("up_harness_fast", "up_bare"), ("up_harness_to_live", "up_bare"),
+             ("dump_harness", "dump_bare"), ("backup_uploads_harness", "tar_czf_bare"))
+    out["ratios"] = {f"{a}/{b}": round(medians[a] / medians[b], 2) for a, b in pairs
+                     if a in medians and medians.get(b)}
     out["journal_step_medians_s"] = {k: median_steps(v) for k, v in journals.items() if v}
     out["runs_done"] = len(raw["db_bare"])
     summary = {k: v for k, v in out.items() if k not in ("raw", "journals")}

@@ -12,12 +12,14 @@ members are written here one by one (regular files, directories and links that s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
 import json
 import logging
 import os
+import shutil
 import stat
 import tarfile
 import zlib
@@ -26,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from recovery.errors import RecoveryError
+from recovery.commands import input_to, output_of
+from recovery.errors import CommandError, RecoveryError
 from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
 from recovery.waiting import wait_until
 
@@ -205,8 +208,7 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
     for attempt in range(1, VANISH_RETRIES + 1):
         manifest = scan(source, root or source.name, include)
         try:
-            # gzip -6, the level tar -czf uses (tarfile's own default is -9)
-            with tarfile.open(partial, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
+            with _gzip_writer(partial) as tar:
                 raw = manifest.to_json()
                 tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
                 for entry in manifest.entries:
@@ -224,6 +226,23 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
     log.info("archived %d files (%d bytes) of %s into %s", len(manifest.files), manifest.total_bytes,
              source, dest)
     return manifest
+
+
+@contextlib.contextmanager
+def _gzip_writer(dest: Path) -> Iterator[tarfile.TarFile]:
+    """A tar.gz being written at gzip -6, the level tar -czf uses (tarfile's own default is -9):
+    compressed by pigz on every core where installed, else by Python's gzip."""
+    pigz = shutil.which("pigz")
+    if pigz is None:
+        with tarfile.open(dest, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
+            yield tar
+        return
+    try:
+        with input_to([pigz, "-6", "-c"], stdout_path=dest, timeout=600) as sink, \
+                tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            yield tar
+    except CommandError as exc:
+        raise ArchiveError(f"{dest}: pigz failed: {exc}") from None
 
 
 def _tarinfo(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
@@ -270,6 +289,34 @@ def open_archive(path: Path) -> tarfile.TarFile:
         return tarfile.open(path, "r:gz")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise ArchiveError(f"{path}: not a readable tar.gz ({exc})") from None
+
+
+def decompressor() -> str:
+    """What open_stream decompresses with here."""
+    return "pigz" if shutil.which("pigz") else "python gzip"
+
+
+@contextlib.contextmanager
+def open_stream(path: Path) -> Iterator[tarfile.TarFile]:
+    """The archive for one sequential read: decompressed by pigz in its own process where it is
+    installed (it checks the gzip CRC; a non-zero exit is a corrupt archive), else by Python's gzip."""
+    pigz = shutil.which("pigz")
+    if pigz is None:
+        with open_archive(path) as tar:
+            yield tar
+        return
+    if not path.is_file():
+        raise ArchiveError(f"{path}: no such archive")
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            raise ArchiveError(f"{path}: not a readable tar.gz (no gzip magic)")
+    try:
+        with output_of([pigz, "-dc", str(path)], timeout=600) as stream, \
+                tarfile.open(fileobj=stream, mode="r|") as tar:
+            yield tar
+    except CommandError as exc:
+        detail = (exc.stderr or exc.reason).strip().splitlines()[-1:] or [exc.reason]
+        raise ArchiveError(f"{path}: truncated or corrupt archive (pigz: {detail[0]})") from None
 
 
 def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tuple[tarfile.TarInfo, str]]]:
@@ -402,7 +449,7 @@ def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
     member is checked before it is written and its sha256, computed while writing, against the
     manifest; the gzip stream is read to its end. Any failure removes staging_dir and raises."""
     path = Path(path)
-    with open_archive(path) as tar:
+    with open_stream(path) as tar:
         staging = Staging(Path(staging_dir), owner)
         try:
             first = tar.next()

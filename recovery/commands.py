@@ -6,13 +6,15 @@ names that user and the command is started with its uid, gid and groups.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from recovery.errors import CommandError
 
@@ -111,6 +113,68 @@ def run(
     if check and proc.returncode != 0:
         raise CommandError(args, proc.returncode, proc.stdout, proc.stderr, f"exit status {proc.returncode}")
     return result
+
+
+@contextlib.contextmanager
+def output_of(argv: Sequence[str | os.PathLike[str]], *, timeout: float) -> Iterator[IO[bytes]]:
+    """Run argv with its stdout as a binary stream for the caller to read (a decompressor). When the
+    caller is done, the rest is drained and the exit status checked (CommandError); when the caller
+    fails, the command is killed. `timeout` bounds the wait for its exit after the caller's read."""
+    args = [os.fspath(a) for a in argv]
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise CommandError(args, None, "", str(exc), "could not start") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        yield proc.stdout
+        while proc.stdout.read(1024 * 1024):
+            pass
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CommandError(args, None, "", "", f"timed out after {timeout:g}s") from None
+        if code != 0:
+            raise CommandError(args, code, "", _text(proc.stderr.read()), f"exit status {code}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@contextlib.contextmanager
+def input_to(argv: Sequence[str | os.PathLike[str]], *, stdout_path: str | os.PathLike[str],
+             timeout: float) -> Iterator[IO[bytes]]:
+    """Run argv with its stdin as a binary stream for the caller to write (a compressor) and its
+    stdout into stdout_path. When the caller is done, stdin is closed and the exit status checked
+    (CommandError); when the caller fails, the command is killed."""
+    args = [os.fspath(a) for a in argv]
+    with open(stdout_path, "wb") as out:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise CommandError(args, None, "", str(exc), "could not start") from None
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        yield proc.stdin
+        proc.stdin.close()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CommandError(args, None, "", "", f"timed out after {timeout:g}s") from None
+        if code != 0:
+            raise CommandError(args, code, "", _text(proc.stderr.read()), f"exit status {code}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if not proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        proc.stderr.close()
 
 
 def spawn(

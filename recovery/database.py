@@ -28,7 +28,7 @@ from recovery import backups, health, safety_copies
 from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action, option
 from recovery.archives import CHUNK, sha256_file
 from recovery.backups import BackupError, VerifiedBackup
-from recovery.errors import RecoveryError
+from recovery.errors import CommandError, RecoveryError
 from recovery.integrity import app_tables, connect, fingerprint, label
 from recovery.journal import Journal, Step
 from recovery.postgres import ident, psql
@@ -336,9 +336,13 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
             else:
                 # no --single-transaction, so that -j works: a failure drops the side database
                 parallel = ["-j", str(jobs)] if jobs > 1 else []
-                step.run([db.tool("pg_restore"), *parallel, "-U", db.superuser, "-d", side, "--exit-on-error",
-                          str(chosen.path)], timeout=3600, run_as=target.service_account(), env=db.env())
                 step.note("jobs", jobs)
+                try:
+                    step.run([db.tool("pg_restore"), *parallel, "-U", db.superuser, "-d", side,
+                              "--exit-on-error", str(chosen.path)], timeout=3600,
+                             run_as=target.service_account(), env=db.env())
+                except CommandError as exc:
+                    raise RestoreError(f"pg_restore into {side} failed: {first_errors(exc)}") from exc
             for grant in GRANTS:
                 psql(step, target, grant.format(user=user) + ";", dbname=side)
         with journal.step("verify_side", "リストア確認") as step:
@@ -349,6 +353,14 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
         with journal.step("drop_side", "失敗したリストア先の削除") as step:
             psql(step, target, f"DROP DATABASE IF EXISTS {side} WITH (FORCE);")
         raise
+
+
+def first_errors(exc: CommandError, keep: int = 3) -> str:
+    """The first error lines of a failed pg_restore or psql: with -j, the workers that stop after the
+    first failure add lines of their own, and the first is the cause."""
+    lines = [line.strip() for line in (exc.stderr or exc.stdout).splitlines() if "error" in line.lower()]
+    unique = list(dict.fromkeys(lines))[:keep]
+    return "; ".join(unique) if unique else exc.reason
 
 
 def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> None:
@@ -378,6 +390,8 @@ def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> 
         step.run([db.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-U", db.superuser,
                   "-d", side, "-f", "-"], timeout=3600, run_as=target.service_account(), env=db.env(),
                  stdin=read_end)
+    except CommandError as exc:
+        raise RestoreError(f"psql into {side} stopped at the first error: {first_errors(exc)}") from exc
     finally:
         os.close(read_end)
         feeder.join()

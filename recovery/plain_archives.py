@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -37,7 +37,6 @@ class _Layout:
     path: Path
     prefixes: tuple[str, ...]  # the folder's path relative to /, e.g. "opt/mks/uploads"
     prefix: str | None = None  # None: not decided yet; "": relative to the folder
-    held: list[tarfile.TarInfo] = field(default_factory=list)  # directories above the folder, so far
 
     def place(self, member: tarfile.TarInfo) -> str | None:
         """The member's path inside the folder; None for the folder itself and the ones above it."""
@@ -53,7 +52,8 @@ class _Layout:
                     self.prefix = prefix
                     break
                 if member.isdir() and prefix.startswith(relative + "/"):
-                    self.held.append(member)
+                    # a directory above the folder (opt/, opt/mks/): skipped while undecided; in a
+                    # folder-relative archive that is an empty folder of that name, not restored
                     return None
             else:
                 self.prefix = ""
@@ -120,7 +120,7 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
     seen: dict[str, Entry] = {}
     symlinks: set[str] = set()
     manifest = Manifest(root=root, created="", plain=True)
-    with archives.open_archive(path) as tar:
+    with archives.open_stream(path) if staging is not None else archives.open_archive(path) as tar:
         try:
             while (member := tar.next()) is not None:
                 name = layout.place(member)

@@ -3,13 +3,15 @@
 Every restore keeps the state it replaces (the runbook's 念のため copies): pre_restore_<ts>.dump
 and the uploads and config pre_restore archives in the backup folder, the config files a git
 restore replaced in the scratch folder, and the data directory a PITR replaced (or a failed PITR
-left) beside the live one. Only names these actions make are considered, never a scheduled backup.
+left) beside the live one, the uploads folder a restore renamed aside and kept (.uploads.old-<ts>),
+and the old databases a database restore renamed aside (<db>_pre_<ts>, listed when the server
+answers). Only names these actions make are considered, never a scheduled backup.
 
 A removal keeps the newest `keep` of each kind and, of the others, removes those older than
 `older_than_hours` (either rule alone, or both). Every copy to remove is checked first (a real
 file or folder, not a link; a data directory no server runs in); one that fails stops the
-removal before anything is deleted. The dropped-aside databases (<db>_pre_<ts>) are not handled
-here: they live in the server and are listed by psql.
+removal before anything is deleted; a renamed database is dropped only while nobody is connected
+to it.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
 from recovery import backups
 from recovery.actions import action, option
 from recovery.errors import RecoveryError
+from recovery.integrity import connect
 from recovery.journal import Journal
 from recovery.target import Target
 
@@ -48,7 +54,7 @@ class Kind:
 
 def kinds(target: Target) -> tuple[Kind, ...]:
     backup_dir, scratch = Path(target.paths.backup_dir), Path(target.paths.scratch_dir)
-    data_dir = Path(target.database.data_dir)
+    data_dir, uploads = Path(target.database.data_dir), Path(target.paths.uploads_dir)
     pitr = re.escape(data_dir.name)
     return (
         Kind("database-dump", backup_dir, re.compile(rf"pre_restore_{_STAMP}\.dump"), True, False,
@@ -60,6 +66,8 @@ def kinds(target: Target) -> tuple[Kind, ...]:
         Kind("config-files", scratch, re.compile(rf"config_pre_restore_{_STAMP}"), False, True),
         Kind("pitr-data-dir", data_dir.parent, re.compile(rf"{pitr}\.pre_pitr_{_STAMP}"), True, True),
         Kind("pitr-failed-dir", data_dir.parent, re.compile(rf"{pitr}\.failed_pitr_{_STAMP}"), True, True),
+        Kind("uploads-folder", uploads.parent, re.compile(rf"\.{re.escape(uploads.name)}\.old-{_STAMP}"),
+             False, True),
     )
 
 
@@ -71,6 +79,7 @@ class SafetyCopy:
     bytes: int
     companions: tuple[Path, ...]
     folder_copy: bool
+    database: str = ""  # a renamed database (<db>_pre_<ts>): path is only its name
 
     def age_hours(self, now: dt.datetime) -> float:
         return round((now - self.made_at).total_seconds() / 3600, 2)
@@ -92,12 +101,17 @@ def require_free_space(needs: dict[Path, tuple[int, str]]) -> list[dict[str, Any
     """Check that what a restore will write fits: `needs` maps a folder to (bytes, what it is for).
     Needs on one filesystem add up. Raises NoSpaceError saying needed and free; returns the notes."""
     by_device: dict[int, tuple[int, int, list[str]]] = {}
+    unchecked = []
     for folder, (needed, what) in needs.items():
+        if not folder.is_dir():  # e.g. a server's data directory inside a container
+            unchecked.append({"for": [f"{what} in {folder}"], "needed_mb": round(needed / MB, 1),
+                              "free_mb": None, "note": "not a folder on this host: not checked"})
+            continue
         info = os.statvfs(folder)
         device = os.stat(folder).st_dev
         total, _, parts = by_device.get(device, (0, info.f_bavail * info.f_frsize, []))
         by_device[device] = (total + needed, info.f_bavail * info.f_frsize, [*parts, f"{what} in {folder}"])
-    notes = []
+    notes = unchecked
     for needed, free, parts in by_device.values():
         notes.append({"for": parts, "needed_mb": round(needed / MB, 1), "free_mb": round(free / MB, 1)})
         if needed > free:
@@ -142,6 +156,31 @@ def find(target: Target) -> list[SafetyCopy]:
     return sorted(found, key=lambda c: (c.kind, c.made_at, c.path.name))
 
 
+def renamed_databases(target: Target) -> list[SafetyCopy]:
+    """The old databases a database restore renamed aside (<db>_pre_<ts>, UTC): its safety copies.
+    Raises psycopg.Error or OSError when the server does not answer."""
+    live = target.database.name
+    pattern = re.compile(rf"{re.escape(live)}_pre_{_STAMP}")
+    with connect(target, "postgres") as conn:
+        rows = conn.execute("SELECT datname, pg_database_size(oid) FROM pg_database ORDER BY 1").fetchall()
+    found = []
+    for name, size in rows:
+        if (match := pattern.fullmatch(name)) is not None:
+            made = dt.datetime.strptime(match[1], "%Y%m%d_%H%M%S").replace(tzinfo=dt.UTC)
+            found.append(SafetyCopy("database-renamed", Path(name), made, int(size), (), False,
+                                    database=name))
+    return found
+
+
+def find_all(target: Target) -> tuple[list[SafetyCopy], str]:
+    """The files and folders, and the renamed databases when the server answers (else why not)."""
+    copies = find(target)
+    try:
+        return copies + renamed_databases(target), ""
+    except (psycopg.Error, OSError) as exc:
+        return copies, f"renamed databases not listed: the server does not answer ({str(exc).strip()[:200]})"
+
+
 def select(copies: list[SafetyCopy], older_than_hours: float | None, keep: int | None,
            now: dt.datetime) -> list[SafetyCopy]:
     """The copies to remove: beyond the newest `keep` of their kind, and older than the age given."""
@@ -158,7 +197,16 @@ def select(copies: list[SafetyCopy], older_than_hours: float | None, keep: int |
     return chosen
 
 
-def _check_removable(copy: SafetyCopy) -> None:
+def _check_removable(copy: SafetyCopy, target: Target) -> None:
+    if copy.database:
+        if copy.database == target.database.name:
+            raise SafetyCopyError(f"{copy.database} is the live database")
+        with connect(target, "postgres") as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                               (copy.database,)).fetchone()
+        if row and row[0]:
+            raise SafetyCopyError(f"{copy.database} has {row[0]} connections; not dropped")
+        return
     if copy.path.is_symlink():
         raise SafetyCopyError(f"{copy.path} is a symbolic link, not a safety copy made here")
     if copy.folder_copy != copy.path.is_dir():
@@ -167,7 +215,11 @@ def _check_removable(copy: SafetyCopy) -> None:
         raise SafetyCopyError(f"{copy.path} holds postmaster.pid: a server may run in it; not removed")
 
 
-def _remove(copy: SafetyCopy) -> None:
+def _remove(copy: SafetyCopy, target: Target) -> None:
+    if copy.database:
+        with connect(target, "postgres") as conn:
+            conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(copy.database)))
+        return
     if copy.folder_copy:
         shutil.rmtree(copy.path)
     else:
@@ -186,8 +238,10 @@ REMOVE_TITLE = "安全コピー削除"
 def list_safety_copies(journal: Journal, target: Target) -> None:
     now = dt.datetime.now(dt.UTC)
     with journal.step("list", LIST_TITLE) as step:
-        copies = find(target)
+        copies, unlisted = find_all(target)
         step.note("copies", [c.describe(now) for c in copies])
+        if unlisted:
+            step.note("warning", unlisted)
         step.note("count", len(copies))
         step.note("bytes", sum(c.bytes for c in copies))
 
@@ -195,7 +249,7 @@ def list_safety_copies(journal: Journal, target: Target) -> None:
 def _plan_remove(journal: Journal, target: Target, older_than_hours: float | None = None,
                  keep: int | None = None) -> None:
     now = dt.datetime.now(dt.UTC)
-    chosen = select(find(target), older_than_hours, keep, now)  # reads only
+    chosen = select(find_all(target)[0], older_than_hours, keep, now)  # reads only
     journal.plan("select", "削除対象の選定",
                  what="the newest --keep of each kind stay; older than --older-than go",
                  older_than_hours=older_than_hours, keep=keep, remove=[str(c.path) for c in chosen])
@@ -213,14 +267,16 @@ def remove_safety_copies(journal: Journal, target: Target, older_than_hours: flo
                          keep: int | None = None) -> None:
     now = dt.datetime.now(dt.UTC)
     with journal.step("select", "削除対象の選定") as step:
-        copies = find(target)
+        copies, unlisted = find_all(target)
         chosen = select(copies, older_than_hours, keep, now)
         step.note("kept", [str(c.path) for c in copies if c not in chosen])
         step.note("remove", [c.describe(now) for c in chosen])
+        if unlisted:
+            step.note("warning", unlisted)
         for copy in chosen:  # every one is checked before the first is removed
-            _check_removable(copy)
+            _check_removable(copy, target)
     with journal.step("remove", REMOVE_TITLE) as step:
         for copy in chosen:
-            _remove(copy)
+            _remove(copy, target)
         step.note("removed", [str(c.path) for c in chosen])
         step.note("bytes_freed", sum(c.bytes for c in chosen))

@@ -33,6 +33,7 @@ from recovery.archives import (
     backup_path,
     choose_backup,
     create_archive,
+    decompressor,
     stage_archive,
     timestamp,
     verify_archive,
@@ -118,6 +119,7 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
             step.note("files", len(manifest.files))
             step.note("bytes", manifest.total_bytes)
             step.note("verification", NO_MANIFEST if manifest.plain else "every member against its manifest")
+            step.note("decompressor", decompressor())
         with journal.step(*RESTORE_PLAN[1][:2]) as step:  # written by select's one pass; what it holds
             step.note("staging", str(staging))
             step.note("owner", account.name if account else "current user")

@@ -68,6 +68,15 @@ def test_a_plain_sql_dump_and_a_gzipped_one_are_restored_beside_and_swapped_in(s
     assert "plain SQL)" in step_detail(journal, "pg_restore", "input")
     assert compare(damaged, fingerprint(target)) == []
 
+    # a custom-format dump made by hand, without the sidecar and row counts backup_database writes
+    custom = backup_dir / f"db_{backups.stamp()}.dump"
+    run([target.database.tool("pg_dump"), "-Fc", "-U", "postgres", "-d", APP_DB, "-f", str(custom)],
+        timeout=120, run_as=stack.sandbox.service_account, env=target.database.env())
+    restore_database(target, level="RTO-24", backup=dump)
+    journal = restore_database(target, level="RTO-1", backup=custom)
+    assert step_detail(journal, "select_backup", "sidecar_checked") is False
+    assert compare(damaged, fingerprint(target)) == []
+
 
 def test_bad_plain_dumps_are_refused_and_the_live_database_is_left_as_it_was(stack):
     target = stack.target()

@@ -18,6 +18,7 @@ from recovery.archives import listing
 from recovery.database import backup_database, restore_database
 from recovery.integrity import compare, fingerprint
 from recovery.journal import ActionFailed
+from recovery.safety_copies import list_safety_copies, remove_safety_copies
 from recovery.uploads import restore_uploads
 from tests.test_recovery_archives import _info, hostile
 from tests.test_recovery_database import databases, step_detail
@@ -69,6 +70,15 @@ def test_the_renamed_old_folder_is_the_safety_copy_when_not_archived(tmp_path):
     assert not list(backup_dir.glob("uploads_pre_restore_*"))
     assert not (uploads / "after the backup.txt").exists()
 
+    # a safety copy like the others: listed with its kind, removed only when asked (dry run first)
+    listed = list_safety_copies(target).steps[0].details
+    assert [c["kind"] for c in listed["copies"]] == ["uploads-folder"]
+    assert "renamed databases not listed" in listed["warning"]  # a bare target has no server
+    plan = remove_safety_copies(target, keep=0, dry_run=True)
+    assert plan.steps[0].details["remove"] == [str(kept)] and kept.is_dir()
+    remove_safety_copies(target, keep=0)
+    assert not kept.exists() and listing(uploads)
+
 
 def test_staging_is_discarded_when_a_later_member_fails(tmp_path):
     target, uploads, backup_dir = live_uploads(tmp_path / "root")
@@ -111,3 +121,36 @@ def test_a_database_restore_that_does_not_fit_is_refused_and_one_without_safety_
     assert step_detail(journal, "pg_restore", "jobs") == 2
     assert not list(Path(target.paths.backup_dir).glob("pre_restore_*"))
     assert compare(live, fingerprint(target)) == []
+
+    listed = list_safety_copies(target).steps[0].details["copies"]
+    assert {"kind": "database-renamed", "path": old} in [{k: c[k] for k in ("kind", "path")} for c in listed]
+    plan = remove_safety_copies(target, keep=0, dry_run=True)
+    assert old in plan.steps[0].details["remove"] and old in databases(stack)
+    remove_safety_copies(target, keep=0)
+    assert old not in databases(stack) and target.database.name in databases(stack)
+
+
+@pytest.mark.parametrize("pigz", [True, False], ids=["pigz", "python gzip"])
+def test_both_decompressors_stage_the_same_and_refuse_the_same(tmp_path, monkeypatch, pigz):
+    import shutil as real_shutil
+
+    from recovery import archives
+
+    if pigz and real_shutil.which("pigz") is None:
+        pytest.skip("pigz is not installed here")
+    if not pigz:
+        monkeypatch.setattr(archives.shutil, "which", lambda name: None)
+    target, uploads, backup_dir = live_uploads(tmp_path / "root")
+    want = listing(uploads)
+    archive = tar(backup_dir / "uploads_20240101_000000.tar.gz", "-C", str(uploads), ".")
+    journal = restore_uploads(target)
+    assert noted(journal, "decompressor") == ("pigz" if pigz else "python gzip")
+    assert {k: v.split()[2:] for k, v in listing(uploads).items()} == {
+        k: v.split()[2:] for k, v in want.items()}
+    blob = archive.read_bytes()
+    archive.write_bytes(blob[: len(blob) - 4096])
+    before = listing(uploads)
+    with pytest.raises(ActionFailed, match="truncated or corrupt"):
+        restore_uploads(target, backup=archive)
+    assert listing(uploads) == before
+    assert not any(p.name.startswith(".uploads.") for p in uploads.parent.iterdir())
