@@ -2,6 +2,11 @@
 # First start: initdb into $PGDATA (superuser password from /run/secrets/pg-superuser). Every start:
 # exec the server as PID 1, as the postgres account, logging to stderr (the container's log).
 set -eu
+# A command of its own (the harness's: the sandbox's cluster, as its service account) runs as given.
+case "${1:-}" in
+    ""|-*) ;;
+    *) exec "$@" ;;
+esac
 bin=/usr/lib/postgresql/15/bin
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 install -d -o postgres -g postgres -m 2775 /run/postgresql
