@@ -19,6 +19,7 @@ import pytest
 from fixtures.engine import faults
 from fixtures.engine.drill import Drill, DrillRun
 from fixtures.stack import Stack
+from fixtures.stack.container_faults import KillPostgresContainer, LosePostgresData, new_cluster
 from recovery import backups, config_files, database, full_system, pitr, services, uploads, webserver
 from recovery.actions import journaled
 from recovery.errors import RecoveryError
@@ -147,6 +148,12 @@ def recover_full_system(run: DrillRun) -> None:
     run.action(full_system.full_recovery, run.target, level=run.record.level, checks=False)
 
 
+def recover_onto_new_volume(run: DrillRun) -> None:
+    """データボリューム消失: a new, empty cluster where the lost one was, then the full recovery."""
+    run.action(new_cluster, run.target)
+    run.action(full_system.full_recovery, run.target, level=run.record.level, checks=False)
+
+
 # ---- preparations (before the baseline) --------------------------------------------------------
 
 def backup_database(run: DrillRun) -> None:
@@ -259,6 +266,16 @@ PITR = Drill(
     "point-in-time-recovery", "完全システムテスト: 誤操作による削除からのPITR", "RTO-1", "quarterly",
     f"{FULL} > 2. ポイントインタイムリカバリ", faults.DeleteRowsByMistake(), recover_pitr,
     prepare=base_backup)
+
+# faults only a container stack has (scenarios/test_drills.py skips them on other providers)
+PG_CONTAINER_KILL = Drill(
+    "postgres-container-kill", "データベース再起動: コンテナ強制終了 (docker kill)", "RTO-1", "monthly",
+    f"{DATABASE} > 再起動手順", KillPostgresContainer(), recover_database_restart)
+PG_VOLUME_LOST = Drill(
+    "postgres-volume-lost", "完全システムテスト: PostgreSQLデータボリューム消失", "RTO-24", "quarterly",
+    f"{FULL} / 完全復旧スクリプト", LosePostgresData(), recover_onto_new_volume, prepare=backup_all,
+    forecast=("database", "uploads"))
+CONTAINER_ONLY = (PG_CONTAINER_KILL, PG_VOLUME_LOST)
 
 CATALOGUE = (BACKEND_MASTER, BACKEND_WORKERS, BACKEND_MANUAL, DB_IMMEDIATE, DB_CRASH, DB_RESTORE,
              NGINX_CONFIG, CERTIFICATE, UPLOADS, CONFIG_GIT, CONFIG_TARBALL, FULL_RECOVERY, PITR)
