@@ -15,7 +15,6 @@ session's last test otherwise.
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -32,16 +31,19 @@ import yaml
 from psycopg.conninfo import make_conninfo
 from werkzeug.security import generate_password_hash
 
-from fixtures.apps.reference.seeding import PASSWORD_METHOD
+from fixtures.apps.reference.seeding import PASSWORD_METHOD, SeedPlan, seed
 from fixtures.stack import tls
+from fixtures.stack.composed import StackSecrets
+from fixtures.stack.container_compose import ComposePorts, ComposeStack
 from fixtures.stack.container_engine import DEFAULT_BASE, DOCKER_DIR
 from fixtures.stack.local import StackSettings
 from fixtures.stack.plugin import setting
 from fixtures.stack.ports import PortLease
-from fixtures.stack.sandbox import create_sandbox, remove_sandbox
+from fixtures.stack.sandbox import Sandbox, create_sandbox, remove_sandbox
 from recovery import health
 from recovery.commands import run
 from recovery.waiting import Observation, wait_until
+from scenarios.drills import BACKEND_MASTER, BACKEND_WORKERS, DB_RESTORE
 
 pytestmark = pytest.mark.stack
 
@@ -81,12 +83,18 @@ class ComposeProject:
     name: str
     tool: ComposeTool
     env: dict[str, str]  # what compose.yaml reads
+    sandbox: Sandbox  # the secrets, the CA, the backups and the uploads folder
     ca_file: Path
-    pg_port: int
-    https_port: int
-    superuser_password: str
-    app_password: str
-    admin_password: str
+    ports: ComposePorts
+    secrets: StackSecrets
+
+    @property
+    def pg_port(self) -> int:
+        return self.ports.pg
+
+    @property
+    def https_port(self) -> int:
+        return self.ports.https
 
     @property
     def https_url(self) -> str:
@@ -102,15 +110,15 @@ class ComposeProject:
         return found
 
 
-def _write_secrets(folder: Path, pg_port: int, superuser: str, app: str, live_dir: Path) -> None:
+def _write_secrets(folder: Path, pg_port: int, stack_secrets: StackSecrets, live_dir: Path) -> None:
     """The files compose.yaml mounts from $MKS_SECRETS (README.md: the operator writes the same)."""
     folder.mkdir(mode=0o700)
-    (folder / "pg-superuser").write_text(superuser + "\n")
-    (folder / "pg-app").write_text(app + "\n")
+    (folder / "pg-superuser").write_text(stack_secrets.superuser_password + "\n")
+    (folder / "pg-app").write_text(stack_secrets.app_password + "\n")
     config = {"database": {"host": "127.0.0.1", "port": pg_port, "name": "mks_db", "user": "mks_user",
-                           "password": app},
+                           "password": stack_secrets.app_password},
               "uploads": {"dir": "/opt/mks/uploads"},
-              "auth": {"jwt_secret": secrets.token_urlsafe(32), "token_ttl_seconds": 3600}}
+              "auth": {"jwt_secret": stack_secrets.jwt_secret, "token_ttl_seconds": 3600}}
     (folder / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     (folder / "tls").mkdir(mode=0o700)
     for name in ("fullchain.pem", "privkey.pem"):
@@ -130,14 +138,16 @@ def compose_project(pytestconfig: pytest.Config, stack_settings: StackSettings) 
         pg_port, backend_port, https_port = (lease.take() for _ in range(3))
         tls.create_ca(sandbox)
         paths = tls.issue_server_cert(sandbox)
-        superuser, app = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+        stack_secrets = StackSecrets.generate()
         folder = sandbox.path("/etc/mks-compose")
-        _write_secrets(folder, pg_port, superuser, app, paths.live_dir)
+        _write_secrets(folder, pg_port, stack_secrets, paths.live_dir)
         env = {"MKS_BASE": setting(pytestconfig, "drill_container_base") or DEFAULT_BASE,
-               "MKS_SECRETS": str(folder), "MKS_PG_PORT": str(pg_port),
-               "MKS_BACKEND_PORT": str(backend_port), "MKS_HTTPS_PORT": str(https_port)}
-        project = ComposeProject(f"mks-compose-{sandbox.root.name}".lower(), tool, env, paths.ca_cert,
-                                 pg_port, https_port, superuser, app, secrets.token_urlsafe(18))
+               "MKS_SECRETS": str(folder), "MKS_UPLOADS": str(sandbox.path("/opt/mks/uploads")),
+               "MKS_PG_PORT": str(pg_port), "MKS_BACKEND_PORT": str(backend_port),
+               "MKS_HTTPS_PORT": str(https_port)}
+        ports = ComposePorts(pg_port, backend_port, https_port)
+        project = ComposeProject(f"mks-compose-{sandbox.root.name}".lower(), tool, env, sandbox,
+                                 paths.ca_cert, ports, stack_secrets)
         yield project
         left = project.leftovers()
         assert not left, f"compose down -v left {left}"
@@ -181,6 +191,7 @@ def compose_stack(compose_project: ComposeProject, docker_services: object) -> C
     with httpx.Client(base_url=compose_project.https_url, verify=context, timeout=3) as client:
         wait_until("the compose stack's health through nginx to be 200", lambda: health.probe(client),
                    timeout=180, interval=0.5)
+    _create_admin(compose_project)
     return compose_project
 
 
@@ -191,11 +202,11 @@ def _client(project: ComposeProject) -> httpx.Client:
 
 def _create_admin(project: ComposeProject) -> None:
     conninfo = make_conninfo(host="127.0.0.1", port=project.pg_port, dbname="mks_db", user="mks_user",
-                             password=project.app_password, connect_timeout=5)
+                             password=project.secrets.app_password, connect_timeout=5)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("INSERT INTO users (username, password_hash, display_name, role) "
-                     "VALUES ('admin', %s, 'admin', 'admin') ON CONFLICT DO NOTHING",
-                     (generate_password_hash(project.admin_password, method=PASSWORD_METHOD),))
+                     "VALUES ('admin', %s, 'admin', 'admin')",
+                     (generate_password_hash(project.secrets.admin_password, method=PASSWORD_METHOD),))
 
 
 def test_compose_stack_serves_health_tls_and_login(compose_stack: ComposeProject) -> None:
@@ -206,19 +217,18 @@ def test_compose_stack_serves_health_tls_and_login(compose_stack: ComposeProject
         # TLS: the certificate is the stack's own (trusted only through its CA), for 127.0.0.1
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{project.https_url}/api/v1/health", verify=ssl.create_default_context(), timeout=5)
-        _create_admin(project)
         login = client.post("/api/v1/auth/login",
-                            json={"username": "admin", "password": project.admin_password})
+                            json={"username": "admin", "password": project.secrets.admin_password})
         assert login.status_code == 200, login.text[:200]
         token = login.json()["token"]
         wrong = client.post("/api/v1/auth/login",
-                            json={"username": "admin", "password": "not-" + project.admin_password})
+                            json={"username": "admin", "password": "not-" + project.secrets.admin_password})
         assert wrong.status_code in (401, 403), wrong.text[:200]
         me = client.get("/api/v1/projects", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200, me.text[:200]
     # the superuser's password is the secret's, and PostgreSQL listens on loopback only
     conninfo = make_conninfo(host="127.0.0.1", port=project.pg_port, dbname="postgres", user="postgres",
-                             password=project.superuser_password, connect_timeout=5)
+                             password=project.secrets.superuser_password, connect_timeout=5)
     with psycopg.connect(conninfo) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
 
@@ -242,3 +252,29 @@ def test_compose_backend_restarts_after_its_master_dies(compose_stack: ComposePr
     wait_until("the engine to restart the backend", restarted, timeout=60, interval=0.2)
     with _client(project) as client:
         wait_until("health 200 after the restart", lambda: health.probe(client), timeout=60, interval=0.2)
+
+
+# ---- drills on the compose stack -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def compose_drill_stack(compose_stack: ComposeProject, stack_settings: StackSettings,
+                        drill_scale: float) -> ComposeStack:
+    from fixtures.stack.container_engine import EngineUnavailable, find_engine
+
+    try:
+        engine = find_engine()
+    except EngineUnavailable as exc:  # compose runs, but the drills' service manager needs the API
+        pytest.skip(f"drills on the compose stack: {exc.reason}")
+    stack = ComposeStack("compose", stack_settings, compose_stack.sandbox, compose_stack.secrets,
+                         compose_stack.ports, project=compose_stack.name, engine_url=engine.url,
+                         ca_file=compose_stack.ca_file)
+    seed(stack, SeedPlan.for_scale(drill_scale))  # as every drill stack: users, projects, documents
+    return stack
+
+
+@pytest.mark.parametrize("drill", [BACKEND_MASTER, BACKEND_WORKERS, DB_RESTORE], ids=lambda d: d.name)
+def test_drill_on_the_compose_stack(drill, compose_drill_stack: ComposeStack, drill_runner) -> None:
+    record = drill_runner(drill, compose_drill_stack)
+    assert record.verdict == "passed"
+    if drill is not DB_RESTORE:
+        assert record.data_loss_rows == 0
