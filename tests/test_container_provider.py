@@ -48,6 +48,14 @@ def test_drills_skip_when_docker_host_points_nowhere(tmp_path: Path) -> None:
     assert "container provider: no Docker-API engine" in out and NOWHERE in out, out
 
 
+def test_no_compose_command_is_a_clear_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_compose_stack import find_compose
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # neither podman nor docker can be found
+    reason = find_compose()
+    assert isinstance(reason, str) and reason.startswith("compose stack: no compose command"), reason
+
+
 def test_compose_file_matches_the_images() -> None:
     compose = yaml.safe_load((DOCKER_DIR / "compose.yaml").read_text())
     services = compose["services"]
