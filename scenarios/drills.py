@@ -20,6 +20,7 @@ from fixtures.apps.profile import AppProfile
 from fixtures.engine import faults
 from fixtures.engine.drill import Drill, DrillRun
 from fixtures.stack import Stack
+from fixtures.stack.container_faults import KillPostgresContainer, LosePostgresData, new_cluster
 from recovery import (
     archives,
     backups,
@@ -157,6 +158,12 @@ def recover_pitr(run: DrillRun) -> None:
 
 def recover_full_system(run: DrillRun) -> None:
     """完全復旧スクリプト: config, database, uploads, services, health."""
+    run.action(full_system.full_recovery, run.target, level=run.record.level, checks=False)
+
+
+def recover_onto_new_volume(run: DrillRun) -> None:
+    """データボリューム消失: a new, empty cluster where the lost one was, then the full recovery."""
+    run.action(new_cluster, run.target)
     run.action(full_system.full_recovery, run.target, level=run.record.level, checks=False)
 
 
@@ -331,6 +338,16 @@ PITR = Drill(
     "point-in-time-recovery", "完全システムテスト: 誤操作による削除からのPITR", "RTO-1", "quarterly",
     f"{FULL} > 2. ポイントインタイムリカバリ", faults.DeleteRowsByMistake(), recover_pitr,
     prepare=base_backup, applies=needs_relation)
+
+# faults only a container stack has (scenarios/test_drills.py skips them on other providers)
+PG_CONTAINER_KILL = Drill(
+    "postgres-container-kill", "データベース再起動: コンテナ強制終了 (docker kill)", "RTO-1", "monthly",
+    f"{DATABASE} > 再起動手順", KillPostgresContainer(), recover_database_restart)
+PG_VOLUME_LOST = Drill(
+    "postgres-volume-lost", "完全システムテスト: PostgreSQLデータボリューム消失", "RTO-24", "quarterly",
+    f"{FULL} / 完全復旧スクリプト", LosePostgresData(), recover_onto_new_volume, prepare=backup_all,
+    forecast=("database", "uploads"))
+CONTAINER_ONLY = (PG_CONTAINER_KILL, PG_VOLUME_LOST)
 
 CATALOGUE = (BACKEND_MASTER, BACKEND_WORKERS, BACKEND_MANUAL, DB_IMMEDIATE, DB_CRASH, DB_RESTORE,
              NGINX_CONFIG, CERTIFICATE, UPLOADS, PLAIN_BACKUPS, CONFIG_GIT, CONFIG_TARBALL, FULL_RECOVERY,

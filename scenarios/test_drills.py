@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.stack.container_faults import PROVIDER_NEEDED
+from fixtures.stack.plugin import setting
 from scenarios.drills import (
     BACKEND_MANUAL,
     BACKEND_MASTER,
@@ -22,6 +24,7 @@ from scenarios.drills import (
     CERTIFICATE,
     CONFIG_GIT,
     CONFIG_TARBALL,
+    CONTAINER_ONLY,
     DB_CRASH,
     DB_IMMEDIATE,
     DB_RESTORE,
@@ -38,6 +41,7 @@ WEEKLY = [BACKEND_MASTER, BACKEND_WORKERS]
 MONTHLY = [BACKEND_MANUAL, DB_IMMEDIATE, DB_CRASH, DB_RESTORE, NGINX_CONFIG, CERTIFICATE, UPLOADS,
            PLAIN_BACKUPS, CONFIG_GIT, CONFIG_TARBALL]
 QUARTERLY = [FULL_RECOVERY, PITR]  # and the migration below, which needs a second stack
+# and on containers only: PostgreSQL's container killed (monthly), its data volume lost (quarterly)
 
 
 @pytest.mark.parametrize("drill", [param(d) for d in WEEKLY])
@@ -69,3 +73,12 @@ def test_migration_to_a_new_server(stack_factory, drill_runner):
     record = drill_runner(migration(new), old)
     assert record.verdict == "passed"
     assert record.environment["stack"] == "old" and not old.sandbox  # the old server is gone
+
+
+@pytest.mark.parametrize("drill", [param(d) for d in CONTAINER_ONLY])
+def test_container_drill(drill, request, pytestconfig, drill_runner):
+    provider = setting(pytestconfig, "drill_provider") or "local"
+    if provider != "docker":  # decided before any stack is made: a skip with the reason, never a pass
+        pytest.skip(f"{drill.name}: {PROVIDER_NEEDED}; this run's provider is {provider}")
+    record = drill_runner(drill, request.getfixturevalue("stack"))
+    assert record.verdict == "passed"

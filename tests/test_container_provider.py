@@ -48,6 +48,14 @@ def test_drills_skip_when_docker_host_points_nowhere(tmp_path: Path) -> None:
     assert "container provider: no Docker-API engine" in out and NOWHERE in out, out
 
 
+def test_no_compose_command_is_a_clear_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_compose_stack import find_compose
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # neither podman nor docker can be found
+    reason = find_compose()
+    assert isinstance(reason, str) and reason.startswith("compose stack: no compose command"), reason
+
+
 def test_compose_file_matches_the_images() -> None:
     compose = yaml.safe_load((DOCKER_DIR / "compose.yaml").read_text())
     services = compose["services"]
@@ -123,6 +131,71 @@ def test_container_stack_services(container_stack) -> None:
     manager.reload("nginx")
     manager.restart("mks-backend")
     stack.wait_healthy(timeout=30)
-    assert "listening" in manager.log_tail("postgresql", 50).lower() or manager.log_tail("postgresql")
+    # PostgreSQL logs to its own file (as on Debian); the manager's tail shows it after the container's
+    assert "ready to accept connections" in manager.log_tail("postgresql", 50), manager.log_tail("postgresql")
     secrets = stack.secrets.values()
     assert not any(s in manager.log_tail(name, 200) for name in manager.containers for s in secrets)
+
+
+# ---- the container-only drills can fail --------------------------------------------------------
+
+def test_a_container_fault_does_not_bite_another_provider() -> None:
+    from fixtures.engine.faults import FaultDidNotBite
+    from fixtures.stack.container_faults import KillPostgresContainer, LosePostgresData
+
+    class SupervisedStack:  # a stand-in: only its services' type matters to these faults
+        services = object()
+
+    for fault in (KillPostgresContainer(), LosePostgresData()):
+        with pytest.raises(FaultDidNotBite, match="needs the container provider"):
+            fault.inject(SupervisedStack())  # type: ignore[arg-type]
+
+
+def test_pgpass_password_reads_escapes(tmp_path: Path) -> None:
+    from fixtures.stack.container_faults import pgpass_password
+
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("# comment\n127.0.0.1:5432:*:mks_user:app\n127.0.0.1:5432:*:postgres:a\\:b\\\\c\n")
+    assert pgpass_password(passfile, "postgres") == "a:b\\c"
+    assert pgpass_password(passfile, "mks_user") == "app"
+    assert pgpass_password(passfile, "nobody") is None
+
+
+@pytest.fixture
+def docker_stack(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
+    provider = setting(pytestconfig, "drill_provider") or "local"
+    if provider != "docker":
+        pytest.skip(f"container-only drill: needs --drill-provider=docker (this run's is {provider})")
+    return request.getfixturevalue("stack")
+
+
+def _failed(drill_runner, drill, stack) -> str:
+    from fixtures.engine.drill import DrillFailed
+
+    with pytest.raises(DrillFailed) as caught:
+        drill_runner(drill, stack)
+    assert caught.value.record.verdict == "failed"
+    return caught.value.record.failure_reason
+
+
+@pytest.mark.stack
+def test_a_restore_without_a_new_cluster_fails_the_volume_drill(docker_stack, drill_runner) -> None:
+    from recovery import full_system
+    from scenarios.drills import PG_VOLUME_LOST, sabotaged
+
+    def restore_only(run) -> None:  # the full recovery straight away: no cluster to restore into
+        run.action(full_system.full_recovery, run.target, level=run.record.level, checks=False)
+
+    reason = _failed(drill_runner, sabotaged(PG_VOLUME_LOST, recover=restore_only), docker_stack)
+    assert reason.startswith("recovery failed: full_recovery failed at step postgresql"), reason
+
+
+@pytest.mark.stack
+def test_no_restart_fails_the_container_kill_drill(docker_stack, drill_runner) -> None:
+    from scenarios.drills import PG_CONTAINER_KILL, sabotaged
+
+    def backend_only(run) -> None:  # the backend's auto recovery, PostgreSQL left dead
+        run.action(auto_recover, run.target, settle=5.0)
+
+    reason = _failed(drill_runner, sabotaged(PG_CONTAINER_KILL, recover=backend_only), docker_stack)
+    assert "mks-backend not healthy" in reason and "database" in reason, reason

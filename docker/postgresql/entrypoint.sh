@@ -1,7 +1,13 @@
 #!/bin/sh
-# First start: initdb into $PGDATA (superuser password from /run/secrets/pg-superuser). Every start:
+# First start: initdb into $PGDATA (superuser password from /run/secrets/pg-superuser), and with
+# /run/secrets/pg-app the application's role mks_user (that password) and its database mks_db. Every start:
 # exec the server as PID 1, as the postgres account, logging to stderr (the container's log).
 set -eu
+# A command of its own (the harness's: the sandbox's cluster, as its service account) runs as given.
+case "${1:-}" in
+    ""|-*) ;;
+    *) exec "$@" ;;
+esac
 bin=/usr/lib/postgresql/15/bin
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 install -d -o postgres -g postgres -m 2775 /run/postgresql
@@ -26,6 +32,27 @@ host    replication   all   127.0.0.1/32   scram-sha-256
 host    replication   all   ::1/128        scram-sha-256
 HBA
     chown postgres:postgres "$PGDATA/pg_hba.conf"
+    app=/run/secrets/pg-app
+    if [ -r "$app" ]; then
+        # the application's role and database, on a server that listens on no TCP port meanwhile
+        as_postgres "$bin/pg_ctl" -D "$PGDATA" -w -s -o "-c listen_addresses='' \
+            -c unix_socket_directories=/run/postgresql" start
+        umask 077
+        cp "$app" /run/postgresql/.app
+        printf '*:*:*:postgres:%s\n' "$(head -n 1 "$secret")" > /run/postgresql/.pgpass
+        chown postgres /run/postgresql/.app /run/postgresql/.pgpass
+        PGPASSFILE=/run/postgresql/.pgpass as_postgres "$bin/psql" -X -q -v ON_ERROR_STOP=1 \
+            -h /run/postgresql -U postgres -d postgres <<'SQL'
+\set app_password `cat /run/postgresql/.app`
+CREATE ROLE mks_user LOGIN PASSWORD :'app_password';
+CREATE DATABASE mks_db OWNER mks_user;
+\connect mks_db
+CREATE EXTENSION IF NOT EXISTS amcheck;
+SQL
+        rm -f /run/postgresql/.app /run/postgresql/.pgpass
+        as_postgres "$bin/pg_ctl" -D "$PGDATA" -w -s -m fast stop
+        echo "mks-postgres: role mks_user and database mks_db made" >&2
+    fi
     echo "mks-postgres: cluster made in $PGDATA" >&2
 fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" -D "$PGDATA" \
