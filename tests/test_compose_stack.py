@@ -129,9 +129,19 @@ def _write_secrets(folder: Path, pg_port: int, stack_secrets: StackSecrets, live
 
 @pytest.fixture(scope="session")
 def compose_project(pytestconfig: pytest.Config, stack_settings: StackSettings) -> Iterator[ComposeProject]:
+    from fixtures.stack.container_engine import EngineUnavailable, find_engine
+
     tool = find_compose()
     if isinstance(tool, str):
         pytest.skip(tool)
+    try:
+        find_engine()
+    except EngineUnavailable as exc:
+        pytest.skip(f"compose stack: {exc.reason}")
+    base = setting(pytestconfig, "drill_container_base") or DEFAULT_BASE
+    if run([tool.engine_cli, "image", "exists", base], timeout=60, check=False).returncode != 0:
+        # no registry here: the base image is made locally (scripts/container-engine.sh) and named
+        pytest.skip(f"compose stack: the base image {base} is not in the engine (--drill-container-base)")
     sandbox = create_sandbox(stack_settings.base_dir, "compose", stack_settings.service_account())
     lease = PortLease(stack_settings.base_dir)
     try:
@@ -141,7 +151,7 @@ def compose_project(pytestconfig: pytest.Config, stack_settings: StackSettings) 
         stack_secrets = StackSecrets.generate()
         folder = sandbox.path("/etc/mks-compose")
         _write_secrets(folder, pg_port, stack_secrets, paths.live_dir)
-        env = {"MKS_BASE": setting(pytestconfig, "drill_container_base") or DEFAULT_BASE,
+        env = {"MKS_BASE": base,
                "MKS_SECRETS": str(folder), "MKS_UPLOADS": str(sandbox.path("/opt/mks/uploads")),
                "MKS_PG_PORT": str(pg_port), "MKS_BACKEND_PORT": str(backend_port),
                "MKS_HTTPS_PORT": str(https_port)}
