@@ -489,27 +489,11 @@ def test_two_real_weekly_sessions_make_a_history(tmp_path):
     (tmp_path / "pytest.ini").write_text(MARKERS)
     reports, keys = tmp_path / "out", tmp_path / "keys"
     _, public = signing.keygen(keys / "drill.key")
-    argv = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "fixtures.stack.plugin",
-        "-p",
-        "fixtures.engine.plugin",
-        "-p",
-        "reports.pytest_plugin",
-        "--drill-reports",
-        str(reports),
-        "--drill-signing-key",
-        str(keys / "drill.key"),
-        "-m",
-        "weekly",
-        str(tmp_path),
-    ]
+    plugins = (
+        "-q -p no:cacheprovider -p fixtures.stack.plugin -p fixtures.engine.plugin -p reports.pytest_plugin"
+    )
+    argv = [sys.executable, "-m", "pytest", *plugins.split(), "--drill-reports", str(reports)]
+    argv += ["--drill-signing-key", str(keys / "drill.key"), "-m", "weekly", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "PYTHONDONTWRITEBYTECODE": "1"}
 
     # the first under xdist: each worker writes the results it rendered into the history
