@@ -33,7 +33,7 @@ from werkzeug.security import generate_password_hash
 
 from fixtures.apps.reference.seeding import PASSWORD_METHOD, SeedPlan, seed
 from fixtures.stack import tls
-from fixtures.stack.composed import StackSecrets
+from fixtures.stack.composed import StackSecrets, reference_profile
 from fixtures.stack.container_compose import ComposePorts, ComposeStack
 from fixtures.stack.container_engine import DEFAULT_BASE, DOCKER_DIR
 from fixtures.stack.local import StackSettings
@@ -44,6 +44,8 @@ from recovery import health
 from recovery.commands import run
 from recovery.waiting import Observation, wait_until
 from scenarios.drills import BACKEND_MASTER, BACKEND_WORKERS, DB_RESTORE
+
+HEALTH = reference_profile().http.health.path  # compose.yaml builds the reference backend
 
 pytestmark = pytest.mark.stack
 
@@ -199,7 +201,7 @@ def compose_stack(compose_project: ComposeProject, docker_services: object) -> C
     """The project up: health 200 through nginx over TLS (the backend migrates the schema first)."""
     context = ssl.create_default_context(cafile=str(compose_project.ca_file))
     with httpx.Client(base_url=compose_project.https_url, verify=context, timeout=3) as client:
-        wait_until("the compose stack's health through nginx to be 200", lambda: health.probe(client),
+        wait_until("the compose stack's health through nginx to be 200", lambda: health.probe(client, HEALTH),
                    timeout=180, interval=0.5)
     _create_admin(compose_project)
     return compose_project
@@ -222,11 +224,11 @@ def _create_admin(project: ComposeProject) -> None:
 def test_compose_stack_serves_health_tls_and_login(compose_stack: ComposeProject) -> None:
     project = compose_stack
     with _client(project) as client:
-        answer = health.probe(client)
+        answer = health.probe(client, HEALTH)
         assert answer.status == 200, answer
         # TLS: the certificate is the stack's own (trusted only through its CA), for 127.0.0.1
         with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{project.https_url}/api/v1/health", verify=ssl.create_default_context(), timeout=5)
+            httpx.get(f"{project.https_url}{HEALTH}", verify=ssl.create_default_context(), timeout=5)
         login = client.post("/api/v1/auth/login",
                             json={"username": "admin", "password": project.secrets.admin_password})
         assert login.status_code == 200, login.text[:200]
@@ -261,7 +263,8 @@ def test_compose_backend_restarts_after_its_master_dies(compose_stack: ComposePr
 
     wait_until("the engine to restart the backend", restarted, timeout=60, interval=0.2)
     with _client(project) as client:
-        wait_until("health 200 after the restart", lambda: health.probe(client), timeout=60, interval=0.2)
+        wait_until("health 200 after the restart", lambda: health.probe(client, HEALTH), timeout=60,
+                   interval=0.2)
 
 
 # ---- drills on the compose stack -----------------------------------------------------------------
