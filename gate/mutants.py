@@ -73,6 +73,11 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "a check after the wait: when the server is not promoted the next commands fail as well"),
     ("command deleted", re.compile(r"^\s*sudo -u postgres tar -xzf \S*pg_wal\.tar\.gz"),
      "the base backup's WAL is in the archive as well: restore_command fetches it"),
+    ("command deleted", re.compile(r"^\s*if psql -U postgres -Atc \"SELECT 1 FROM pg_database .*pg_dump"),
+     "a second copy: the swap keeps the live database itself (renamed mks_db_before_restore)"),
+    ("command deleted", re.compile(r"^\s*test \"\$COUNTS_OK\" = yes"),
+     "the loop before it prints ERROR for each table that differs: the verification fails by its output "
+     "either way; the test only turns it into the exit status"),
     *((kind, FALLBACK, "a fallback for running the verification alone: in the procedure the variable is "
        "set already by its backup selection") for kind in
       ("command deleted", "newest -> oldest (ls -t -> ls -tr)", "first -> last (head -1 -> tail -1)")),
@@ -239,11 +244,12 @@ def _run_one(mutant: Mutant, runbook_path: str, make_stack: Callable[..., Any], 
              seed_scale: float, variants: bool) -> MutantResult:
     t0 = time.monotonic()
     gate = Gate(parse(mutant.text, f"{runbook_path} [{mutant.ident}]"), make_stack, seed_scale=seed_scale,
-                reports_dir=reports_dir / "mutants" if reports_dir else None, variants=variants)
+                reports_dir=reports_dir / "mutants" if reports_dir else None, variants=variants,
+                verify=variants)  # a survivor's second run: bad backups, and its checks against wrong states
     outcomes = gate.run(lambda title: title == mutant.procedure)
     why = killed_by(outcomes[0]) if outcomes else "the mutated procedure is gone"
     if why and variants:
-        why = "under a bad backup: " + why
+        why = "on the second run (bad backups, verifications against wrong states): " + why
     return MutantResult(mutant, why is not None, why or "passed the gate", round(time.monotonic() - t0, 1),
                         details_of(outcomes[0]) if outcomes else [])
 

@@ -98,7 +98,7 @@ class Gate:
         self.drilled = drilled  # False: every procedure on a healthy system (the gate before drills)
         self.drill_stacks = 0
         self.variants = variants  # the data procedures also under bad backups
-        self.verify = verify  # the verification sections once more against a wrong state (whole runs only)
+        self.verify = verify  # the verification sections once more against the states wrong for them
         self.make_stack = make_stack
         self.seed_scale = seed_scale
         self.timeout_per_block = timeout_per_block
@@ -153,7 +153,7 @@ class Gate:
             except Exception as exc:  # the gate's own error inside one procedure: that procedure's failure
                 log.exception("procedure %s stopped the gate", title)
                 outcomes.append(self._crashed(title, sections, exc, started))
-        if only is None and self.verify:
+        if self.verify:
             from gate.verification import check_verifications
 
             check_verifications(self, outcomes)

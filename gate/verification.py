@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fixtures.stack import Stack
@@ -37,37 +38,68 @@ CAN_FAIL, NUMBERS_ONLY, CANNOT_FAIL = "can fail", "only prints numbers for a per
 class WrongState:
     name: str
     sections: tuple[str, ...]  # the last title of the verification sections it is wrong for
-    make: Callable[[Stack], dict[str, str]]  # makes the state; what is wrong, in words, per section name
+    make: Callable[[Stack], str]  # makes the state; returns what is wrong, in words
     needs_backups: bool = False
 
 
-def _rows_missing(stack: Stack) -> dict[str, str]:
+def _documents(stack: Stack, sql: str, orphan: bool = False) -> int:
     with stack.pg.connect("mks_db") as conn:
         before = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
-        conn.execute("DELETE FROM documents WHERE id IN (SELECT id FROM documents ORDER BY id DESC LIMIT 10)")
-        conn.execute("ALTER TABLE documents DISABLE TRIGGER ALL")  # the foreign key, for an orphan
-        conn.execute("UPDATE documents SET project_id = (SELECT max(id) + 1000 FROM projects) "
-                     "WHERE id = (SELECT min(id) FROM documents)")
-        conn.execute("ALTER TABLE documents ENABLE TRIGGER ALL")
-    files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file())
+        if orphan:
+            conn.execute("ALTER TABLE documents DISABLE TRIGGER ALL")  # past the foreign key
+        conn.execute(sql)
+        if orphan:
+            conn.execute("ALTER TABLE documents ENABLE TRIGGER ALL")
+    return int(before)
+
+
+def _rows_missing(stack: Stack) -> str:
+    before = _documents(stack, "DELETE FROM documents WHERE id IN "
+                               "(SELECT id FROM documents ORDER BY id DESC LIMIT 10)")
+    return f"10 of {before} documents missing against the backup"
+
+
+def _orphan(stack: Stack) -> str:
+    _documents(stack, "UPDATE documents SET project_id = (SELECT max(id) + 1000 FROM projects) "
+                      "WHERE id = (SELECT min(id) FROM documents)", orphan=True)
+    return "a document whose project does not exist (an orphaned foreign key)"
+
+
+def _uploads(stack: Stack) -> list[Path]:
+    return sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file())
+
+
+def _files_missing(stack: Stack) -> str:
+    files = _uploads(stack)
     for path in files[:5]:
         path.unlink()
-    with open(files[5], "r+b") as handle:  # the same file: owner and mode stay
-        handle.write(b"changed after the backup")
-    data = f"10 of {before} documents missing against the backup, one document's project gone"
-    return {"リストア確認": data, "データ整合性確認": data,
-            "ファイル確認": f"5 of {len(files)} uploaded files missing and one changed"}
+    return f"5 of {len(files)} uploaded files missing"
 
 
-def _database_stopped(stack: Stack) -> dict[str, str]:
+def _file_changed(stack: Stack) -> str:
+    files = _uploads(stack)
+    with open(files[0], "r+b") as handle:  # the same file: owner, mode and size stay
+        handle.write(b"X")
+    return f"one uploaded file changed ({files[0].name}, same size)"
+
+
+def _file_extra(stack: Stack) -> str:
+    stack.sandbox.write_text(stack.uploads_dir / ".not-in-the-backup", "stale\n", mode=0o640)
+    return "a file the backup does not have (hidden)"
+
+
+def _database_stopped(stack: Stack) -> str:
     stack.services.stop("postgresql")
-    what = "PostgreSQL stopped: the backend answers 503, the database refuses connections"
-    return dict.fromkeys(("接続確認", "機能テスト", "パフォーマンス確認"), what)
+    return "PostgreSQL stopped: the backend answers 503, the database refuses connections"
 
 
+DATA, FILES = ("リストア確認", "データ整合性確認"), ("ファイル確認",)
 WRONG_STATES = (
-    WrongState("data and files changed after the backup",
-               ("リストア確認", "データ整合性確認", "ファイル確認"), _rows_missing, needs_backups=True),
+    WrongState("rows missing", DATA, _rows_missing, needs_backups=True),
+    WrongState("an orphaned document", DATA, _orphan, needs_backups=True),
+    WrongState("files missing", FILES, _files_missing, needs_backups=True),
+    WrongState("a file changed", FILES, _file_changed, needs_backups=True),
+    WrongState("a stale extra file", FILES, _file_extra, needs_backups=True),
     WrongState("database stopped", ("接続確認", "機能テスト", "パフォーマンス確認"), _database_stopped),
 )
 
@@ -113,7 +145,7 @@ def _one_line(command: str) -> str:
 
 def verification_sections(outcomes: list[ProcedureOutcome], sections: list[Section],
                           names: tuple[str, ...]) -> list[Section]:
-    run = {key for o in outcomes for key in o.sections}
+    run = {key for o in outcomes if o.stack != "-" for key in o.sections}  # "-": could not be judged
     return [s for s in sections if s.shell_blocks and _name(s, names) and s.key in run]
 
 
@@ -150,13 +182,13 @@ def _against(gate: Gate, state: WrongState, sections: list[Section]) -> list[Ver
         if state.needs_backups:
             gate._ensure_backups(stack, force=True)
         missed = state.make(stack)
-        gate.events.append(f"stack {stack.name}: {'; '.join(sorted(set(missed.values())))}")
+        gate.events.append(f"stack {stack.name}: {missed}")
         out = []
         for section in sections:
             gate.sessions += 1
             session = gate._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password})
             blocks = run_session([section], session, f"verify-{gate.sessions}")
-            out.append(judge(section.key, state.name, missed[_name(section, state.sections) or ""], blocks))
+            out.append(judge(section.key, state.name, missed, blocks))
         return out
     finally:
         try:

@@ -53,13 +53,18 @@ EXPECTED_DEFECTS = (
      "tar -xzf ... -C / trusts the archive's paths: an absolute member lands in /etc/mks, a link out stays"),
     ("oracle the backend was stopped during the restore: the backend ran through the whole procedure",
      "the uploads restore (and the PITR) replace the data under a running backend"),
-    ("リストア確認 against data and files changed after the backup: only prints numbers for a person",
-     "リストア確認 prints counts and exits 0 with rows missing and an orphaned document"),
-    ("ファイル確認 against data and files changed after the backup: only prints numbers for a person",
-     "ファイル確認 prints a count and sizes and exits 0 with files missing and changed"),
-    ("データ整合性確認 against data and files changed after the backup: only prints numbers for a person",
-     "データ整合性確認 prints counts per table and project and exits 0 with rows missing and an orphaned "
-     "document"),
+    ("リストア確認 against rows missing: only prints numbers for a person",
+     "リストア確認 prints counts and exits 0 with rows missing against the backup"),
+    ("リストア確認 against an orphaned document: only prints numbers for a person",
+     "リストア確認 prints counts and a table definition and exits 0 with an orphaned document"),
+    ("ファイル確認 against files missing: only prints numbers for a person",
+     "ファイル確認 prints a count and sizes and exits 0 with files missing"),
+    ("ファイル確認 against a file changed: only prints numbers for a person",
+     "ファイル確認 exits 0 with a file whose content is not the backup's"),
+    ("ファイル確認 against a stale extra file: only prints numbers for a person",
+     "ファイル確認 exits 0 with a file the backup does not have"),
+    ("データ整合性確認 against an orphaned document: only prints numbers for a person",
+     "データ整合性確認 prints counts per table and project and exits 0 with an orphaned document"),
 )
 STOPPED = "the backend was stopped during the restore"
 DRILLED = {  # procedure -> the oracles it must pass, each by name
