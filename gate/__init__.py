@@ -5,19 +5,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the package's own modules import GateError from here
+    from fixtures.stack import Stack
+    from gate.report import GateResult
+
 
 class GateError(Exception):
     """The gate itself could not do its work (not a runbook defect: those are results)."""
 
 
-def run_gate(runbook_path: str, make_stack: object, reports_dir: object = None, scenarios_dir: object = None,
-             seed_scale: float = 0.2, only: object = None, drilled: bool = True) -> object:
+def run_gate(runbook_path: str, make_stack: Callable[..., Stack], reports_dir: Path | None = None,
+             scenarios_dir: Path | None = None, seed_scale: float = 0.2,
+             only: Callable[[str], bool] | None = None, drilled: bool = True) -> GateResult:
     """Parse, run every procedure on sandbox stacks from `make_stack`, judge, and write the reports.
 
     Returns a gate.report.GateResult; the reports land in reports_dir (Markdown, HTML, JSON).
     """
     import time
-    from pathlib import Path
 
     from gate.coverage import coverage
     from gate.orchestrator import Gate
@@ -27,14 +35,14 @@ def run_gate(runbook_path: str, make_stack: object, reports_dir: object = None, 
     started = time.monotonic()
     runbook = parse_file(runbook_path)
     gate = Gate(runbook, make_stack, seed_scale=seed_scale,
-                reports_dir=Path(str(reports_dir)) if reports_dir is not None else None, drilled=drilled)
-    procedures = gate.run(only)  # type: ignore[arg-type]
+                reports_dir=Path(reports_dir) if reports_dir is not None else None, drilled=drilled)
+    procedures = gate.run(only)
     blocks = [b for p in procedures for b in p.blocks]
     project = Path(__file__).resolve().parent.parent
-    scenarios = Path(str(scenarios_dir)) if scenarios_dir else project / "scenarios"
+    scenarios = Path(scenarios_dir) if scenarios_dir else project / "scenarios"
     result = judge(runbook, procedures, coverage(runbook, blocks, scenarios), gate.events,
                    time.monotonic() - started)
     if reports_dir is not None:
         stem = "runbook-gate-" + Path(runbook_path).stem.split("(")[0].replace(" ", "_")
-        write_reports(result, Path(str(reports_dir)), stem)
+        write_reports(result, Path(reports_dir), stem)
     return result
