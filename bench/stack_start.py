@@ -26,6 +26,7 @@ import psycopg
 import trustme
 
 from fixtures.apps.reference import BACKEND_DIR as REFERENCE_BACKEND
+from fixtures.stack.composed import reference_profile
 from fixtures.stack.local import LocalStack, StackSettings
 from fixtures.stack.nginx import find_nginx
 from fixtures.stack.ports import PortLease
@@ -34,6 +35,8 @@ from fixtures.stack.readiness import wait_until
 from fixtures.stack.sandbox import default_base_dir
 from recovery import health
 from recovery.commands import RunAs, run, spawn
+
+HEALTH = reference_profile().http.health.path
 
 SUPERUSER_SECRET = "floor-bench-superuser-secret"  # a throwaway cluster that lives for seconds
 
@@ -162,7 +165,7 @@ def floor_once(base: Path, ca: trustme.CA) -> tuple[float, float]:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     with httpx.Client(base_url=f"https://127.0.0.1:{https_port}", verify=context, timeout=3) as client:
-        wait_until("floor health 200", lambda: health.probe(client, "/api/v1/health"), timeout=60,
+        wait_until("floor health 200", lambda: health.probe(client, HEALTH), timeout=60,
                    interval=0.05)
     start_seconds = time.monotonic() - started
     started = time.monotonic()
