@@ -107,3 +107,23 @@ def test_a_drill_that_does_not_apply_says_why(tmp_path: Path) -> None:
     assert "integrity.relation" in (PITR.does_not_apply(bare) or "")
     assert "git_restores" in (CONFIG_GIT.does_not_apply(bare) or "")
     assert DB_RESTORE.does_not_apply(bare) is None
+
+
+KIROKU_PROFILE = REFERENCE_PROFILE.parent.parent / "kiroku" / "profile.yml"
+
+
+@pytest.mark.parametrize("profile_file", [REFERENCE_PROFILE, KIROKU_PROFILE])
+def test_the_target_file_carries_the_apps_contract_for_a_real_host(tmp_path: Path,
+                                                                   profile_file: Path) -> None:
+    """What a sandbox writes as the target's app section loads back the same (mks-recovery --target)."""
+    from recovery.target import Target, TargetError, load_target
+
+    profile = load_profile(profile_file)
+    target = Target(health_path=profile.http.health.path, app=profile.to_app_target())
+    path = tmp_path / "target.yml"
+    path.write_text(target.to_yaml(), encoding="utf-8")
+    loaded = load_target(path)
+    assert loaded.app == target.app and loaded.health_path == profile.http.health.path
+    path.write_text(target.to_yaml().replace("token_path:", "token_paht:"), encoding="utf-8")
+    with pytest.raises(TargetError, match=r"unknown key app\.token_paht"):
+        load_target(path)
