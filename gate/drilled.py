@@ -197,11 +197,14 @@ def folder_manifest(folder: Path) -> dict[str, tuple[str, bool]]:
     for dirpath, _, files in os.walk(folder):
         for name in files:
             path = Path(dirpath) / name
-            mode = path.lstat().st_mode
-            if not stat.S_ISREG(mode):
-                found[str(path.relative_to(folder))] = ("not a regular file", False)
-                continue
-            found[str(path.relative_to(folder))] = (sha256_file(path), bool(mode & 0o111))
+            try:
+                mode = path.lstat().st_mode
+                if not stat.S_ISREG(mode):
+                    found[str(path.relative_to(folder))] = ("not a regular file", False)
+                    continue
+                found[str(path.relative_to(folder))] = (sha256_file(path), bool(mode & 0o111))
+            except FileNotFoundError:
+                continue  # gone while read: the running app's own temp file (its health probe's)
     return found
 
 
