@@ -31,7 +31,7 @@ from gate import GateError, drilled
 from gate.mapping import SandboxInfo
 from gate.parser import Runbook, Section
 from gate.runner import FAILED, BlockOutcome, SessionEnv, redact, run_session
-from gate.shims import PROJECT_DIR, ShimSpec, write_shims
+from gate.shims import PROJECT_DIR, ShimSpec, shell_env, write_shims
 from recovery import integrity, pitr
 from recovery.commands import run
 from recovery.database import backup_database
@@ -282,19 +282,10 @@ class Gate:
         home = root / "run/home"
         env = {
             **stack.pg.client_env(),
-            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            "HOME": str(home),
-            "TMPDIR": str(root / "tmp"),
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_CONFIG_NOSYSTEM": "1",
+            **shell_env(bin_dir, home, root),
             "PYTHONDONTWRITEBYTECODE": "1",
             # the project's modules (the sandbox CA's renewal, `python -m recovery`) for the block's python
             "PYTHONPATH": str(PROJECT_DIR),
-            "PAGER": "cat",
-            "PSQL_HISTORY": "/dev/null",
-            "MKS_CHECK_USER": "admin",
             **extra_env,
         }
         run_as = None if stack.sandbox.service_account.is_current else stack.sandbox.service_account

@@ -58,6 +58,23 @@ def _write(path: Path, body: str) -> None:
     os.chmod(path, 0o755)
 
 
+def shell_env(bin_dir: Path, home: Path, root: Path) -> dict[str, str]:
+    """What a runbook block's shell sees besides the database's variables: the shims first on PATH,
+    a home and temp folder in the sandbox, no user git config, no pager, no psql history."""
+    return {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": str(home),
+        "TMPDIR": str(root / "tmp"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PAGER": "cat",
+        "PSQL_HISTORY": "/dev/null",
+        "MKS_CHECK_USER": "admin",  # 機能テスト's login reads these instead of a literal password
+    }
+
+
 def write_shims(spec: ShimSpec) -> Path:
     """Write every shim into spec.bin_dir (inside the sandbox) and return it."""
     spec.bin_dir.mkdir(parents=True, exist_ok=True)

@@ -131,18 +131,24 @@ def output_of(argv: Sequence[str | os.PathLike[str]], *, timeout: float) -> Iter
         yield proc.stdout
         while proc.stdout.read(1024 * 1024):
             pass
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise CommandError(args, None, "", "", f"timed out after {timeout:g}s") from None
-        if code != 0:
-            raise CommandError(args, code, "", _text(proc.stderr.read()), f"exit status {code}")
+        _wait_checked(proc, args, timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _wait_checked(proc: subprocess.Popen[bytes], args: list[str], timeout: float) -> None:
+    """The streamed command's end: CommandError when it overruns or exits non-zero (with its stderr)."""
+    assert proc.stderr is not None
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CommandError(args, None, "", "", f"timed out after {timeout:g}s") from None
+    if code != 0:
+        raise CommandError(args, code, "", _text(proc.stderr.read()), f"exit status {code}")
 
 
 @contextlib.contextmanager
@@ -161,12 +167,7 @@ def input_to(argv: Sequence[str | os.PathLike[str]], *, stdout_path: str | os.Pa
     try:
         yield proc.stdin
         proc.stdin.close()
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise CommandError(args, None, "", "", f"timed out after {timeout:g}s") from None
-        if code != 0:
-            raise CommandError(args, code, "", _text(proc.stderr.read()), f"exit status {code}")
+        _wait_checked(proc, args, timeout)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -85,6 +85,18 @@ class ServiceManager(Protocol):
     def log_tail(self, name: str, lines: int = 20) -> str: ...
 
 
+def wait_active(manager: ServiceManager, name: str, timeout: float = 30.0) -> ServiceStatus:
+    """Wait until the service is active (after an automatic restart, for example)."""
+    def active() -> ServiceStatus | Observation:
+        status = manager.status(name)
+        return status if status.is_active else Observation(False, status.detail)
+
+    found = wait_until(f"{name} to be active", active, timeout=timeout, interval=0.1, error=ServiceError,
+                       log_tail=lambda: manager.log_tail(name))
+    assert isinstance(found, ServiceStatus)
+    return found
+
+
 class SupervisorServiceManager:
     """ServiceManager over supervisord's XML-RPC socket.
 
@@ -225,15 +237,7 @@ class SupervisorServiceManager:
         return tail(self.log_file(name), lines)
 
     def wait_active(self, name: str, timeout: float = 30.0) -> ServiceStatus:
-        """Wait until the service is active (after an automatic restart, for example)."""
-        def active() -> ServiceStatus | Observation:
-            status = self.status(name)
-            return status if status.is_active else Observation(False, status.detail)
-
-        found = wait_until(f"{name} to be active", active, timeout=timeout, interval=0.1, error=ServiceError,
-                           log_tail=lambda: self.log_tail(name))
-        assert isinstance(found, ServiceStatus)
-        return found
+        return wait_active(self, name, timeout)
 
 
 class SystemdServiceManager:
