@@ -123,22 +123,27 @@ def singular(table: str) -> str:
 
 def store_files(target: Target) -> list[Path]:
     """The file store's files: every file of the uploads folder, or of the data directory's pattern."""
-    folder = Path(target.root) / target.paths.uploads_dir.lstrip("/")
+    folder = Path(target.paths.uploads_dir)
     files = target.app.files
     found = folder.glob(files.pattern) if files.kind == "data_dir" else folder.rglob("*")
     return sorted(p for p in found if p.is_file() and not p.is_symlink())
 
 
+def _member(target: Target, path: str) -> str:
+    """A path of the target (the runbook's, below the target's root) as an archive member relative to /."""
+    return Path(path).relative_to(target.root).as_posix()
+
+
 def store_member(target: Target) -> str:
     """The file store as a member of an archive made relative to / (opt/mks/uploads)."""
-    return target.paths.uploads_dir.strip("/")
+    return _member(target, target.paths.uploads_dir)
 
 
 def config_members(target: Target) -> list[str]:
     """What a config backup holds, relative to /: the app's config file, the nginx site, and the checkout
     files that 設定ファイル復旧 restores from git."""
-    backend = target.paths.backend_dir.strip("/")
-    return [target.paths.config_file.strip("/"), target.paths.nginx_site.strip("/"),
+    backend = _member(target, target.paths.backend_dir)
+    return [_member(target, target.paths.config_file), _member(target, target.paths.nginx_site),
             *(f"{backend}/{name}" for name in target.app.git_restores)]
 
 
