@@ -168,7 +168,7 @@ def nothing_written_outside(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     if found:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         return [OracleResult("nothing written outside the uploads folder", False,
-                             f"wrote outside {run_.target.paths.uploads_dir}: {len(found)} ({shown})")]
+                             f"wrote outside /{appdata.store_member(run_.target)}: {len(found)} ({shown})")]
     live = folder_manifest(uploads)
     kept = [n for n in live if n.rsplit("/", 1)[-1] in ESCAPE_NAMES]
     return [OracleResult("nothing written outside the uploads folder", not kept,
