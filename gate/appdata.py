@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from fixtures.engine.faults import FaultDidNotBite
 from recovery import integrity
 from recovery.target import Target
 
@@ -62,9 +63,23 @@ def delete_marks(target: Target) -> dict[str, Any]:
             "table": MARKS}
 
 
-def count(conn: psycopg.Connection, table: str) -> int:
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_table(table))).fetchone()
+def count(conn: psycopg.Connection, table: str, but: str | None = None) -> int:
+    """Rows of a table (of the gate's marks: all but those named `but`)."""
+    if table == MARKS and but is not None:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE name <> %s").format(_table(MARKS)),
+                           (but,)).fetchone()
+    else:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_table(table))).fetchone()
     return int(row[0]) if row else 0
+
+
+def confirm_marks_deleted(target: Target, details: dict[str, Any], but: str) -> str:
+    """delete_marks bit: fewer marks than before (those named `but`, written after it, not counted)."""
+    with integrity.connect(target, target.database.name) as conn:
+        now = count(conn, MARKS, but=but)
+    if not details["deleted"] or now >= details["documents_before"]:
+        raise FaultDidNotBite(f"no rows of {MARKS} were deleted ({details['documents_before']} -> {now})")
+    return f"{MARKS}: {details['documents_before']} -> {now} rows"
 
 
 def counts(conn: psycopg.Connection, target: Target) -> dict[str, int]:

@@ -317,6 +317,8 @@ class MistakeThenMore:
         return details
 
     def confirm(self, stack: Stack, details: Details) -> str:
+        if details["table"] == appdata.MARKS:
+            return appdata.confirm_marks_deleted(stack.target(), details, AFTER_TARGET_MARK)
         return DeleteRowsByMistake().confirm(stack, details)
 
 
@@ -379,8 +381,9 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     out = []
     try:
         with integrity.connect(run_.target, "mks_db") as conn:
-            documents = appdata.count(conn, details["table"])  # the rows the mistake deleted
             after = appdata.marked(conn, AFTER_TARGET_MARK)
+            # the rows the mistake deleted (without a relation the gate's marks: the later one not counted)
+            documents = appdata.count(conn, details["table"], but=AFTER_TARGET_MARK)
             in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
             timeline = int(conn.execute("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
                            .fetchone()[0], 16) if not in_recovery else 0  # type: ignore[index]

@@ -110,3 +110,36 @@ def test_the_gates_oracles_judge_a_database_restore_of_kiroku(oldest, tmp_path, 
     for state in ("rows missing", "an orphaned project"):
         assert f"リストア確認 against {state}: can fail" in checks, checks
     assert "projects rows missing against the backup" in "\n".join(gate.events)
+
+
+@pytest.mark.runbook
+@pytest.mark.stack
+def test_without_a_relation_the_pitr_mistake_deletes_the_gates_marks_and_the_orphan_is_skipped(
+        tmp_path, stack_factory):
+    """kiroku with its profile's relation removed: the database restore and the PITR written for it are
+    judged all the same (the mistake deletes the gate's marks); the orphan state says why it is skipped."""
+    import yaml
+
+    data = yaml.safe_load(KIROKU.read_text(encoding="utf-8"))
+    data["source"] = str(KIROKU.parent / data["source"])
+    data["config"]["template"] = str(KIROKU.parent / data["config"]["template"])
+    del data["integrity"]["relation"]
+    profile = tmp_path / "profile.yml"
+    profile.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+    def make(name: str, seed_scale: float | None = 0.2):
+        return stack_factory(name, seed_scale=seed_scale if seed_scale is not None else False, app=profile)
+
+    gate = Gate(parse_file(str(RUNBOOK)), make, variants=False)
+    outcomes = {o.title: o for o in gate.run()}
+    assert gate.app is not None and gate.app.relation is None
+    db, pitr = outcomes[DB], outcomes["完全システム復旧 > 2. ポイントインタイムリカバリ"]
+    for outcome in (db, pitr):
+        assert outcome.ok, "\n".join(outcome.health.problems)
+    checks = "\n".join(db.health.checks + pitr.health.checks)
+    for name in ("newest backup restored", "changes after the target are absent", "new timeline"):
+        assert f"oracle {name}: ok" in checks, checks
+    back = "oracle rows deleted by mistake are back: ok (gate_marks: 1 before the mistake, 0 after it, 1 now)"
+    assert back in checks, checks
+    assert "リストア確認 against rows missing: can fail" in checks
+    assert f"リストア確認 against an orphaned row: skipped ({appdata.NO_RELATION})" in checks
