@@ -3,6 +3,7 @@
     python -m gate "docs/15_復旧手順(Recovery-Procedures).md"
     python -m gate path/to/runbook.md --mutants            # the mutation self-test instead
     python -m gate path/to/runbook.md --mutants --limit 5  # a bounded sample
+    python -m gate path/to/runbook.md --drill-app fixtures/apps/kiroku/profile.yml --only ポイントインタイム
 
 Exit status: 0 every section passed (with --mutants: every mutant that can change the outcome was
 killed), 1 one failed (or a mutant survived), 2 usage error. Stacks live under the sandbox base folder
@@ -24,14 +25,16 @@ USAGE_ERROR, FAILED_EXIT = 2, 1
 
 
 @contextmanager
-def stacks(base_dir: Path | None, service_user: str | None) -> Iterator[Any]:
-    """A make_stack(name, seed_scale) like the pytest fixture's; every stack made is torn down."""
+def stacks(base_dir: Path | None, service_user: str | None, app: Any = None) -> Iterator[Any]:
+    """A make_stack(name, seed_scale) like the pytest fixture's (app: an AppProfile, None for the
+    default); every stack made is torn down."""
     from fixtures.apps.seeding import seed_stack
     from fixtures.stack.composed import StackSettings
     from fixtures.stack.local import LocalStack
     from fixtures.stack.sandbox import default_base_dir, reap_abandoned
 
-    settings = StackSettings(base_dir=(base_dir or default_base_dir()).resolve(), service_user=service_user)
+    settings = StackSettings(base_dir=(base_dir or default_base_dir()).resolve(), service_user=service_user,
+                             **({"app": app} if app is not None else {}))
     reap_abandoned(settings.base_dir)
     made: list[LocalStack] = []
 
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", default="reports/out", help="reports folder (default: reports/out)")
     parser.add_argument("--base-dir", default=None, help="sandbox base folder")
     parser.add_argument("--service-user", default=None, help="account for the servers when run as root")
+    parser.add_argument("--drill-app", default=None, metavar="PATH",
+                        help="the app profile (YAML) of the app under drill (default: the reference backend)")
+    parser.add_argument("--only", action="append", default=None, metavar="TEXT",
+                        help="only the procedures whose title holds TEXT (repeatable)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -74,11 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         print(f"python -m gate: {args.runbook}: no such file", file=sys.stderr)
         return USAGE_ERROR
+    app = None
+    if args.drill_app:
+        from fixtures.apps.profile import ProfileError, load_profile
+
+        try:
+            app = load_profile(args.drill_app)
+        except ProfileError as exc:
+            print(f"python -m gate: --drill-app: {exc}", file=sys.stderr)
+            return USAGE_ERROR
+    only = (lambda title: any(text in title for text in args.only)) if args.only else None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     reports = Path(args.reports).resolve()
-    with stacks(Path(args.base_dir) if args.base_dir else None, args.service_user) as make:
+    with stacks(Path(args.base_dir) if args.base_dir else None, args.service_user, app) as make:
         if args.mutants:
             from gate.mutants import run_mutants, write_mutation_report
 
@@ -90,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return FAILED_EXIT if real else 0
         from gate import run_gate
 
-        result = run_gate(str(path.resolve()), make, reports)
+        result = run_gate(str(path.resolve()), make, reports, only=only)
     from gate.report import section_lines
 
     print("\n".join(section_lines(result)))  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from pathlib import Path
 from fixtures.engine.drill import DrillRun
 from fixtures.engine.faults import Details, FaultDidNotBite
 from fixtures.stack import Stack
+from gate import appdata
 from gate.drilled import (
     BETWEEN_FILE,
     Context,
@@ -38,7 +39,7 @@ ESCAPES = {  # member name -> how it escapes (the file names are unique: found w
 LINK = f"{UPLOADS_MEMBER}/gate-escape-link"
 LINK_TARGET = "../../../etc/mks"  # relative: wherever it resolves, it stays inside the sandbox
 ESCAPE_NAMES = {name.rsplit("/", 1)[-1] for name in ESCAPES}
-BEFORE_TARGET_PROJECT = "gate: committed after the base backup, before the target (WAL segment removed)"
+BEFORE_TARGET_MARK = "gate: committed after the base backup, before the target (WAL segment removed)"
 
 
 # ---- truncated backups ---------------------------------------------------
@@ -76,7 +77,7 @@ class RemoveSomeUploads:
     label: str = "アップロードファイルの一部消失"
 
     def inject(self, stack: Stack) -> Details:
-        files = sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file() and p.name != BETWEEN_FILE)
+        files = [p for p in appdata.store_files(stack.target()) if p.name != BETWEEN_FILE]
         for path in files[:self.count]:
             path.unlink()
         return {"removed": [str(p) for p in files[:self.count]], "left": len(files) - self.count}
@@ -89,19 +90,22 @@ class RemoveSomeUploads:
 
 def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     details = run_.fault_details
-    left = details["documents_before"] - details["deleted"]
+    table, left = details["table"], details["documents_before"] - details["deleted"]
+    rows = integrity.label(table) + " rows"
     try:
         with integrity.connect(run_.target, "mks_db") as conn:
-            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
-            users = conn.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
+            found = appdata.counts(conn, run_.target)
+            kept = appdata.count(conn, table)
     except Exception as exc:
-        documents, users = -1, 0
+        found, kept = {}, -1
         ctx.notes["why"] = _first(exc)
-    safe = documents >= left and users > 0
-    detail = (f"the live database kept its data ({documents} documents, {left} before the procedure); "
+    empty = appdata.empty_tables(found, run_.target)
+    safe = kept >= left and not empty
+    why = ctx.notes.get("why") or (f"{kept} {rows} left of {left}" if kept < left else
+                                   f"{', '.join(empty)} empty")
+    detail = (f"the live database kept its data ({kept} {rows}, {left} before the procedure); "
               "the bad backup was not swapped in" if safe else
-              "dropped the live database before the backup was known to restore "
-              f"({ctx.notes.get('why') or f'{documents} documents left of {left}'})")
+              f"dropped the live database before the backup was known to restore ({why})")
     return [OracleResult(f"bad backup ({ctx.notes['bad']})", safe, detail)]
 
 
@@ -164,7 +168,7 @@ def nothing_written_outside(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     if found:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         return [OracleResult("nothing written outside the uploads folder", False,
-                             f"wrote outside /opt/mks/uploads: {len(found)} ({shown})")]
+                             f"wrote outside /{appdata.store_member(run_.target)}: {len(found)} ({shown})")]
     live = folder_manifest(uploads)
     kept = [n for n in live if n.rsplit("/", 1)[-1] in ESCAPE_NAMES]
     return [OracleResult("nothing written outside the uploads folder", not kept,
@@ -179,9 +183,9 @@ def prepare_pitr_missing_wal(run_: DrillRun, ctx: Context) -> None:
     (the recovery cannot get past it, so it cannot reach the target time that comes later)."""
     from recovery import pitr
 
+    appdata.create_marks(run_.target)
     run_.action(pitr.base_backup, run_.target, label="gate")
-    with integrity.connect(run_.target, "mks_db") as conn:
-        conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate')", (BEFORE_TARGET_PROJECT,))
+    appdata.mark(run_.target, BEFORE_TARGET_MARK)
     with integrity.connect(run_.target, "postgres") as conn:
         row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
         segment = str(row[0]) if row else ""
@@ -204,8 +208,7 @@ def not_promoted_short(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     try:
         with integrity.connect(run_.target, "mks_db") as conn:
             promoted = not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
-            before = conn.execute("SELECT count(*) FROM projects WHERE name = %s",
-                                  (BEFORE_TARGET_PROJECT,)).fetchone()[0]  # type: ignore[index]
+            before = appdata.marked(conn, BEFORE_TARGET_MARK)
     except Exception as exc:  # refused to start: the safe answer when the target cannot be reached
         fatal = server_fatal(run_.target.database.log_file)
         why = fatal.split("FATAL:", 1)[-1].strip() if fatal else f"{type(exc).__name__}"

@@ -30,6 +30,7 @@ from typing import Any
 from fixtures.engine.drill import Drill, DrillFailed, DrillRun, DrillSettings, run_drill
 from fixtures.engine.faults import DeleteRowsByMistake, Details, FaultDidNotBite, WipeUploads, made_before
 from fixtures.stack import Stack
+from gate import appdata
 from gate.parser import Section
 from gate.runner import FAILED, BlockOutcome, run_session
 from recovery import integrity
@@ -40,8 +41,9 @@ from recovery.journal import tail
 
 log = logging.getLogger(__name__)
 
-BETWEEN_PROJECT = "gate: written between the older and the newest backup"
-AFTER_TARGET_PROJECT = "gate: committed after the recovery target time"
+# marks: rows of the gate's own table in the app's database (gate.appdata)
+BETWEEN_MARK = "gate: written between the older and the newest backup"
+AFTER_TARGET_MARK = "gate: committed after the recovery target time"
 BETWEEN_FILE = "gate-between-backups.txt"
 STALE_FILES = {"stale-partial-restore.bin": 0o750, ".stale-hidden": 0o640}
 
@@ -96,15 +98,13 @@ def _next_second(last: list[float]) -> None:
 # ---- データベースバックアップからの復旧 ----------------------------------------------------------
 
 def prepare_database(run_: DrillRun, ctx: Context) -> None:
-    """An older dump, a project written, the newest dump (both pg_dump -Fc, db_<ts>.dump)."""
+    """An older dump, a mark written, the newest dump (both pg_dump -Fc, db_<ts>.dump)."""
     stack, target, stamps = run_.stack, run_.target, []
     _amcheck(stack, False)
+    appdata.create_marks(target)  # before the older dump: every dump has the table, only the newest the mark
     _next_second(stamps)
     run_.action(backup_database, target)
-    with stack.pg.connect("mks_db") as conn:
-        row = conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate') RETURNING id",
-                           (BETWEEN_PROJECT,)).fetchone()
-    ctx.notes["between_project"] = row[0] if row else None
+    appdata.mark(target, BETWEEN_MARK)
     _next_second(stamps)
     run_.action(backup_database, target)
     _amcheck(stack, True)
@@ -114,14 +114,13 @@ def prepare_database(run_: DrillRun, ctx: Context) -> None:
 def newest_backup_restored(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     try:
         with integrity.connect(run_.target, "mks_db") as conn:
-            found = conn.execute("SELECT count(*) FROM projects WHERE name = %s",
-                                 (BETWEEN_PROJECT,)).fetchone()
+            found = appdata.marked(conn, BETWEEN_MARK)
     except Exception as exc:
         return [OracleResult("newest backup restored", False, f"mks_db cannot be read: {_first(exc)}")]
-    ok = bool(found and found[0] == 1)
+    ok = found == 1
     older, newest = ctx.notes["backups"][0], ctx.notes["backups"][-1]
-    detail = (f"the project written after {older} and before {newest} is back" if ok else
-              f"the project written after {older} and before {newest} is missing: an older backup was "
+    detail = (f"the row written after {older} and before {newest} is back" if ok else
+              f"the row written after {older} and before {newest} is missing: an older backup was "
               "restored, or none")
     return [OracleResult("newest backup restored", ok, detail)]
 
@@ -174,18 +173,19 @@ def live_database_copied(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 # ---- アップロードファイル復旧 ---------------------------------------------------------------------
 
 def _tar_uploads(stack: Stack, dest: Path) -> None:
-    run(["tar", "-czf", str(dest), "-C", str(stack.root), "opt/mks/uploads"], timeout=300,
+    run(["tar", "-czf", str(dest), "-C", str(stack.root), appdata.store_member(stack.target())], timeout=300,
         run_as=None if stack.sandbox.service_account.is_current else stack.sandbox.service_account)
 
 
-def archive_manifest(path: Path) -> dict[str, tuple[str, bool]]:
-    """relative path under opt/mks/uploads -> (sha256, executable) of every regular file in the archive."""
+def archive_manifest(path: Path, store: str) -> dict[str, tuple[str, bool]]:
+    """relative path under the file store (`store`: opt/mks/uploads) -> (sha256, executable) of every
+    regular file in the archive."""
     found: dict[str, tuple[str, bool]] = {}
     with tarfile.open(path) as tar:
         for member in tar:
             if not member.isfile():
                 continue
-            name = member.name.removeprefix("./").removeprefix("opt/mks/uploads/")
+            name = member.name.removeprefix("./").removeprefix(f"{store}/")
             handle = tar.extractfile(member)
             digest = hashlib.sha256(handle.read() if handle else b"").hexdigest()
             found[name] = (digest, bool(member.mode & 0o111))
@@ -222,7 +222,7 @@ def prepare_uploads(run_: DrillRun, ctx: Context) -> None:
             stack.sandbox.write_text(stack.uploads_dir / BETWEEN_FILE, "added between the two backups\n",
                                      mode=0o640)
     ctx.notes["archives"] = [p.name for p in made]
-    ctx.notes["manifest"] = archive_manifest(made[-1])
+    ctx.notes["manifest"] = archive_manifest(made[-1], appdata.store_member(run_.target))
 
 
 @dataclass
@@ -284,7 +284,8 @@ def uploads_kept_before(run_: DrillRun, ctx: Context) -> list[OracleResult]:
         if path.name in made:
             continue
         try:
-            names = {n.rsplit("/", 1)[-1] for n in archive_manifest(path)}
+            names = {n.rsplit("/", 1)[-1]
+                     for n in archive_manifest(path, appdata.store_member(run_.target))}
         except (tarfile.TarError, OSError):
             continue
         if set(STALE_FILES) <= names:
@@ -303,19 +304,21 @@ def uploads_kept_before(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 @dataclass
 class MistakeThenMore:
     """Rows deleted by mistake after the target time, then one more commit after it (which a
-    point-in-time recovery to the target must not bring back)."""
+    point-in-time recovery to the target must not bring back). The rows: children of the profile's
+    relation; without a relation, the gate's own marks written before the target."""
 
     name: str = "rows-deleted-by-mistake-then-commit"
     label: str = "誤操作によるデータ削除 (DELETE) とその後の更新"
 
     def inject(self, stack: Stack) -> Details:
-        details = DeleteRowsByMistake().inject(stack)
-        with integrity.connect(stack.target(), "mks_db") as conn:
-            conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate')",
-                         (AFTER_TARGET_PROJECT,))
+        target = stack.target()
+        details = DeleteRowsByMistake().inject(stack) if target.app.relation else appdata.delete_marks(target)
+        appdata.mark(target, AFTER_TARGET_MARK)
         return details
 
     def confirm(self, stack: Stack, details: Details) -> str:
+        if details["table"] == appdata.MARKS:
+            return appdata.confirm_marks_deleted(stack.target(), details, AFTER_TARGET_MARK)
         return DeleteRowsByMistake().confirm(stack, details)
 
 
@@ -325,13 +328,12 @@ def prepare_pitr(run_: DrillRun, ctx: Context) -> None:
     from recovery import pitr
 
     stamps: list[float] = []
+    appdata.create_marks(run_.target)
     for label in ("gate older", "gate newest"):
         _next_second(stamps)
         run_.action(pitr.base_backup, run_.target, label=label)
         if label == "gate older":
-            with integrity.connect(run_.target, "mks_db") as conn:
-                conn.execute("INSERT INTO projects (name, description) VALUES (%s, 'gate')",
-                             (BETWEEN_PROJECT,))
+            appdata.mark(run_.target, BETWEEN_MARK)
     newest = pitr.base_backups(run_.target)[-1]
     archive = Path(run_.target.paths.wal_archive)
     removed = [p for p in archive.iterdir() if len(p.name) == 24 and p.name < newest.start_segment]
@@ -379,17 +381,18 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     out = []
     try:
         with integrity.connect(run_.target, "mks_db") as conn:
-            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
-            after = conn.execute("SELECT count(*) FROM projects WHERE name = %s",
-                                 (AFTER_TARGET_PROJECT,)).fetchone()[0]  # type: ignore[index]
+            after = appdata.marked(conn, AFTER_TARGET_MARK)
+            # the rows the mistake deleted (without a relation the gate's marks: the later one not counted)
+            documents = appdata.count(conn, details["table"], but=AFTER_TARGET_MARK)
             in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
             timeline = int(conn.execute("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
                            .fetchone()[0], 16) if not in_recovery else 0  # type: ignore[index]
     except Exception as exc:
         return [OracleResult("point in time", False, f"mks_db cannot be read: {_first(exc)}")]
     out.append(OracleResult("rows deleted by mistake are back", documents == details["documents_before"],
-                            f"documents: {details['documents_before']} before the mistake, "
-                            f"{details['documents_before'] - details['deleted']} after it, {documents} now"))
+                            f"{integrity.label(details['table'])}: {details['documents_before']} before the "
+                            f"mistake, {details['documents_before'] - details['deleted']} after it, "
+                            f"{documents} now"))
     out.append(OracleResult("changes after the target are absent", after == 0,
                             "the commit after the target is " + ("absent" if after == 0 else "present: the "
                                                                  "recovery replayed past the target")))

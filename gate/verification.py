@@ -1,13 +1,15 @@
 """Checks that cannot fail: the runbook's verification sections run once more against a wrong state.
 
 A verification section (リストア確認, ファイル確認, 復旧後の確認手順 and the like) exists to tell a person
-that the recovery did not work. The gate gives it a state that is wrong for it (rows missing against the
-backup, a document whose project is gone, uploaded files missing or changed, the database stopped so
-that the backend answers 503) and runs the section's blocks alone:
+that the recovery did not work. The gate gives it a state that is wrong for it (rows of the app profile's
+tables missing against the backup, a child row of its relation whose parent is gone, files of its file
+store missing or changed, the database stopped so that the backend answers 503) and runs the section's
+blocks alone:
 - it can fail: a command exits non-zero, or its output says something is wrong;
 - it only prints numbers for a person to compare: every command it ran only shows something;
 - this check cannot fail: it exits 0 and prints nothing alarming; the report says what it missed.
-The last two are the procedure's problems (its verification gives no verdict).
+The last two are the procedure's problems (its verification gives no verdict). A state that does not
+apply to the app (an orphan without a parent/child relation) is skipped, its reason in the checks.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fixtures.apps.profile import REFERENCE_PROFILE, load_profile
 from fixtures.stack import Stack
+from gate import appdata
 from gate.parser import Section
 from gate.runner import FAILED, BlockOutcome, run_session
+from recovery import integrity
+from recovery.target import AppTarget
 
 if TYPE_CHECKING:
     from gate.orchestrator import Gate, ProcedureOutcome
@@ -32,41 +38,46 @@ ALARM = re.compile(r"(?i)\b(?:error|fatal|fail(?:ed|ure)?|unhealthy|refused|cann
                    r"|エラー|失敗|異常")
 CAN_FAIL, NUMBERS_ONLY, CANNOT_FAIL = "can fail", "only prints numbers for a person to compare", \
     "this check cannot fail"
+SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
 class WrongState:
-    name: str
+    name: str  # {child}: a row of the profile's relation's child table, in words (document)
     sections: tuple[str, ...]  # the last title of the verification sections it is wrong for
     make: Callable[[Stack], str]  # makes the state; returns what is wrong, in words
     needs_backups: bool = False
+    needs_relation: bool = False
 
+    def title(self, app: AppTarget) -> str:
+        return self.name.format(child=appdata.singular(app.relation.child) if app.relation else "row")
 
-def _documents(stack: Stack, sql: str, orphan: bool = False) -> int:
-    with stack.pg.connect("mks_db") as conn:
-        before = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
-        if orphan:
-            conn.execute("ALTER TABLE documents DISABLE TRIGGER ALL")  # past the foreign key
-        conn.execute(sql)
-        if orphan:
-            conn.execute("ALTER TABLE documents ENABLE TRIGGER ALL")
-    return int(before)
+    def skipped(self, app: AppTarget) -> str | None:
+        """Why the state does not apply to this app, or None."""
+        return appdata.NO_RELATION if self.needs_relation and app.relation is None else None
 
 
 def _rows_missing(stack: Stack) -> str:
-    before = _documents(stack, "DELETE FROM documents WHERE id IN "
-                               "(SELECT id FROM documents ORDER BY id DESC LIMIT 10)")
-    return f"10 of {before} documents missing against the backup"
+    target = stack.target()
+    with integrity.connect(target, "mks_db") as conn:
+        table = appdata.first_nonempty(conn, target)
+        if table is None:
+            raise ValueError(f"none of the app profile's tables has rows ({', '.join(target.app.tables)})")
+        before = appdata.count(conn, table)
+        deleted = appdata.delete_some(conn, table, 10)
+    return f"{deleted} of {before} {integrity.label(table)} rows missing against the backup"
 
 
 def _orphan(stack: Stack) -> str:
-    _documents(stack, "UPDATE documents SET project_id = (SELECT max(id) + 1000 FROM projects) "
-                      "WHERE id = (SELECT min(id) FROM documents)", orphan=True)
-    return "a document whose project does not exist (an orphaned foreign key)"
+    target = stack.target()
+    with integrity.connect(target, "mks_db") as conn:
+        child = appdata.orphan_one(conn, target)
+    parent = target.app.relation.parent if target.app.relation else "its parent"
+    return f"a row of {child} whose {parent} row does not exist (an orphaned foreign key)"
 
 
 def _uploads(stack: Stack) -> list[Path]:
-    return sorted(p for p in stack.uploads_dir.rglob("*") if p.is_file())
+    return appdata.store_files(stack.target())
 
 
 def _files_missing(stack: Stack) -> str:
@@ -96,7 +107,7 @@ def _database_stopped(stack: Stack) -> str:
 DATA, FILES = ("リストア確認", "データ整合性確認"), ("ファイル確認",)
 WRONG_STATES = (
     WrongState("rows missing", DATA, _rows_missing, needs_backups=True),
-    WrongState("an orphaned document", DATA, _orphan, needs_backups=True),
+    WrongState("an orphaned {child}", DATA, _orphan, needs_backups=True, needs_relation=True),
     WrongState("files missing", FILES, _files_missing, needs_backups=True),
     WrongState("a file changed", FILES, _file_changed, needs_backups=True),
     WrongState("a stale extra file", FILES, _file_extra, needs_backups=True),
@@ -157,26 +168,31 @@ def _name(section: Section, names: tuple[str, ...]) -> str | None:
 def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Verdict]:
     """Every verification section against its wrong state; verdicts land in their procedure's outcome."""
     verdicts = []
+    app = gate.app or load_profile(REFERENCE_PROFILE).to_app_target()  # no stack made: the default app
     for state in WRONG_STATES:
         sections = verification_sections(outcomes, gate.runbook.sections, state.sections)
         if not sections:
             continue
+        name, why = state.title(app), state.skipped(app)
+        if why:
+            verdicts += [Verdict(s.key, name, SKIPPED, why) for s in sections]
+            continue
         try:
-            verdicts += _against(gate, state, sections)
+            verdicts += _against(gate, state, name, sections)
         except Exception as exc:  # the gate's own trouble: said, not raised
-            log.exception("verification against %s", state.name)
-            verdicts += [Verdict(s.key, state.name, CANNOT_FAIL, f"could not be checked: {exc}")
+            log.exception("verification against %s", name)
+            verdicts += [Verdict(s.key, name, CANNOT_FAIL, f"could not be checked: {exc}")
                          for s in sections]
     for verdict in verdicts:
         outcome = next(o for o in outcomes if verdict.section in o.sections)
         outcome.health.checks.append(verdict.line)
-        if verdict.result != CAN_FAIL:
+        if verdict.result not in (CAN_FAIL, SKIPPED):
             outcome.health.ok = False
             outcome.health.problems.append(verdict.line)
     return verdicts
 
 
-def _against(gate: Gate, state: WrongState, sections: list[Section]) -> list[Verdict]:
+def _against(gate: Gate, state: WrongState, name: str, sections: list[Section]) -> list[Verdict]:
     stack = gate._new_stack(f"verify-{len(gate.events)}", gate.seed_scale)
     try:
         if state.needs_backups:
@@ -188,7 +204,7 @@ def _against(gate: Gate, state: WrongState, sections: list[Section]) -> list[Ver
             gate.sessions += 1
             session = gate._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password})
             blocks = run_session([section], session, f"verify-{gate.sessions}")
-            out.append(judge(section.key, state.name, missed, blocks))
+            out.append(judge(section.key, name, missed, blocks))
         return out
     finally:
         try:
