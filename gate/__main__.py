@@ -3,6 +3,7 @@
     python -m gate "docs/15_復旧手順(Recovery-Procedures).md"
     python -m gate path/to/runbook.md --mutants            # the mutation self-test instead
     python -m gate path/to/runbook.md --mutants --limit 5  # a bounded sample
+    python -m gate path/to/runbook.md --section PITR       # only the procedures whose title has PITR
 
 Exit status: 0 every section passed (with --mutants: every mutant that can change the outcome was
 killed), 1 one failed (or a mutant survived), 2 usage error. Stacks live under the sandbox base folder
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runbook", help="the Markdown runbook")
     parser.add_argument("--mutants", action="store_true", help="the mutation self-test of the gate")
     parser.add_argument("--limit", type=int, default=None, help="with --mutants: at most this many")
+    parser.add_argument("--section", action="append", default=[], metavar="TEXT",
+                        help="only the procedures whose title contains TEXT (repeatable; default: all)")
     parser.add_argument("--reports", default="reports/out", help="reports folder (default: reports/out)")
     parser.add_argument("--base-dir", default=None, help="sandbox base folder")
     parser.add_argument("--service-user", default=None, help="account for the servers when run as root")
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return FAILED_EXIT if real else 0
         from gate import run_gate
 
-        result = run_gate(str(path.resolve()), make, reports)
+        only = (lambda title: any(text in title for text in args.section)) if args.section else None
+        result = run_gate(str(path.resolve()), make, reports, only=only)
     from gate.report import section_lines
 
     print("\n".join(section_lines(result)))  # type: ignore[arg-type]

@@ -213,5 +213,33 @@ def not_promoted_short(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     if promoted and not before:
         return [OracleResult(name, False, "promoted a server that stopped short of the target (the commit "
                              f"in {ctx.notes['segment']}, before the target, is missing)")]
-    state = "promoted with every commit before the target" if promoted else "still in recovery, not promoted"
+    state = "serving with every commit before the target" if promoted else "still in recovery, not promoted"
     return [OracleResult(name, True, state)]
+
+
+def original_cluster_serves(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """After a refused recovery the cluster as it was before the procedure serves again: the commit
+    before the target (still in its own WAL), the mistake and the commit after the target as they were."""
+    from gate.drilled import AFTER_TARGET_PROJECT
+
+    name = "the cluster before the procedure serves again"
+    details = run_.fault_details
+    try:
+        with integrity.connect(run_.target, "mks_db") as conn:
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+            marks = conn.execute("SELECT count(*) FILTER (WHERE name = %s), "
+                                 "count(*) FILTER (WHERE name = %s) FROM projects",
+                                 (BEFORE_TARGET_PROJECT, AFTER_TARGET_PROJECT)).fetchone()
+            documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]  # type: ignore[index]
+    except Exception as exc:
+        return [OracleResult(name, False, "PostgreSQL does not serve mks_db after the procedure: "
+                             f"{_first(exc)} (left down: the cluster before the recovery was not started "
+                             "again)")]
+    expected = details["documents_before"] - details["deleted"]
+    wrong = [what for what, bad in (
+        ("the server is still in recovery", in_recovery),
+        ("the commit before the target is missing", not marks or marks[0] != 1),
+        ("the commit after the target is missing", not marks or marks[1] != 1),
+        (f"{documents} documents, {expected} before the procedure", documents != expected)) if bad]
+    return [OracleResult(name, not wrong, "; ".join(wrong) or
+                         f"the data as before the procedure ({documents} documents, both marker commits)")]

@@ -473,7 +473,8 @@ def plans() -> tuple[Plan, ...]:
              (point_in_time, recovery_settings_removed, data_directory_kept, backend_restarted,
               services_running), env=pitr_env,
              variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
-                               MistakeThenMore(), (bad.not_promoted_short,), env=pitr_env),)),
+                               MistakeThenMore(), (bad.not_promoted_short, bad.original_cluster_serves,
+                                                   services_running), env=pitr_env),)),
     )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate import drilled
+from gate import drilled, scripted
 from gate.orchestrator import Gate, ProcedureOutcome, procedures
 from gate.parser import Runbook, parse
 from gate.runner import FAILED
@@ -78,12 +78,17 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("command deleted", re.compile(r"^\s*test \"\$COUNTS_OK\" = yes"),
      "the loop before it prints ERROR for each table that differs: the verification fails by its output "
      "either way; the test only turns it into the exit status"),
+    ("script line deleted", re.compile(r"^\s*exit 0\s*$"),
+     "a retried check: the loop's next check finds the service healthy and exits 0 itself"),
+    ("script line deleted", re.compile(r"^\s*break\s*$"),
+     "a retried check: it only saves time; without it the remaining attempts fail the same way and the "
+     "script still exits 1"),
     *((kind, FALLBACK, "a fallback for running the verification alone: in the procedure the variable is "
        "set already by its backup selection") for kind in
       ("command deleted", "newest -> oldest (ls -t -> ls -tr)", "first -> last (head -1 -> tail -1)")),
 )
 # reasons that are about a bad backup: such a survivor is run once more under the variants
-CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it")
+CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it", "a retried check")
 
 
 @dataclass
@@ -97,7 +102,8 @@ class Mutant:
 
     @property
     def display_only(self) -> bool:
-        return self.kind == "command deleted" and bool(DISPLAY_ONLY.match(self.original))
+        return self.kind in ("command deleted", "script line deleted") \
+            and bool(DISPLAY_ONLY.match(self.original))
 
     @property
     def equivalent(self) -> str | None:
@@ -154,7 +160,25 @@ class MutationReport:
 
 
 def drilled_procedures(runbook: Runbook) -> list[tuple[str, list[Any]]]:
-    return [(title, sections) for title, sections in procedures(runbook) if drilled.plan_for(title)]
+    return [(title, sections) for title, sections in procedures(runbook)
+            if drilled.plan_for(title) or scripted.plan_for(title)]
+
+
+# a script's line that only opens, closes or continues a compound command: deleting it is a syntax error
+STRUCTURE = re.compile(r"^\s*(?:#|$|(?:if|elif|while|until|for|case)\b"
+                       r"|(?:then|else|fi|do|done|esac|[{}])\s*$)")
+
+
+def script_line_mutants(block: Any, title: str, lines: list[str], text: str) -> list[Mutant]:
+    """Each command line of a script deleted, one at a time (the script runs as one command)."""
+    found = []
+    for offset, line in enumerate(block.text.splitlines()):
+        if STRUCTURE.match(line):
+            continue
+        number = block.line + 1 + offset
+        found.append(Mutant(f"L{number}-delete", title, number, "script line deleted", line,
+                            _join(lines[:number - 1] + lines[number:], text)))
+    return found
 
 
 def make_mutants(text: str, path: str = "<runbook>") -> list[Mutant]:
@@ -166,6 +190,8 @@ def make_mutants(text: str, path: str = "<runbook>") -> list[Mutant]:
             for block in section.shell_blocks:
                 if block.skip_reason:
                     continue
+                if block.is_script:
+                    found += script_line_mutants(block, title, lines, text)
                 for command in block.commands:
                     if command.skip_reason:
                         continue
