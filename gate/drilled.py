@@ -453,6 +453,7 @@ def backend_restarted(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 
 def plans() -> tuple[Plan, ...]:
     from gate import badbackups as bad
+    from gate.scripted import refusal_reported
 
     return (
         Plan("database-restore", prepare_database, DropDatabaseAfterFailedAttempt(),
@@ -474,7 +475,7 @@ def plans() -> tuple[Plan, ...]:
               services_running), env=pitr_env,
              variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
                                MistakeThenMore(), (bad.not_promoted_short, bad.original_cluster_serves,
-                                                   services_running), env=pitr_env),)),
+                                                   services_running, refusal_reported), env=pitr_env),)),
     )
 
 

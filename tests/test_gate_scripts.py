@@ -53,6 +53,20 @@ def test_a_test_procedure_that_reads_production_is_found():
     assert reads_production(run(PASSED, FAILED), run(PASSED, FAILED)).ok  # failing anyway: not production's
 
 
+def test_a_refusal_must_be_said():
+    """The PITR that puts the old cluster back under a missing WAL segment must still fail a command."""
+    from gate.drilled import Context
+    from gate.scripted import refusal_reported
+
+    ctx = Context()
+    ctx.blocks = [BlockOutcome("PITR実行", 1, PASSED, [CommandOutcome(1, "mv a b", "mv a b", PASSED, 0)])]
+    [silent] = refusal_reported(None, ctx)  # type: ignore[arg-type]
+    assert not silent.ok and "every command exited 0" in silent.detail
+    ctx.blocks[0].commands.append(CommandOutcome(9, 'test "$PITR_OK" = yes', "test", FAILED, 1))
+    [said] = refusal_reported(None, ctx)  # type: ignore[arg-type]
+    assert said.ok and "line 9" in said.detail
+
+
 def test_the_scripts_are_planned_and_mutated_line_by_line():
     assert plan_for(AUTO) and plan_for(FULL) and plan_for("データ復旧手順 > 1. 何か") is None
     mutants = [m for m in make_mutants(CORRECTED.read_text(encoding="utf-8"), str(CORRECTED))
