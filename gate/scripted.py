@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from fixtures.engine.drill import Drill, DrillRun
-from fixtures.engine.faults import BrokenYaml, Details, FaultDidNotBite, StopPostgres
+from fixtures.engine.faults import BrokenYaml, DeleteRowsByMistake, Details, FaultDidNotBite, StopPostgres
 from fixtures.stack import Stack
 from gate import drilled
 from gate.drilled import Context, OracleResult, Plan, Variant
@@ -80,6 +80,24 @@ class NothingBroken:
         if not answer.ok:
             raise FaultDidNotBite(f"the system is not healthy to begin with: {answer.detail[:120]}")
         return "healthy"
+
+
+@dataclass
+class DamagedThenServerDown:
+    """Rows deleted, the uploads wiped with stale files left, then PostgreSQL stopped: a full recovery must
+    start the server, replace the damaged database (not only create a missing one) and clear the folder."""
+
+    name: str = "damaged-then-server-down"
+    label: str = "データ破損・アップロード消失 (古い不要ファイルが残存) の後に PostgreSQL 停止"
+
+    def inject(self, stack: Stack) -> Details:
+        rows, files = DeleteRowsByMistake(), drilled.WipeUploadsLeaveStale()
+        found = {"rows": rows.inject(stack), "files": files.inject(stack)}
+        found["confirmed"] = f"{rows.confirm(stack, found['rows'])}; {files.confirm(stack, found['files'])}"
+        return {**found, "server": StopPostgres().inject(stack)}
+
+    def confirm(self, stack: Stack, details: Details) -> str:
+        return f"{details['confirmed']}; {StopPostgres().confirm(stack, details['server'])}"
 
 
 # ---- oracles -----------------------------------------------------------------------------------
@@ -175,9 +193,11 @@ def plans() -> dict[str, tuple[Plan, Drill]]:
                           Variant("backend running, its database down", _nothing, StopPostgres(), (truth,)),
                           Variant("backend cannot start (its YAML broken)", _nothing, BrokenYaml(),
                                   (truth,))))
-    full = Plan(FULL_RECOVERY.name, prepare_full, None,
-                (truth, drilled.newest_backup_restored, drilled.files_are_the_backup,
-                 drilled.backend_restarted, drilled.services_running))
+    full_oracles = (truth, drilled.newest_backup_restored, drilled.files_are_the_backup,
+                    drilled.backend_restarted, drilled.services_running)
+    full = Plan(FULL_RECOVERY.name, prepare_full, None, full_oracles,
+                variants=(Variant("database damaged, stale uploads, PostgreSQL stopped", prepare_full,
+                                  DamagedThenServerDown(), full_oracles),))
     return {AUTO: (auto, _auto_drill()), FULL: (full, FULL_RECOVERY)}
 
 

@@ -107,7 +107,7 @@ VARIANTS = {  # procedure -> its bad-backup variants, each must end safe
     "完全システム復旧 > 2. ポイントインタイムリカバリ": ("a WAL segment the target needs is missing",),
     AUTO_SCRIPT: ("healthy system", "backend running, its database down",
                   "backend cannot start (its YAML broken)"),
-    FULL_SCRIPT: (),
+    FULL_SCRIPT: ("database damaged, stale uploads, PostgreSQL stopped",),
 }
 VERIFICATIONS = ("リストア確認", "ファイル確認", "接続確認", "機能テスト", "パフォーマンス確認",
                  "データ整合性確認")
