@@ -70,8 +70,9 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "the procedure's own last health check: the gate checks health itself after the procedure"),
     ("command deleted", re.compile(r"^\s*TARGET_TIME=\"\$\{TARGET_TIME:\?"),
      "only refuses to run without TARGET_TIME; the gate always gives it"),
-    ("command deleted", re.compile(r"^\s*test \"\$\(psql .*pg_is_in_recovery"),
-     "a check after the wait: when the server is not promoted the next commands fail as well"),
+    ("command deleted", re.compile(r"^\s*test \"\$PITR_OK\" = yes"),
+     "the refusal is said already under the missing WAL segment: PostgreSQL's start fails when its recovery "
+     "stops short before it accepts connections; the test says it when the server stops later"),
     ("command deleted", re.compile(r"^\s*sudo -u postgres tar -xzf \S*pg_wal\.tar\.gz"),
      "the base backup's WAL is in the archive as well: restore_command fetches it"),
     ("command deleted", re.compile(r"^\s*if psql -U postgres -Atc \"SELECT 1 FROM pg_database .*pg_dump"),
