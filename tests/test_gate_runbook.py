@@ -7,6 +7,7 @@ section. `pytest -m runbook --runbook PATH` is the gate in CI.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,6 @@ EXPECTED_DEFECTS = (
     ("variant backend running, its database down: reported success (exit 0, `Service is running`) while the "
      "system is not healthy", "auto-recovery.sh says 'Service is running' while the backend answers 503: it "
      "asks only whether the unit is active"),
-    ("variant backend cannot start (its YAML broken): printed failure and exited 0 (`Auto recovery failed",
-     "auto-recovery.sh prints 'Auto recovery failed' and exits 0: cron and monitoring read success"),
     ("reads the production instance: line 475 `curl -f http://localhost:5100/api/v1/health`",
      "the test procedure's 結果確認 asks production's health, not its copy's"),
     ("variant a WAL segment the target needs is missing: PostgreSQL does not serve mks_db after the "
@@ -126,6 +125,13 @@ def test_original_runbook_fails_with_its_defects(stack_factory, reports_dir):
         assert any(p.startswith(f"oracle {STOPPED}: the backend ran") for p in problems), title
     pitr = next(p for p in result.procedures if "ポイントインタイム" in p.title)
     assert not pitr.health.ok and any("postgresql is" in p for p in pitr.health.problems)
+    # the backend that cannot start flaps (supervisord, as systemd, restarts it): the original's script
+    # sees a unit between two restarts ("Auto recovery failed", exit 0) or during one ("Service is
+    # running", exit 0); either way it exits 0 on a backend that does not answer
+    auto = "\n".join(procedures[AUTO_SCRIPT].health.problems)
+    said = (r"(printed failure and exited 0 \(`Auto recovery failed"
+            r"|reported success \(exit 0, `Service is running`\))")
+    assert re.search(r"variant backend cannot start \(its YAML broken\): " + said, auto), auto
     full = "\n".join(procedures[FULL_SCRIPT].health.problems)  # its drill: nothing brought back
     assert "oracle newest backup restored: mks_db cannot be read" in full, full
     assert "oracle same files as the backup: 0 of" in full, full
