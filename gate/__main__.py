@@ -3,7 +3,8 @@
     python -m gate "docs/15_復旧手順(Recovery-Procedures).md"
     python -m gate path/to/runbook.md --mutants            # the mutation self-test instead
     python -m gate path/to/runbook.md --mutants --limit 5  # a bounded sample
-    python -m gate path/to/runbook.md --drill-app fixtures/apps/kiroku/profile.yml --only ポイントインタイム
+    python -m gate path/to/runbook.md --section PITR       # only the procedures whose title has PITR
+    python -m gate RUNBOOK --drill-app fixtures/apps/kiroku/profile.yml --section ポイントインタイム
 
 Exit status: 0 every section passed (with --mutants: every mutant that can change the outcome was
 killed), 1 one failed (or a mutant survived), 2 usage error. Stacks live under the sandbox base folder
@@ -66,13 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runbook", help="the Markdown runbook")
     parser.add_argument("--mutants", action="store_true", help="the mutation self-test of the gate")
     parser.add_argument("--limit", type=int, default=None, help="with --mutants: at most this many")
+    parser.add_argument("--section", "--only", dest="section", action="append", default=[], metavar="TEXT",
+                        help="only the procedures whose title contains TEXT (repeatable; default: all)")
     parser.add_argument("--reports", default="reports/out", help="reports folder (default: reports/out)")
     parser.add_argument("--base-dir", default=None, help="sandbox base folder")
     parser.add_argument("--service-user", default=None, help="account for the servers when run as root")
     parser.add_argument("--drill-app", default=None, metavar="PATH",
                         help="the app profile (YAML) of the app under drill (default: the reference backend)")
-    parser.add_argument("--only", action="append", default=None, metavar="TEXT",
-                        help="only the procedures whose title holds TEXT (repeatable)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         except ProfileError as exc:
             print(f"python -m gate: --drill-app: {exc}", file=sys.stderr)
             return USAGE_ERROR
-    only = (lambda title: any(text in title for text in args.only)) if args.only else None
+    only = (lambda title: any(text in title for text in args.section)) if args.section else None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)

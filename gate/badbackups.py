@@ -216,5 +216,35 @@ def not_promoted_short(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     if promoted and not before:
         return [OracleResult(name, False, "promoted a server that stopped short of the target (the commit "
                              f"in {ctx.notes['segment']}, before the target, is missing)")]
-    state = "promoted with every commit before the target" if promoted else "still in recovery, not promoted"
+    state = "serving with every commit before the target" if promoted else "still in recovery, not promoted"
     return [OracleResult(name, True, state)]
+
+
+def original_cluster_serves(run_: DrillRun, ctx: Context) -> list[OracleResult]:
+    """After a refused recovery the cluster as it was before the procedure serves again: the commit
+    before the target (still in its own WAL), the mistake and the commit after the target as they were."""
+    from gate.drilled import AFTER_TARGET_MARK
+
+    name = "the cluster before the procedure serves again"
+    details = run_.fault_details
+    table = details["table"]  # what the mistake deleted from: the relation's child, or the gate's marks
+    try:
+        with integrity.connect(run_.target, "mks_db") as conn:
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+            before_mark = appdata.marked(conn, BEFORE_TARGET_MARK)
+            after_mark = appdata.marked(conn, AFTER_TARGET_MARK)
+            rows = appdata.count(conn, table, but=AFTER_TARGET_MARK)
+    except Exception as exc:
+        return [OracleResult(name, False, "PostgreSQL does not serve mks_db after the procedure: "
+                             f"{_first(exc)} (left down: the cluster before the recovery was not started "
+                             "again)")]
+    expected = details["documents_before"] - details["deleted"]
+    label = integrity.label(table)
+    wrong = [what for what, bad in (
+        ("the server is still in recovery", in_recovery),
+        # without a relation the mistake deleted the gate's marks, the one before the target among them
+        ("the commit before the target is missing", table != appdata.MARKS and before_mark != 1),
+        ("the commit after the target is missing", after_mark != 1),
+        (f"{label}: {rows}, {expected} before the procedure", rows != expected)) if bad]
+    return [OracleResult(name, not wrong, "; ".join(wrong) or
+                         f"the data as before the procedure ({label}: {rows}, the commit after the target)")]

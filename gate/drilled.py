@@ -456,6 +456,7 @@ def backend_restarted(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 
 def plans() -> tuple[Plan, ...]:
     from gate import badbackups as bad
+    from gate.scripted import refusal_reported
 
     return (
         Plan("database-restore", prepare_database, DropDatabaseAfterFailedAttempt(),
@@ -476,7 +477,8 @@ def plans() -> tuple[Plan, ...]:
              (point_in_time, recovery_settings_removed, data_directory_kept, backend_restarted,
               services_running), env=pitr_env,
              variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
-                               MistakeThenMore(), (bad.not_promoted_short,), env=pitr_env),)),
+                               MistakeThenMore(), (bad.not_promoted_short, bad.original_cluster_serves,
+                                                   services_running, refusal_reported), env=pitr_env),)),
     )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate import drilled
+from gate import drilled, scripted
 from gate.orchestrator import Gate, ProcedureOutcome, procedures
 from gate.parser import Runbook, parse
 from gate.runner import FAILED
@@ -53,7 +53,8 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("command deleted", re.compile(r"^\s*pg_restore --list .*&& echo"),
      "only prints: the blocks run without set -e, so its failure stops nothing (the restore beside with "
      "--exit-on-error is the check that counts)"),
-    ("ON_ERROR_STOP dropped", re.compile(r"^\s*psql\b(?!.*\s-c\s.*\s-c\s)[^;]*\s-c\s\"[^\"]*\";?\s*$"),
+    ("ON_ERROR_STOP dropped", re.compile(r"^\s*psql\b(?!.*\s-c\s.*\s-c\s)[^;]*\s-c\s\"[^\"]*\";?"
+                                        r"\s*(?:\|\|\s*exit\s+\d+\s*)?$"),
      "a single -c statement: psql exits non-zero on its error with or without ON_ERROR_STOP"),
     ("--exit-on-error dropped", re.compile(r"pg_restore .*&& \w+=yes"),
      "pg_restore without it goes on after an error but still exits non-zero at the end, so the flag "
@@ -69,8 +70,9 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "the procedure's own last health check: the gate checks health itself after the procedure"),
     ("command deleted", re.compile(r"^\s*TARGET_TIME=\"\$\{TARGET_TIME:\?"),
      "only refuses to run without TARGET_TIME; the gate always gives it"),
-    ("command deleted", re.compile(r"^\s*test \"\$\(psql .*pg_is_in_recovery"),
-     "a check after the wait: when the server is not promoted the next commands fail as well"),
+    ("command deleted", re.compile(r"^\s*test \"\$PITR_OK\" = yes"),
+     "the refusal is said already under the missing WAL segment: PostgreSQL's start fails when its recovery "
+     "stops short before it accepts connections; the test says it when the server stops later"),
     ("command deleted", re.compile(r"^\s*sudo -u postgres tar -xzf \S*pg_wal\.tar\.gz"),
      "the base backup's WAL is in the archive as well: restore_command fetches it"),
     ("command deleted", re.compile(r"^\s*if psql -U postgres -Atc \"SELECT 1 FROM pg_database .*pg_dump"),
@@ -78,12 +80,36 @@ EQUIVALENT: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("command deleted", re.compile(r"^\s*test \"\$COUNTS_OK\" = yes"),
      "the loop before it prints ERROR for each table that differs: the verification fails by its output "
      "either way; the test only turns it into the exit status"),
+    ("script line deleted", re.compile(r"^\s*exit 0\s*$"),
+     "a retried check: the loop's next check finds the service healthy and exits 0 itself"),
+    ("--exit-on-error dropped", re.compile(r"pg_restore .*\|\| exit 1"),
+     "pg_restore without it goes on after an error but still exits non-zero at the end, and `|| exit 1` "
+     "still stops the script"),
+    ("script line deleted", re.compile(r"^\s*set -u\s*$"),
+     "no variable of the script is ever unset: every one is set on an earlier line"),
+    ("script line deleted", re.compile(r"^\s*pg_restore --list "),
+     "reads only the dump's table of contents (a truncated dump passes it): the restore with "
+     "--exit-on-error is the check that counts"),
+    ("script line deleted", re.compile(r"^\s*chown -R mks:mks "),
+     "the archive's files already belong to the service account (its tar ran as that account)"),
+    ("script line deleted", re.compile(r"^\s*exit 1\s*$"),
+     "only when no backup is found: the gate always has backups"),
+    ("script line deleted", re.compile(r"^\s*curl -fsS --retry"),
+     "the script's own last health check: in every state the gate makes, the steps before it fail on their "
+     "own when the system cannot become healthy"),
+    ("curl -f dropped", re.compile(r"^\s*curl -fsS --retry .*\|\| exit 1"),
+     "the script's own last health check: in every state the gate makes, the steps before it fail on their "
+     "own when the system cannot become healthy"),
+    ("script line deleted", re.compile(r"^\s*break\s*$"),
+     "a retried check: it only saves time; without it the remaining attempts fail the same way and the "
+     "script still exits 1"),
     *((kind, FALLBACK, "a fallback for running the verification alone: in the procedure the variable is "
        "set already by its backup selection") for kind in
       ("command deleted", "newest -> oldest (ls -t -> ls -tr)", "first -> last (head -1 -> tail -1)")),
 )
 # reasons that are about a bad backup: such a survivor is run once more under the variants
-CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it")
+CHECK_UNDER_VARIANTS = ("only prints", "a single -c statement", "pg_restore without it", "a retried check",
+                        "only when", "the script's own")
 
 
 @dataclass
@@ -97,7 +123,8 @@ class Mutant:
 
     @property
     def display_only(self) -> bool:
-        return self.kind == "command deleted" and bool(DISPLAY_ONLY.match(self.original))
+        return self.kind in ("command deleted", "script line deleted") \
+            and bool(DISPLAY_ONLY.match(self.original))
 
     @property
     def equivalent(self) -> str | None:
@@ -154,7 +181,25 @@ class MutationReport:
 
 
 def drilled_procedures(runbook: Runbook) -> list[tuple[str, list[Any]]]:
-    return [(title, sections) for title, sections in procedures(runbook) if drilled.plan_for(title)]
+    return [(title, sections) for title, sections in procedures(runbook)
+            if drilled.plan_for(title) or scripted.plan_for(title)]
+
+
+# a script's line that only opens, closes or continues a compound command: deleting it is a syntax error
+STRUCTURE = re.compile(r"^\s*(?:#|$|(?:if|elif|while|until|for|case)\b"
+                       r"|(?:then|else|fi|do|done|esac|[{}])\s*$)")
+
+
+def script_line_mutants(block: Any, title: str, lines: list[str], text: str) -> list[Mutant]:
+    """Each command line of a script deleted, one at a time (the script runs as one command)."""
+    found = []
+    for offset, line in enumerate(block.text.splitlines()):
+        if STRUCTURE.match(line):
+            continue
+        number = block.line + 1 + offset
+        found.append(Mutant(f"L{number}-delete", title, number, "script line deleted", line,
+                            _join(lines[:number - 1] + lines[number:], text)))
+    return found
 
 
 def make_mutants(text: str, path: str = "<runbook>") -> list[Mutant]:
@@ -166,6 +211,8 @@ def make_mutants(text: str, path: str = "<runbook>") -> list[Mutant]:
             for block in section.shell_blocks:
                 if block.skip_reason:
                     continue
+                if block.is_script:
+                    found += script_line_mutants(block, title, lines, text)
                 for command in block.commands:
                     if command.skip_reason:
                         continue

@@ -27,7 +27,7 @@ from typing import Any
 
 from fixtures.engine.drill import Drill, DrillSettings
 from fixtures.stack import Stack
-from gate import GateError, appdata, drilled
+from gate import GateError, appdata, drilled, scripted
 from gate.mapping import SandboxInfo
 from gate.parser import Runbook, Section
 from gate.runner import FAILED, BlockOutcome, SessionEnv, redact, run_session
@@ -178,6 +178,21 @@ class Gate:
         planned = drilled.plan_for(title) if self.drilled else None
         if planned is not None:
             return self._drilled(title, sections, *planned)
+        script = scripted.plan_for(title) if self.drilled else None
+        if script is not None:  # the runbook's scripts, under the faults they exist for
+            return self._drilled(title, sections, *script, timeout=scripted.SCRIPT_TIMEOUT)
+        outcome = self._on_healthy_system(title, sections)
+        if self.drilled and scripted.is_test_procedure(title):
+            try:
+                scripted.check_test_procedure(self, outcome, sections)
+            except Exception as exc:  # the gate's own trouble: this procedure's failure, said plainly
+                log.exception("the test procedure's check without production")
+                outcome.health.ok = False
+                outcome.health.problems.append(redact(f"the check without production could not run: "
+                                                      f"{type(exc).__name__}: {exc}", self.secrets))
+        return outcome
+
+    def _on_healthy_system(self, title: str, sections: list[Section]) -> ProcedureOutcome:
         kind = stack_kind(title)
         started = time.monotonic()
         old = None
@@ -215,7 +230,7 @@ class Gate:
         return outcome
 
     def _drilled(self, title: str, sections: list[Section], plan: drilled.Plan,
-                 drill: Drill) -> ProcedureOutcome:
+                 drill: Drill, timeout: float | None = None) -> ProcedureOutcome:
         """The procedure as the recovery of its drill, on a stack of its own (removed afterwards)."""
         started = time.monotonic()
         self.drill_stacks = next(DRILL_STACKS)  # unique among the gates of one process (mutants)
@@ -224,7 +239,7 @@ class Gate:
         self.sessions += 1
 
         def session_for(current: Stack, env: dict[str, str]) -> SessionEnv:
-            return self._session(current, None, {"MKS_CHECK_PASSWORD": current.secrets.admin_password, **env})
+            return self._drill_session(current, env, timeout)
 
         try:
             result = drilled.run_drilled(plan, drill, sections, stack, session_for, DrillSettings(reports),
@@ -237,7 +252,7 @@ class Gate:
         self.events.append(f"{title}: drilled under {result.drill} on {stack.name}: {result.verdict}")
         if self.variants:
             for variant in plan.variants:
-                outcome = self._variant(variant, drill, sections)
+                outcome = self._variant(variant, drill, sections, timeout)
                 result.checks.append(f"{outcome.name}: {'safe' if outcome.ok else 'HARM'} ({outcome.detail})")
                 if not outcome.ok:
                     result.problems.append(f"{outcome.name}: {outcome.detail}")
@@ -246,8 +261,8 @@ class Gate:
                                 round(time.monotonic() - started, 1),
                                 mode=f"under fault: drill {result.drill} ({result.fault})")
 
-    def _variant(self, variant: drilled.Variant, drill: Drill,
-                 sections: list[Section]) -> drilled.OracleResult:
+    def _variant(self, variant: drilled.Variant, drill: Drill, sections: list[Section],
+                 timeout: float | None = None) -> drilled.OracleResult:
         number = next(DRILL_STACKS)
         try:
             stack = self._new_stack(f"drill-{number}", self.seed_scale, keep_amcheck=True)
@@ -256,7 +271,7 @@ class Gate:
         reports = (self.reports_dir or stack.root / "run") / "gate-drills"
 
         def session_for(current: Stack, env: dict[str, str]) -> SessionEnv:
-            return self._session(current, None, {"MKS_CHECK_PASSWORD": current.secrets.admin_password, **env})
+            return self._drill_session(current, env, timeout)
 
         try:
             return drilled.run_variant(variant, drill, sections, stack, session_for, DrillSettings(reports),
@@ -266,6 +281,12 @@ class Gate:
                 stack.down()
             except Exception as exc:
                 log.info("stack %s did not go down: %s", stack.name, exc)
+
+    def _drill_session(self, stack: Stack, env: dict[str, str], timeout: float | None) -> SessionEnv:
+        session = self._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password, **env})
+        if timeout is not None:
+            session.timeout_per_block = timeout
+        return session
 
     def _session(self, stack: Stack, old: Stack, extra_env: dict[str, str]) -> SessionEnv:
         target = stack.target()

@@ -40,7 +40,8 @@ def test_long_lists_become_a_count_and_the_first_few():
 
 def test_mutants_of_the_drilled_procedures():
     mutants = make_mutants(CORRECTED.read_text(encoding="utf-8"), str(CORRECTED))
-    assert {m.procedure for m in mutants} == {DB, UPLOADS, PITR}  # only drilled procedures are mutated
+    scripts = {"復旧自動化スクリプト > 自動復旧スクリプト", "復旧自動化スクリプト > 完全復旧スクリプト"}
+    assert {m.procedure for m in mutants} == {DB, UPLOADS, PITR, *scripts}  # only drilled procedures
     kinds = {m.kind for m in mutants}
     for kind in ("command deleted", "newest -> oldest (ls -t -> ls -tr)",
                  "first -> last (head -1 -> tail -1)", "recovery_target_time dropped",

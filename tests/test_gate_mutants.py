@@ -22,6 +22,8 @@ SAMPLE = (
     (lambda m: m.kind == "recovery_target_time dropped", "oracle rows deleted by mistake are back"),
     (lambda m: m.kind.startswith("first -> last") and m.original.startswith("LATEST_UPLOADS=$(ls -t"),
      "oracle newest uploads backup restored"),
+    (lambda m: m.kind == "script line deleted" and m.original.startswith("HEALTH_URL="),
+     "oracle exit status tells the truth"),
 )
 
 

@@ -7,6 +7,7 @@ section. `pytest -m runbook --runbook PATH` is the gate in CI.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,22 @@ EXPECTED_DEFECTS = (
      "ファイル確認 exits 0 with a file the backup does not have"),
     ("データ整合性確認 against an orphaned document: only prints numbers for a person",
      "データ整合性確認 prints counts per table and project and exits 0 with an orphaned document"),
+    # found by running the scripts under their faults and the test procedure without production (scripted.py)
+    ("variant backend running, its database down: reported success (exit 0, `Service is running`) while the "
+     "system is not healthy", "auto-recovery.sh says 'Service is running' while the backend answers 503: it "
+     "asks only whether the unit is active"),
+    ("reads the production instance: line 475 `curl -f http://localhost:5100/api/v1/health`",
+     "the test procedure's 結果確認 asks production's health, not its copy's"),
+    ("variant a WAL segment the target needs is missing: PostgreSQL does not serve mks_db after the "
+     "procedure", "the PITR under a missing WAL segment leaves PostgreSQL down (the cluster before it is not "
+     "started again)"),
 )
 STOPPED = "the backend was stopped during the restore"
+TRUTH = "exit status tells the truth"
+AUTO_SCRIPT = "復旧自動化スクリプト > 自動復旧スクリプト"
+FULL_SCRIPT = "復旧自動化スクリプト > 完全復旧スクリプト"
+TEST_PROCEDURE = "復旧テスト > テスト手順"
+WITHOUT_PRODUCTION = "the test works on its copy, not production"
 DRILLED = {  # procedure -> the oracles it must pass, each by name
     "データ復旧手順 > 1. データベースバックアップからの復旧": (
         "newest backup restored", STOPPED, "every service runs again"),
@@ -78,6 +93,10 @@ DRILLED = {  # procedure -> the oracles it must pass, each by name
         "rows deleted by mistake are back", "changes after the target are absent", "new timeline",
         "accepts writes", "recovery settings removed", "the data directory before the recovery is kept",
         STOPPED, "every service runs again"),
+    AUTO_SCRIPT: (TRUTH, "every service runs again"),
+    FULL_SCRIPT: (TRUTH, "newest backup restored", "newest uploads backup restored",
+                  "same files as the backup", "same content as the backup",
+                  "no stale file left (hidden files included)", STOPPED, "every service runs again"),
 }
 VARIANTS = {  # procedure -> its bad-backup variants, each must end safe
     "データ復旧手順 > 1. データベースバックアップからの復旧": (
@@ -85,6 +104,9 @@ VARIANTS = {  # procedure -> its bad-backup variants, each must end safe
     "データ復旧手順 > 2. アップロードファイル復旧": (
         "truncated newest uploads archive", "newest uploads archive with members escaping the folder"),
     "完全システム復旧 > 2. ポイントインタイムリカバリ": ("a WAL segment the target needs is missing",),
+    AUTO_SCRIPT: ("healthy system", "backend running, its database down",
+                  "backend cannot start (its YAML broken)"),
+    FULL_SCRIPT: ("database damaged, stale uploads, PostgreSQL stopped",),
 }
 VERIFICATIONS = ("リストア確認", "ファイル確認", "接続確認", "機能テスト", "パフォーマンス確認",
                  "データ整合性確認")
@@ -103,6 +125,16 @@ def test_original_runbook_fails_with_its_defects(stack_factory, reports_dir):
         assert any(p.startswith(f"oracle {STOPPED}: the backend ran") for p in problems), title
     pitr = next(p for p in result.procedures if "ポイントインタイム" in p.title)
     assert not pitr.health.ok and any("postgresql is" in p for p in pitr.health.problems)
+    # the backend that cannot start flaps (supervisord, as systemd, restarts it): the original's script
+    # sees a unit between two restarts ("Auto recovery failed", exit 0) or during one ("Service is
+    # running", exit 0); either way it exits 0 on a backend that does not answer
+    auto = "\n".join(procedures[AUTO_SCRIPT].health.problems)
+    said = (r"(printed failure and exited 0 \(`Auto recovery failed"
+            r"|reported success \(exit 0, `Service is running`\))")
+    assert re.search(r"variant backend cannot start \(its YAML broken\): " + said, auto), auto
+    full = "\n".join(procedures[FULL_SCRIPT].health.problems)  # its drill: nothing brought back
+    assert "oracle newest backup restored: mks_db cannot be read" in full, full
+    assert "oracle same files as the backup: 0 of" in full, full
     # what the original gets right is still reported as passing
     assert result.section_status("サービス復旧手順 > 2. データベース復旧 > 接続確認") == PASSED
     assert result.section_status("データ復旧手順 > 3. 設定ファイル復旧 > Gitからの復旧") == PASSED
@@ -128,5 +160,9 @@ def test_runbook_passes_the_gate(runbook_path, stack_factory, reports_dir):
     pitr = next(p for p in procedures.values() if "ポイントインタイム" in p.title)
     timeline = next(c for c in pitr.health.checks if c.startswith("oracle new timeline: ok"))
     assert "timeline 1)" not in timeline
+    missing_wal = next(c for c in pitr.health.checks if c.startswith("variant a WAL segment"))
+    assert "the data as before the procedure" in missing_wal, missing_wal  # the old cluster serves again
+    test_checks = procedures[TEST_PROCEDURE].health.checks
+    assert any(c.startswith(f"oracle {WITHOUT_PRODUCTION}: ok") for c in test_checks), test_checks
     healthy = [p for p in procedures.values() if p.title not in DRILLED]
     assert healthy and all(p.mode.startswith("healthy system") for p in healthy)
