@@ -40,8 +40,10 @@ def run_gate(runbook_path: str, make_stack: Callable[..., Stack], reports_dir: P
     blocks = [b for p in procedures for b in p.blocks]
     project = Path(__file__).resolve().parent.parent
     scenarios = Path(scenarios_dir) if scenarios_dir else project / "scenarios"
+    ran = {key for p in procedures for key in p.sections}
+    unselected = [s.key for s in runbook.sections if s.shell_blocks and s.key not in ran] if only else []
     result = judge(runbook, procedures, coverage(runbook, blocks, scenarios), gate.events,
-                   time.monotonic() - started)
+                   time.monotonic() - started, unselected)
     if reports_dir is not None:
         stem = "runbook-gate-" + Path(runbook_path).stem.split("(")[0].replace(" ", "_")
         write_reports(result, Path(reports_dir), stem)

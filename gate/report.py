@@ -21,6 +21,7 @@ from gate.parser import Runbook
 from gate.runner import DOCUMENTED, FAILED, NOT_EXECUTABLE, PASSED
 
 WRITTEN: list[tuple[str, str, Path]] = []  # (verdict, runbook, html report) for pytest's summary
+NOT_SELECTED = "not selected"  # a partial run (--section): the section has commands, none ran
 SYMBOL = {PASSED: "✅", FAILED: "❌", NOT_EXECUTABLE: "⚠️", DOCUMENTED: "📄"}
 
 
@@ -36,10 +37,11 @@ class GateResult:
     events: list[str] = field(default_factory=list)
     seconds: float = 0.0
     made_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    unselected: list[str] = field(default_factory=list)  # sections with commands left out by --section
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "PASSED"
+        return self.verdict.startswith("PASSED")
 
     def section_status(self, key: str) -> str:
         statuses = [b.status for p in self.procedures for b in p.blocks if b.section == key]
@@ -50,11 +52,13 @@ class GateResult:
             return NOT_EXECUTABLE
         if statuses and all(s == DOCUMENTED for s in statuses):
             return DOCUMENTED
+        if not statuses and key in self.unselected:
+            return NOT_SELECTED
         return PASSED if statuses else "no commands"
 
 
 def judge(runbook: Runbook, procedures: list[ProcedureOutcome], cover: list[SectionCoverage],
-          events: list[str], seconds: float) -> GateResult:
+          events: list[str], seconds: float, unselected: list[str] | None = None) -> GateResult:
     defects = [f"document: {p}" for p in runbook.problems]
     for procedure in procedures:
         for block in procedure.blocks:
@@ -73,8 +77,11 @@ def judge(runbook: Runbook, procedures: list[ProcedureOutcome], cover: list[Sect
             defects.append(f"{procedure.title}: afterwards the system is not healthy or its data changed: "
                            + "; ".join(others))
     data = Path(runbook.path).read_bytes() if Path(runbook.path).exists() else b""
-    return GateResult(runbook.path, hashlib.sha256(data).hexdigest(), "FAILED" if defects else "PASSED",
-                      defects, procedures, cover, runbook.problems, events, round(seconds, 1))
+    verdict = "FAILED" if defects else "PASSED"
+    if unselected:  # a partial run claims only what it ran
+        verdict += f" (partial: {len(unselected)} sections with commands not selected)"
+    return GateResult(runbook.path, hashlib.sha256(data).hexdigest(), verdict, defects, procedures, cover,
+                      runbook.problems, events, round(seconds, 1), unselected=list(unselected or []))
 
 
 def write_reports(result: GateResult, folder: Path, stem: str) -> dict[str, Path]:
@@ -172,7 +179,7 @@ def how_run(result: GateResult, section: str) -> str:
     for p in result.procedures:
         if section in p.sections:
             return p.mode if p.mode.startswith("under fault") else f"run on a {p.mode}"
-    return "not run (no shell commands)"
+    return "not run (not selected)" if section in result.unselected else "not run (no shell commands)"
 
 
 def section_lines(result: GateResult) -> list[str]:

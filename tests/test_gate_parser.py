@@ -190,3 +190,18 @@ def test_coverage_reads_the_drill_catalogue_and_test_names(tmp_path):
     assert auto.drills == ["crash (weekly)", "both (monthly)"]
     assert table["サービス復旧手順 > 1. バックエンド > 確認"].drills == ["both (monthly)"]
     assert table["サービス復旧手順 > 2. スクリプト"].by == "nothing"
+
+
+def test_a_partial_run_says_which_sections_it_left_out_and_claims_only_what_it_ran():
+    from gate.report import how_run, judge
+
+    runbook = parse(RUNBOOK, "runbook.md")
+    with_commands = [s.key for s in runbook.sections if s.shell_blocks]
+    left_out = with_commands[0]
+    result = judge(runbook, [], [], [], 0.0, unselected=[left_out])
+    whole = judge(runbook, [], [], [], 0.0)
+    assert result.verdict == f"{whole.verdict} (partial: 1 sections with commands not selected)"
+    assert result.passed == whole.passed
+    assert result.section_status(left_out) == "not selected"
+    assert how_run(result, left_out) == "not run (not selected)"
+    assert whole.section_status(left_out) == "no commands" and how_run(whole, left_out).endswith("commands)")
