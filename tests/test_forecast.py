@@ -107,16 +107,16 @@ SYNTHETIC = Calibration(
      CalibrationPoint(1, 3 * 10**7, 0, 4.0, 0.0, 1.0, 0.9)],
     1.0, [], PitrCalibration(base_bytes=5 * 10**7, wal_bytes=8 * 10**7, waldump_seconds=0.08,
                              extract_seconds=0.5, start_seconds=1.3, redo_seconds=0.8))
-# fixed 0.8 s (backend stop + start) + 0.5 s (the server's start less its redo); base 0.5 s / 50 MB =
-# 10 s/GB; WAL (0.08 + 0.8) s / 80 MB = 11 s/GB
-PITR_SECONDS = 1.3 + 10 * 20 + 11 * 4
+# fixed 0.8 s (backend stop + start); base (0.5 s extraction + 0.5 s of start less redo) / 50 MB =
+# 20 s/GB; WAL (0.08 + 0.8) s / 80 MB = 11 s/GB
+PITR_SECONDS = 0.8 + 20 * 20 + 11 * 4
 
 
 def test_the_pitr_forecast_is_base_backup_plus_wal():
     result = forecast(SYNTHETIC, {"database": 20e9, "wal": 4e9}, ["pitr"])
     assert result.seconds == pytest.approx(PITR_SECONDS, abs=0.1)
     part = result.basis["components"]["pitr"]
-    assert part["base_s_per_gb"] == pytest.approx(10) and part["wal_s_per_gb"] == pytest.approx(11)
+    assert part["base_s_per_gb"] == pytest.approx(20) and part["wal_s_per_gb"] == pytest.approx(11)
     no_redo = dataclasses.replace(SYNTHETIC, pitr=dataclasses.replace(SYNTHETIC.pitr, redo_seconds=None))
     pessimistic = forecast(no_redo, {"database": 20e9, "wal": 4e9}, ["pitr"])
     assert pessimistic.seconds > result.seconds and pessimistic.basis["components"]["pitr"]["note"]
