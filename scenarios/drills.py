@@ -337,7 +337,7 @@ FULL_RECOVERY = Drill(
 PITR = Drill(
     "point-in-time-recovery", "完全システムテスト: 誤操作による削除からのPITR", "RTO-1", "quarterly",
     f"{FULL} > 2. ポイントインタイムリカバリ", faults.DeleteRowsByMistake(), recover_pitr,
-    prepare=base_backup, applies=needs_relation)
+    prepare=base_backup, applies=needs_relation, forecast=("pitr",))
 
 # faults only a container stack has (scenarios/test_drills.py skips them on other providers)
 PG_CONTAINER_KILL = Drill(

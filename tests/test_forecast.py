@@ -1,0 +1,158 @@
+"""The recovery time forecast's model (fixtures/engine/forecast.py): the fit with a per-file cost, bad
+calibrations, the point-in-time recovery forecast, and (on one stack) the PITR drill's REC report
+carrying its forecast."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fixtures.engine import calibration as calibration_module
+from fixtures.engine.forecast import (
+    Calibration,
+    CalibrationPoint,
+    Forecaster,
+    ForecastError,
+    PitrCalibration,
+    UploadsPoint,
+    files_for,
+    fit,
+    forecast,
+)
+from fixtures.engine.plugin import parse_count
+from reports import rec
+from reports.i18n import words
+from scenarios.drills import PITR
+
+A, B, C = 0.4, 2e-8, 3e-4  # 0.4 s fixed, 20 s/GB, 0.3 ms per file
+SHAPES = [(5e6, 300), (2e7, 300), (3e6, 600), (1e7, 1300), (4e7, 2300)]  # 1 MB files and 10 kB files
+
+
+def test_the_per_file_model_recovers_known_coefficients():
+    found = fit([(x, f, A + B * x + C * f) for x, f in SHAPES])
+    assert (found.a, found.b, found.c) == pytest.approx((A, B, C), rel=1e-6) and found.note == ""
+    # 100k files of 10 kB: the file term is 30 s of the 50 s; bytes alone would say 20 s
+    assert found.at(1e9, 1e5) == pytest.approx(A + 20 + 30)
+
+
+def test_without_a_second_shape_the_file_cost_is_not_guessed():
+    same_shape = fit([(x, x / 1e6, A + B * x + C * x / 1e6) for x in (5e6, 1e7, 2e7)])  # files follow bytes
+    assert same_shape.c == 0 and same_shape.b > 0
+    assert same_shape.at(2e7) == pytest.approx(A + B * 2e7 + C * 20, rel=0.05)
+
+
+def test_one_sided_noise_keeps_the_fit_near_the_truth():
+    slow = [1.0, 1.15, 1.0, 1.05, 1.1]  # load only ever slows a point down
+    found = fit([(x, f, (A + B * x + C * f) * k) for (x, f), k in zip(SHAPES, slow, strict=True)])
+    assert found.at(1e9, 1e5) == pytest.approx(A + 20 + 30, rel=0.25)
+
+
+@pytest.mark.parametrize("points", [
+    [],
+    [(1e6, 1.0)],  # fewer than two points
+    [(1e6, 1.0), (1e6, 2.0)],  # no second size
+    [(1e6, -1.0), (2e6, 2.0)],  # negative seconds
+    [(1e6, math.nan), (2e6, 2.0)],
+    [(1e6, 0.0), (2e6, 0.0)],  # nothing grows
+    [(1e6, 1.0, 2.0, 3.0), (2e6, 1.0)],  # not a point
+])
+def test_a_bad_calibration_is_a_clear_error(points):
+    with pytest.raises(ForecastError):
+        fit(points)
+
+
+def test_a_falling_or_too_steep_calibration_falls_back_to_a_stated_pessimistic_slope():
+    falling = fit([(1e7, 3.0), (2e7, 2.5), (3e7, 2.8)])  # the first point was slowed by load
+    assert falling.a == 0 and falling.b > 0 and "through the origin" in falling.note
+    assert falling.b <= max(y / x for x, y in [(1e7, 3.0), (2e7, 2.5), (3e7, 2.8)])
+    negative_files = fit([(x, f, A + B * x - 1e-5 * f) for x, f in SHAPES])
+    assert negative_files.b > 0 and negative_files.c >= 0 and negative_files.note
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(1e5, 1e9), st.integers(0, 10**5), st.floats(0.001, 100.0)),
+                min_size=2, max_size=8))
+def test_any_calibration_fits_without_negative_terms_or_fails_clearly(points):
+    try:
+        found = fit(points)
+    except ForecastError:
+        assert len({p[0] for p in points}) < 2
+        return
+    assert found.b > 0 and found.a >= 0 and found.c >= 0
+    assert all(math.isfinite(v) for v in (found.a, found.b, found.c))
+
+
+def test_the_uploads_forecast_counts_the_production_files():
+    points = [CalibrationPoint(0.3, 10**7, 0, 2.0, 0.0, 1.0),
+              CalibrationPoint(1, 3 * 10**7, 0, 4.0, 0.0, 1.0)]
+    uploads = [UploadsPoint("large" if f < 400 else "small", int(x), f, A + B * x + C * f) for x, f in SHAPES]
+    calibration = Calibration(points, 1.0, uploads)
+    many = forecast(calibration, {"uploads": 1e9, "uploads_files": 1e5}, ["uploads"])
+    few = forecast(calibration, {"uploads": 1e9, "uploads_files": 1e3}, ["uploads"])
+    assert many.seconds == pytest.approx(50.4, abs=0.2) and few.seconds == pytest.approx(20.7, abs=0.2)
+    assert many.basis["components"]["uploads"]["files"] == 100000 and many.basis["uploads_points"]
+    assert files_for({"uploads": 1e11}) == 1e6  # the default: 100 kB a file
+    assert parse_count("250k") == 250_000 and parse_count("1.5M") == 1.5e6
+    with pytest.raises(pytest.UsageError):
+        parse_count("many")
+
+
+SYNTHETIC = Calibration(
+    [CalibrationPoint(0.3, 10**7, 0, 2.0, 0.0, 1.0, 0.8),
+     CalibrationPoint(1, 3 * 10**7, 0, 4.0, 0.0, 1.0, 0.9)],
+    1.0, [], PitrCalibration(base_bytes=5 * 10**7, wal_bytes=8 * 10**7, waldump_seconds=0.08,
+                             extract_seconds=0.5, start_seconds=1.3, redo_seconds=0.8))
+# fixed 0.8 s (backend stop + start); base (0.5 s extraction + 0.5 s of start less redo) / 50 MB =
+# 20 s/GB; WAL (0.08 + 0.8) s / 80 MB = 11 s/GB
+PITR_SECONDS = 0.8 + 20 * 20 + 11 * 4
+
+
+def test_the_pitr_forecast_is_base_backup_plus_wal():
+    result = forecast(SYNTHETIC, {"database": 20e9, "wal": 4e9}, ["pitr"])
+    assert result.seconds == pytest.approx(PITR_SECONDS, abs=0.1)
+    part = result.basis["components"]["pitr"]
+    assert part["base_s_per_gb"] == pytest.approx(20) and part["wal_s_per_gb"] == pytest.approx(11)
+    no_redo = dataclasses.replace(SYNTHETIC, pitr=dataclasses.replace(SYNTHETIC.pitr, redo_seconds=None))
+    pessimistic = forecast(no_redo, {"database": 20e9, "wal": 4e9}, ["pitr"])
+    assert pessimistic.seconds > result.seconds and pessimistic.basis["components"]["pitr"]["note"]
+    with pytest.raises(ForecastError):  # a calibration without PITR measurements
+        forecast(dataclasses.replace(SYNTHETIC, pitr=None), {"database": 20e9, "wal": 4e9}, ["pitr"])
+
+
+def test_a_failed_calibration_is_remembered_as_an_error(monkeypatch):
+    calls = []
+
+    def broken(settings, scales):
+        calls.append(scales)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(calibration_module, "calibrate", broken)
+    forecaster = Forecaster(None, [0.3, 1], {"database": 1e9})
+    for _ in range(2):
+        with pytest.raises(ForecastError, match="disk full"):
+            forecaster.forecast(["database"])
+    assert len(calls) == 1
+    with pytest.raises(ForecastError):
+        Forecaster(None, [1, 1], {})
+    with pytest.raises(ForecastError):
+        Forecaster(None, [0, 1], {})
+
+
+@pytest.mark.stack
+def test_the_pitr_drill_report_carries_its_forecast(stack, drill_runner, drill_settings, reports_dir,
+                                                    request):
+    forecaster = Forecaster(None, [0.3, 1], {"database": 20e9, "wal": 4e9})
+    forecaster._calibration = SYNTHETIC
+    record = drill_runner(PITR, stack, dataclasses.replace(drill_settings, forecaster=forecaster))
+    assert record.verdict == "passed"
+    assert record.forecast_seconds == pytest.approx(PITR_SECONDS, abs=0.1)
+    assert set(record.forecast_basis["components"]) == {"pitr"}
+    report = rec.build(Path(dict(request.node.user_properties)["drill_record"]), reports_dir, lang="en")
+    rows = {item: (got, met) for item, _, got, met in rec.targets(report)}
+    got, met = rows["Forecast recovery time at production size"]
+    assert met is True and got != words("en")["unknown"]
