@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from recovery.errors import RecoveryError
 
 CHUNK = 1024 * 1024
 DIR_MODE = 0o755
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class StagingError(RecoveryError):
@@ -30,42 +32,70 @@ def file_mode(original: int) -> int:
 
 
 class Staging:
-    """staging/ with an owner (uid, gid) for every entry, or None to keep the current user's."""
+    """staging/ with an owner (uid, gid) for every entry, or None to keep the current user's.
+
+    The folder is new, so the folders made here are known without asking the file system again: a
+    member's parents cost a set lookup, not two stats, and a folder gets its mode and owner once.
+    """
 
     def __init__(self, root: Path, owner: tuple[int, int] | None = None):
         self.root, self.owner = Path(root), owner
         self.root.mkdir(mode=DIR_MODE, parents=False)
-        self._own_dir(self.root)
+        self._base = os.fspath(self.root)
+        self._umask = process_umask()
+        self._made: set[str] = {""}  # folders made here, relative to root ("" is root itself)
+        self._own_dir(self._base)
 
-    def _own_dir(self, path: Path) -> None:
-        os.chmod(path, DIR_MODE, follow_symlinks=False)
+    def _needs_chmod(self, mode: int) -> bool:
+        """Whether a new entry created with `mode` lost bits to the umask (unknown umask: always)."""
+        return self._umask is None or bool(mode & self._umask)
+
+    def _own_dir(self, path: str) -> None:
+        if self._needs_chmod(DIR_MODE):
+            os.chmod(path, DIR_MODE, follow_symlinks=False)
         if self.owner is not None:
             os.lchown(path, *self.owner)
 
-    def parents(self, name: str) -> Path:
-        """staging/name's parent folders, made as needed; never through a symlink."""
-        destination = self.root / name
-        missing = []
-        folder = destination.parent
-        while folder != self.root:
-            if folder.is_symlink():
-                raise StagingError(f"{folder} is a symlink; refusing to extract below it")
-            if folder.is_dir():
-                break
-            missing.append(folder)
-            folder = folder.parent
-        for folder in reversed(missing):
-            folder.mkdir(mode=DIR_MODE)
-            self._own_dir(folder)
-        return destination
+    def parents(self, name: str) -> str:
+        """staging/name (a normalised relative name) with its parent folders made as needed; never
+        through a symlink."""
+        parent = name.rpartition("/")[0]
+        if parent not in self._made:
+            missing = []
+            while parent not in self._made:
+                path = f"{self._base}/{parent}"
+                try:
+                    info = os.lstat(path)
+                except FileNotFoundError:
+                    missing.append(parent)
+                    parent = parent.rpartition("/")[0]
+                    continue
+                if stat.S_ISLNK(info.st_mode):
+                    raise StagingError(f"{path} is a symlink; refusing to extract below it")
+                if not stat.S_ISDIR(info.st_mode):
+                    missing.append(parent)  # a file: its mkdir below fails (FileExistsError)
+                    parent = parent.rpartition("/")[0]
+                    continue
+                self._made.add(parent)
+            for folder in reversed(missing):
+                os.mkdir(f"{self._base}/{folder}", DIR_MODE)
+                self._own_dir(f"{self._base}/{folder}")
+                self._made.add(folder)
+        return f"{self._base}/{name}"
 
     def directory(self, name: str) -> None:
         destination = self.parents(name)
-        if destination.is_symlink():
+        if name in self._made:
+            return  # made here already, with its mode and owner
+        if os.path.islink(destination):
             raise StagingError(f"{destination} is a symlink; refusing to make it a directory")
-        if not destination.is_dir():
-            destination.mkdir(mode=DIR_MODE)
+        try:
+            os.mkdir(destination, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(destination):  # a file of that name
+                raise
         self._own_dir(destination)
+        self._made.add(name)
 
     def symlink(self, name: str, target: str) -> None:
         destination = self.parents(name)
@@ -76,23 +106,42 @@ class Staging:
     def file(self, name: str, data: Any, mode: int) -> str:
         """A new regular file at staging/name from the binary reader `data`; its sha256."""
         destination = self.parents(name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd = os.open(destination, flags, file_mode(mode))
+        mode = file_mode(mode)
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, data:
-            os.fchmod(fd, file_mode(mode))
-            if self.owner is not None:
-                os.fchown(fd, *self.owner)
-            while chunk := data.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+        with data:
+            fd = os.open(destination, NEW_FILE, mode)
+            try:
+                if self._needs_chmod(mode):
+                    os.fchmod(fd, mode)
+                if self.owner is not None:
+                    os.fchown(fd, *self.owner)
+                while chunk := data.read(CHUNK):
+                    digest.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
         return digest.hexdigest()
 
     def copy(self, name: str, source: str, mode: int) -> str:
         """A hardlink member: a copy of a file written before it (never a link out of staging)."""
-        fd = os.open(self.root / source, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(f"{self._base}/{source}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         return self.file(name, os.fdopen(fd, "rb"), mode)
 
     def discard(self) -> None:
         if self.root.exists():
             shutil.rmtree(self.root)
+
+
+def process_umask() -> int | None:
+    """This process's umask, read without changing it (os.umask would, for every thread); None where
+    the kernel does not say (/proc/self/status has it since Linux 4.7)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
