@@ -45,7 +45,7 @@ class ArchiveError(RecoveryError):
     """An archive is unreadable, unsafe or does not match its manifest; nothing was extracted."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a manifest of 100,000 entries stays in memory
 class Entry:
     path: str
     type: str  # file | dir | symlink
@@ -97,8 +97,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
-        try:
-            body = json.loads(raw)
+        try:  # each entry becomes an Entry as it is parsed: never all of them twice in memory
+            body = json.loads(raw, object_hook=_entry_hook)
         except ValueError as exc:
             raise ArchiveError(f"manifest is not JSON: {exc}") from None
         if not isinstance(body, dict) or body.get("format") != FORMAT:
@@ -107,7 +107,18 @@ class Manifest:
         if not isinstance(entries, list):
             raise ArchiveError("manifest has no entry list")
         return cls(str(body.get("root", "")), str(body.get("created", "")),
-                   [Entry.from_dict(e) for e in entries])
+                   [e if isinstance(e, Entry) else Entry.from_dict(e) for e in entries])
+
+
+def _entry_hook(data: dict[str, Any]) -> Any:
+    """json's object hook: a manifest entry as an Entry, any other object as it is (a malformed entry
+    too: from_json then says what is wrong with it)."""
+    if "path" in data and "type" in data and "format" not in data:
+        try:
+            return Entry.from_dict(data)
+        except ArchiveError:
+            return data
+    return data
 
 
 def safe_name(name: str) -> str:
@@ -421,8 +432,9 @@ class _Members:
             raise ArchiveError(f"{path}: an archive of {manifest.root!r}, not of {expected_root!r}")
         self.path, self.expected = path, {}
         for entry in manifest.entries:
-            self.expected[safe_name(entry.path)] = entry
-        self.seen: dict[str, str] = {}  # member -> sha256 of the regular files seen so far
+            name = safe_name(entry.path)
+            self.expected[entry.path if name == entry.path else name] = entry  # one copy of the string
+        self.seen: set[str] = set()  # members seen so far (a file's sha256 matched its entry's)
         self.symlinks: set[str] = set()
 
     def before(self, member: tarfile.TarInfo) -> tuple[str, Entry]:
@@ -462,13 +474,13 @@ class _Members:
     def after(self, member: tarfile.TarInfo, name: str, entry: Entry, digest: str) -> None:
         """The data's sha256 (a hardlink's is its target's) and size against the manifest."""
         if member.isreg() or member.islnk():
-            digest = self.seen[self.link(member)] if member.islnk() else digest
+            if member.islnk():  # a file seen before: its data matched its entry's sha256
+                target = self.expected[self.link(member)]
+                digest = target.sha256 if target.type == "file" else ""
             wrong_size = member.isreg() and member.size != entry.size
             if entry.type != "file" or digest != entry.sha256 or wrong_size:
                 raise ArchiveError(f"{self.path}: member {name} does not match its manifest sha256/size")
-            self.seen[name] = digest
-        else:
-            self.seen[name] = ""
+        self.seen.add(name)
 
     def finish(self) -> None:
         missing = sorted(set(self.expected) - set(self.seen))

@@ -245,9 +245,10 @@ def swap_back(live: Path, old: Path, aside: Path) -> None:
 
 def _missing_or_different(directory: Path, manifest: Manifest) -> list[str]:
     problems = []
+    base = os.fspath(directory)
     for entry in manifest.files:
         try:
-            info = (directory / entry.path).lstat()
+            info = os.lstat(f"{base}/{entry.path}")
         except FileNotFoundError:
             problems.append(f"{entry.path}: missing")
             continue
