@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import Any
 
 from recovery.errors import RecoveryError
+from recovery.removal import remove_tree
 
 CHUNK = 1024 * 1024
 DIR_MODE = 0o755
@@ -131,7 +131,7 @@ class Staging:
 
     def discard(self) -> None:
         if self.root.exists():
-            shutil.rmtree(self.root)
+            remove_tree(self.root)
 
 
 def process_umask() -> int | None:
