@@ -548,6 +548,7 @@ def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
                 else:
                     digest = staging.file(name, member_data(tar, member), entry.mode)
                 rules.after(member, name, entry, digest)
+            staging.finish()  # every file written as hashed (a worker's error is raised here)
             rules.finish()
             read_to_end(tar)
         except StagingError as exc:

@@ -148,6 +148,8 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
                     entry = Entry(name, "file", mode, member.size, digest)
                 seen[name] = entry
                 manifest.entries.append(entry)
+            if staging is not None:
+                staging.finish()  # every file written (a worker's error is raised here)
             archives.read_to_end(tar)
         except StagingError as exc:
             raise ArchiveError(f"{path}: {exc}") from None
