@@ -133,7 +133,7 @@ def _size(path: Path) -> int:
     for folder, _, files in os.walk(path):
         for name in files:
             try:
-                total += (Path(folder) / name).lstat().st_size
+                total += os.lstat(f"{folder}/{name}").st_size  # strings: once per file of 100,000
             except FileNotFoundError:
                 continue
     return total
