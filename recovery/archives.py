@@ -234,6 +234,7 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
             with _gzip_writer(partial) as tar:
                 raw = manifest.to_json()
                 tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
+                del raw  # megabytes for 100,000 entries
                 for entry in manifest.entries:
                     _add(tar, source, entry)
             os.chmod(partial, 0o600)

@@ -140,6 +140,7 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
                 swap_back(uploads, old, staging)
                 raise ArchiveError(f"{uploads} does not hold the backup's files (the old folder is back): "
                                    + "; ".join(problems[:10]))
+        del manifest  # 100,000 entries: not held while the safety archive builds its own
         with journal.step(*RESTORE_PLAN[4][:2]) as step:
             keep_safety_copy(step, old, backup_dir, safety_archive)
     finally:
