@@ -19,7 +19,8 @@ alternating in each run, the same backups are restored by:
 
 Medians, the ratios harness / bare, the harness's journal steps (seconds) and the harness process's
 peak resident memory during each restore (`peak_rss_mb`: VmHWM, reset through /proc/self/clear_refs
-before each side; the child processes, pg_restore and pigz, are not in it) are printed and written as
+before each side; `peak_rss_growth_mb`: that less its size at the side's start, which keeps what the
+sides before it left; the child processes, pg_restore and pigz, are not in it) are printed and written as
 JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
 removed between runs, outside the timed span.
 
@@ -106,9 +107,10 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def peak_rss_mb() -> float:
+def peak_rss_mb(field: str = "VmHWM") -> float:
+    """This process's peak resident size since the last reset (or its current one: field VmRSS)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
@@ -232,6 +234,7 @@ def main() -> int:
     journals: dict[str, list[dict[str, float]]] = {
         k: [] for k in ("db_harness", "db_harness_fast", "db_harness_j1", "up_harness", "up_harness_fast")}
     peaks: dict[str, list[float]] = {}
+    growth: dict[str, list[float]] = {}  # the peak less the size at the side's start
     out["peak_rss_reset"] = reset_peak_rss()
     stack = LocalStack(StackSettings(), "restore-bench")
     scratch = Path(tempfile.mkdtemp(prefix="restore-bench-", dir=base))
@@ -292,6 +295,7 @@ def main() -> int:
                 order.reverse()
             for side in order:
                 reset_peak_rss()
+                before = peak_rss_mb("VmRSS")
                 if side in restores:
                     seconds, journal = restores[side]()
                     journals[side].append(steps(journal))
@@ -300,8 +304,10 @@ def main() -> int:
                 else:
                     seconds = sides[side]()
                 peaks.setdefault(side, []).append(peak_rss_mb())
+                growth.setdefault(side, []).append(round(peaks[side][-1] - before, 1))
                 raw[side].append(round(seconds, 2))
-                print(f"run {n + 1}: {side} {seconds:.1f}s, peak RSS {peaks[side][-1]} MB", flush=True)
+                print(f"run {n + 1}: {side} {seconds:.1f}s, peak RSS {peaks[side][-1]} MB "
+                      f"(+{growth[side][-1]})", flush=True)
     finally:
         stack.down()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -318,6 +324,7 @@ def main() -> int:
                      if a in medians and medians.get(b)}
     out["journal_step_medians_s"] = {k: median_steps(v) for k, v in journals.items() if v}
     out["peak_rss_mb"] = {k: max(v) for k, v in peaks.items()}  # the largest of the runs
+    out["peak_rss_growth_mb"] = {k: max(v) for k, v in growth.items()}
     out["runs_done"] = max((len(v) for v in raw.values()), default=0)
     summary = {k: v for k, v in out.items() if k not in ("raw", "journals")}
     print(json.dumps(summary, indent=2))
