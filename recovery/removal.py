@@ -29,15 +29,24 @@ def remove_tree(path: str | Path, threads: int = THREADS) -> None:
     try:
         names = os.listdir(top)
 
-        def remove(name: str) -> None:
-            info = os.lstat(name, dir_fd=top)
-            if stat.S_ISDIR(info.st_mode):
-                shutil.rmtree(name, dir_fd=top)
-            else:
-                os.unlink(name, dir_fd=top)
+        def remove(part: list[str]) -> None:
+            """One worker's share, every entry tried; the first error raised after."""
+            first: OSError | None = None
+            for name in part:
+                try:
+                    if stat.S_ISDIR(os.lstat(name, dir_fd=top).st_mode):
+                        shutil.rmtree(name, dir_fd=top)
+                    else:
+                        os.unlink(name, dir_fd=top)
+                except OSError as exc:
+                    first = first or exc
+            if first is not None:
+                raise first
 
-        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="remove") as pool:
-            for _ in pool.map(remove, names):  # the first error, raised once all have run
+        # one task per worker, not per entry: 100,000 pending tasks would hold ~100 MB
+        workers = max(1, threads)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="remove") as pool:
+            for _ in pool.map(remove, [names[i::workers] for i in range(workers)]):
                 pass
     finally:
         os.close(top)
