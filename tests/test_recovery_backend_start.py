@@ -1,4 +1,4 @@
-"""recovery.health.start_backend on a live stack: health 200 and a started service, or a crash told at once."""
+"""recovery.health.start_backend on a live stack: health 200 and a started service, or a crash told."""
 
 from __future__ import annotations
 
