@@ -4,9 +4,11 @@ One stack is seeded with a custom SeedPlan, backed up once (backup_database, bac
 alternating in each run, the same backups are restored by:
 
 - database, harness: recovery.database.restore_database (backup verified, free space, restore beside
-  the live database with pg_restore -j, verification, swap, backend restart, then the safety dump of
-  the renamed old database); `_fast`: without that dump (the renamed database is the safety copy);
-  `_to_health`: the journal's seconds until health is back (the safety dump excluded)
+  the live database with pg_restore -j (the core count), verification, swap, backend restart, then
+  the safety dump of the renamed old database); `_fast`: without that dump (the renamed database is
+  the safety copy); `_j1`: as `_fast` with a single pg_restore job; `_to_health`: the journal's
+  seconds until health answered again (the backend's start noted healthy_after_s; the manager's
+  confirmation after it and the safety dump excluded)
 - database, bare: createdb + `pg_restore -d <fresh>`; and `pg_restore -j 2` (parallel jobs)
 - uploads, harness: recovery.uploads.restore_uploads (free space, one pass checking every member
   against the manifest while extracting into staging, swap, count, then the safety archive of the
@@ -15,11 +17,15 @@ alternating in each run, the same backups are restored by:
 - uploads, bare: `tar -xzf` of the same archive into a fresh folder
 - backups: backup_database against bare `pg_dump -Fc`, backup_uploads against bare `tar -czf`
 
-Medians, the ratios harness / bare, and the harness's journal steps (seconds) are printed and written
-as JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
+Medians, the ratios harness / bare, the harness's journal steps (seconds) and the harness process's
+peak resident memory during each restore (`peak_rss_mb`: VmHWM, reset through /proc/self/clear_refs
+before each side; `peak_rss_growth_mb`: that less its size at the side's start, which keeps what the
+sides before it left; the child processes, pg_restore and pigz, are not in it) are printed and written as
+JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
 removed between runs, outside the timed span.
 
-    .venv/bin/python bench/restore_throughput.py --runs 3 [--scale 0.02] [--json FILE]
+    .venv/bin/python bench/restore_throughput.py --runs 3 [--scale 0.02] [--sides up_harness_fast,...]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from recovery.commands import run
 from recovery.database import backup_database, restore_database
 from recovery.integrity import connect
 from recovery.journal import Journal
+from recovery.removal import remove_tree
 from recovery.target import Target
 from recovery.uploads import ROOT, backup_uploads, restore_uploads
 
@@ -91,9 +98,27 @@ def bare_pg_restore(target: Target, dump: Path, jobs: int) -> float:
     return seconds
 
 
-def harness_database(target: Target, dump: Path, safety_dump: bool = True) -> tuple[float, Journal]:
+def reset_peak_rss() -> bool:
+    """Start this process's peak resident size (VmHWM) again from its current size (Linux 4.0+)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb(field: str = "VmHWM") -> float:
+    """This process's peak resident size since the last reset (or its current one: field VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def harness_database(target: Target, dump: Path, safety_dump: bool = True,
+                     jobs: int | None = None) -> tuple[float, Journal]:
     started = time.monotonic()
-    journal = restore_database(target, backup=dump, safety_dump=safety_dump)
+    journal = restore_database(target, backup=dump, safety_dump=safety_dump, jobs=jobs)
     seconds = time.monotonic() - started
     old = journal.steps[[s.name for s in journal.steps].index("swap")].details["previous_database"]
     with connect(target) as conn:  # the renamed old database: a second 1 GB copy per run
@@ -108,7 +133,7 @@ def bare_tar(archive: Path, scratch: Path) -> float:
     started = time.monotonic()
     run(["tar", "-xzf", str(archive), "-C", str(dest)], timeout=3600)
     seconds = time.monotonic() - started
-    shutil.rmtree(dest)
+    remove_tree(dest)
     return seconds
 
 
@@ -120,7 +145,7 @@ def harness_uploads(target: Target, archive: Path, safety_archive: bool = True) 
         safety.unlink()
     uploads = Path(target.paths.uploads_dir)
     for kept in uploads.parent.glob(f".{uploads.name}.old-*"):  # the renamed folder kept as safety copy
-        shutil.rmtree(kept)
+        remove_tree(kept)
     return seconds, journal
 
 
@@ -164,9 +189,15 @@ def harness_backup_uploads(target: Target) -> float:
 
 
 def to_live(journal: Journal) -> float:
-    """The restore's seconds until the restored data is live (database: health back; uploads: the
-    swapped folder checked), without the safety copy made after it."""
-    return sum(s.seconds for s in journal.steps if s.name not in ("safety_copy", "safety-copy"))
+    """The restore's seconds until the restored data is live (database: health answered again;
+    uploads: the swapped folder checked), without the safety copy made after it."""
+    seconds = 0.0
+    for step in journal.steps:
+        if step.name in ("safety_copy", "safety-copy"):
+            continue
+        healthy = step.details.get("healthy_after_s") if step.name == "start_backend" else None
+        seconds += healthy if isinstance(healthy, int | float) else step.seconds
+    return seconds
 
 
 def steps(journal: Journal) -> dict[str, float]:
@@ -187,6 +218,7 @@ def main() -> int:
                         help="a fraction of the ~1 GB plan (0.02: ~20 MB of each, for a shared machine)")
     parser.add_argument("--budget", type=float, default=1800, help="start no run after this many seconds")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--sides", default="", help="only these sides, comma-separated (default: all)")
     args = parser.parse_args()
     base = default_base_dir()
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -194,12 +226,16 @@ def main() -> int:
     plan = scaled(PLAN, args.scale)
     out: dict[str, Any] = {"plan": plan.__dict__, "scale": args.scale, "raw": {}, "journals": {}}
     sides: dict[str, Callable[[], float]] = {}
-    names = ("db_bare", "db_bare_j2", "db_harness", "db_harness_fast", "db_harness_to_health", "up_bare",
+    names = ("db_bare", "db_bare_j2", "db_harness", "db_harness_fast", "db_harness_j1",
+             "db_harness_to_health", "db_harness_fast_to_health", "db_harness_j1_to_health", "up_bare",
              "up_harness", "up_harness_fast", "up_harness_to_live", "dump_bare", "dump_harness",
              "tar_czf_bare", "backup_uploads_harness")
     raw: dict[str, list[float]] = {k: [] for k in names}
-    journals: dict[str, list[dict[str, float]]] = {"db_harness": [], "db_harness_fast": [], "up_harness": [],
-                                                   "up_harness_fast": []}
+    journals: dict[str, list[dict[str, float]]] = {
+        k: [] for k in ("db_harness", "db_harness_fast", "db_harness_j1", "up_harness", "up_harness_fast")}
+    peaks: dict[str, list[float]] = {}
+    growth: dict[str, list[float]] = {}  # the peak less the size at the side's start
+    out["peak_rss_reset"] = reset_peak_rss()
     stack = LocalStack(StackSettings(), "restore-bench")
     scratch = Path(tempfile.mkdtemp(prefix="restore-bench-", dir=base))
     try:
@@ -240,19 +276,26 @@ def main() -> int:
         restores = {
             "db_harness": lambda: harness_database(target, dump),
             "db_harness_fast": lambda: harness_database(target, dump, safety_dump=False),
+            "db_harness_j1": lambda: harness_database(target, dump, safety_dump=False, jobs=1),
             "up_harness": lambda: harness_uploads(target, archive),
             "up_harness_fast": lambda: harness_uploads(target, archive, safety_archive=False),
         }
-        live_key = {"db_harness": "db_harness_to_health", "up_harness": "up_harness_to_live"}
+        live_key = {"db_harness": "db_harness_to_health", "db_harness_fast": "db_harness_fast_to_health",
+                    "db_harness_j1": "db_harness_j1_to_health", "up_harness": "up_harness_to_live"}
+        chosen = [s for s in args.sides.split(",") if s] or None
         for n in range(args.runs):
             if n and time.monotonic() - began > args.budget:
                 print(f"budget spent: {n} runs", flush=True)
                 break
-            order = ["db_bare", "db_harness", "db_bare_j2", "db_harness_fast", "up_bare", "up_harness",
-                     "up_harness_fast", "dump_bare", "dump_harness", "tar_czf_bare", "backup_uploads_harness"]
+            order = ["db_bare", "db_harness", "db_bare_j2", "db_harness_fast", "db_harness_j1", "up_bare",
+                     "up_harness", "up_harness_fast", "dump_bare", "dump_harness", "tar_czf_bare",
+                     "backup_uploads_harness"]
+            order = [side for side in order if chosen is None or side in chosen]
             if n % 2:
                 order.reverse()
             for side in order:
+                reset_peak_rss()
+                before = peak_rss_mb("VmRSS")
                 if side in restores:
                     seconds, journal = restores[side]()
                     journals[side].append(steps(journal))
@@ -260,8 +303,11 @@ def main() -> int:
                         raw[live_key[side]].append(round(to_live(journal), 2))
                 else:
                     seconds = sides[side]()
+                peaks.setdefault(side, []).append(peak_rss_mb())
+                growth.setdefault(side, []).append(round(peaks[side][-1] - before, 1))
                 raw[side].append(round(seconds, 2))
-                print(f"run {n + 1}: {side} {seconds:.1f}s", flush=True)
+                print(f"run {n + 1}: {side} {seconds:.1f}s, peak RSS {peaks[side][-1]} MB "
+                      f"(+{growth[side][-1]})", flush=True)
     finally:
         stack.down()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -269,13 +315,17 @@ def main() -> int:
     medians = {k: round(statistics.median(v), 2) for k, v in raw.items() if v}
     out["medians_s"] = medians
     pairs = (("db_harness", "db_bare"), ("db_bare_j2", "db_bare"), ("db_harness", "db_bare_j2"),
-             ("db_harness_fast", "db_bare"), ("db_harness_to_health", "db_bare"),
+             ("db_harness_fast", "db_bare"), ("db_harness_j1", "db_bare"),
+             ("db_harness_to_health", "db_bare"),
+             ("db_harness_fast_to_health", "db_bare"), ("db_harness_j1_to_health", "db_bare"),
              ("up_harness", "up_bare"), ("up_harness_fast", "up_bare"), ("up_harness_to_live", "up_bare"),
              ("dump_harness", "dump_bare"), ("backup_uploads_harness", "tar_czf_bare"))
     out["ratios"] = {f"{a}/{b}": round(medians[a] / medians[b], 2) for a, b in pairs
                      if a in medians and medians.get(b)}
     out["journal_step_medians_s"] = {k: median_steps(v) for k, v in journals.items() if v}
-    out["runs_done"] = len(raw["db_bare"])
+    out["peak_rss_mb"] = {k: max(v) for k, v in peaks.items()}  # the largest of the runs
+    out["peak_rss_growth_mb"] = {k: max(v) for k, v in growth.items()}
+    out["runs_done"] = max((len(v) for v in raw.values()), default=0)
     summary = {k: v for k, v in out.items() if k not in ("raw", "journals")}
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -31,6 +31,7 @@ from typing import Any
 from recovery.commands import input_to, output_of
 from recovery.errors import CommandError, RecoveryError
 from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
+from recovery.tar_stream import below_any, member_data, next_member, read_to_end
 from recovery.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class ArchiveError(RecoveryError):
     """An archive is unreadable, unsafe or does not match its manifest; nothing was extracted."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a manifest of 100,000 entries stays in memory
 class Entry:
     path: str
     type: str  # file | dir | symlink
@@ -88,14 +89,17 @@ class Manifest:
         return sum(e.size for e in self.files)
 
     def to_json(self) -> bytes:
-        body = {"format": FORMAT, "root": self.root, "created": self.created,
-                "entries": [e.to_dict() for e in self.entries]}
-        return json.dumps(body, ensure_ascii=False, indent=1).encode()
+        """One entry a line, by json's C encoder (indent= would take its pure-Python one: seconds
+        for 100,000 entries)."""
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        head = encode({"format": FORMAT, "root": self.root, "created": self.created})
+        entries = ",\n".join(encode(e.to_dict()) for e in self.entries)
+        return f'{head[:-1]}, "entries": [\n{entries}\n]}}\n'.encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
-        try:
-            body = json.loads(raw)
+        try:  # each entry becomes an Entry as it is parsed: never all of them twice in memory
+            body = json.loads(raw, object_hook=_entry_hook)
         except ValueError as exc:
             raise ArchiveError(f"manifest is not JSON: {exc}") from None
         if not isinstance(body, dict) or body.get("format") != FORMAT:
@@ -104,21 +108,39 @@ class Manifest:
         if not isinstance(entries, list):
             raise ArchiveError("manifest has no entry list")
         return cls(str(body.get("root", "")), str(body.get("created", "")),
-                   [Entry.from_dict(e) for e in entries])
+                   [e if isinstance(e, Entry) else Entry.from_dict(e) for e in entries])
+
+
+def _entry_hook(data: dict[str, Any]) -> Any:
+    """json's object hook: a manifest entry as an Entry, any other object as it is (a malformed entry
+    too: from_json then says what is wrong with it)."""
+    if "path" in data and "type" in data and "format" not in data:
+        try:
+            return Entry.from_dict(data)
+        except ArchiveError:
+            return data
+    return data
+
+
+def safe_name(name: str) -> str:
+    """A member name as a normalised relative path ("a//./b" -> "a/b") that stays inside; raise for
+    anything else. The same rules as PurePosixPath's parts, with string operations: it runs once per
+    member of archives of 100,000 files."""
+    if not name or "\0" in name:
+        raise ArchiveError(f"member with an empty or NUL name: {name!r}")
+    if name.startswith("/"):
+        raise ArchiveError(f"member with an absolute path: {name}")
+    parts = [part for part in name.split("/") if part and part != "."]
+    if ".." in parts:
+        raise ArchiveError(f"member with a '..' component: {name}")
+    if not parts:
+        raise ArchiveError(f"member without a name: {name!r}")
+    return "/".join(parts)
 
 
 def safe_relative(name: str) -> PurePosixPath:
     """A member name as a relative path that stays inside; raise for anything else."""
-    if not name or "\0" in name:
-        raise ArchiveError(f"member with an empty or NUL name: {name!r}")
-    if name.startswith("/") or PurePosixPath(name).is_absolute():
-        raise ArchiveError(f"member with an absolute path: {name}")
-    path = PurePosixPath(name)
-    if ".." in path.parts:
-        raise ArchiveError(f"member with a '..' component: {name}")
-    if not path.parts or path.parts == (".",):
-        raise ArchiveError(f"member without a name: {name!r}")
-    return path
+    return PurePosixPath(safe_name(name))
 
 
 def link_stays_inside(member: PurePosixPath, target: str) -> bool:
@@ -135,7 +157,7 @@ def link_stays_inside(member: PurePosixPath, target: str) -> bool:
     return True
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -144,18 +166,20 @@ def sha256_file(path: Path) -> str:
 
 
 # ---- creating --------------------------------------------------------------------------------
-def _walk(source: Path, include: Iterable[str] | None) -> Iterator[tuple[str, Path]]:
+def _walk(source: Path, include: Iterable[str] | None) -> Iterator[tuple[str, str]]:
+    """(relative name, path) of every entry below source, or of the included names; strings, not
+    Paths: this runs once per file of folders of 100,000 files."""
     if include is not None:
         for relative in include:
             safe_relative(relative)
-            yield relative, source / relative
+            yield relative, os.fspath(source / relative)
         return
-    for dirpath, dirnames, filenames in os.walk(source):
+    top = os.fspath(source)
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
-        base = Path(dirpath)
+        prefix = "" if dirpath == top else dirpath[len(top) + 1:] + "/"
         for name in sorted(dirnames) + sorted(filenames):
-            path = base / name
-            yield path.relative_to(source).as_posix(), path
+            yield prefix + name, f"{dirpath}/{name}"
 
 
 def scan(source_dir: Path, root: str, include: Iterable[str] | None = None) -> Manifest:
@@ -177,8 +201,8 @@ def scan(source_dir: Path, root: str, include: Iterable[str] | None = None) -> M
     return manifest
 
 
-def _entry(source: Path, relative: str, path: Path) -> Entry:
-    info = path.lstat()
+def _entry(source: Path, relative: str, path: str) -> Entry:
+    info = os.lstat(path)
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISLNK(info.st_mode):
         target = os.readlink(path)
@@ -211,6 +235,7 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
             with _gzip_writer(partial) as tar:
                 raw = manifest.to_json()
                 tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, len(raw)), io.BytesIO(raw))
+                del raw  # megabytes for 100,000 entries
                 for entry in manifest.entries:
                     _add(tar, source, entry)
             os.chmod(partial, 0o600)
@@ -231,15 +256,17 @@ def create_archive(source_dir: str | Path, dest_tar_gz: str | Path, *, root: str
 @contextlib.contextmanager
 def _gzip_writer(dest: Path) -> Iterator[tarfile.TarFile]:
     """A tar.gz being written at gzip -6, the level tar -czf uses (tarfile's own default is -9):
-    compressed by pigz on every core where installed, else by Python's gzip."""
+    compressed by pigz on every core where installed, else by Python's gzip. GNU tar's own format,
+    like tar -czf: a UTF-8 name fits in the member's header, where the pax format adds a second
+    header for every name that is not ASCII (twice the headers to write and to read)."""
     pigz = shutil.which("pigz")
     if pigz is None:
-        with tarfile.open(dest, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
+        with tarfile.open(dest, "w:gz", format=tarfile.GNU_FORMAT, compresslevel=6) as tar:
             yield tar
         return
     try:
         with input_to([pigz, "-6", "-c"], stdout_path=dest, timeout=600) as sink, \
-                tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:
             yield tar
     except CommandError as exc:
         raise ArchiveError(f"{dest}: pigz failed: {exc}") from None
@@ -328,11 +355,10 @@ def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tupl
     assert handle is not None
     manifest = Manifest.from_json(handle.read())
     members: list[tuple[tarfile.TarInfo, str]] = []
-    while (member := tar.next()) is not None:  # iterating the TarFile would start again at the manifest
+    while (member := next_member(tar)) is not None:  # iterating the TarFile would start again at the manifest
         digest = ""
         if member.isreg():
-            data = tar.extractfile(member)
-            assert data is not None
+            data = member_data(tar, member)
             hasher = hashlib.sha256()
             while chunk := data.read(CHUNK):
                 hasher.update(chunk)
@@ -340,13 +366,6 @@ def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tupl
         members.append((member, digest))
     read_to_end(tar)
     return manifest, members
-
-
-def read_to_end(tar: tarfile.TarFile) -> None:
-    """Read past the tar's end to the end of the gzip stream, so that its CRC is checked."""
-    assert tar.fileobj is not None
-    while tar.fileobj.read(CHUNK):
-        pass
 
 
 class _Members:
@@ -357,17 +376,17 @@ class _Members:
             raise ArchiveError(f"{path}: an archive of {manifest.root!r}, not of {expected_root!r}")
         self.path, self.expected = path, {}
         for entry in manifest.entries:
-            safe_relative(entry.path)
-            self.expected[PurePosixPath(entry.path).as_posix()] = entry
-        self.seen: dict[str, str] = {}  # member -> sha256 of the regular files seen so far
+            name = safe_name(entry.path)
+            self.expected[entry.path if name == entry.path else name] = entry  # one copy of the string
+        self.seen: set[str] = set()  # members seen so far (a file's sha256 matched its entry's)
         self.symlinks: set[str] = set()
 
     def before(self, member: tarfile.TarInfo) -> tuple[str, Entry]:
         """Checks that need no data: name, type, links; the member's name and manifest entry."""
-        path, name = self.path, safe_relative(member.name).as_posix()
+        path, name = self.path, safe_name(member.name)
         if name in self.seen or name == MANIFEST_NAME:
             raise ArchiveError(f"{path}: member {name} appears twice")
-        if any(str(parent) in self.symlinks for parent in PurePosixPath(name).parents):
+        if self.symlinks and below_any(name, self.symlinks):
             raise ArchiveError(f"{path}: member {name} lies below a symlink")
         entry = self.expected.get(name)
         if entry is None:
@@ -391,19 +410,21 @@ class _Members:
         return name, entry
 
     def link(self, member: tarfile.TarInfo) -> str:
-        link = PurePosixPath(member.linkname).as_posix()
-        return "" if member.linkname.startswith("/") or ".." in PurePosixPath(link).parts else link
+        try:
+            return safe_name(member.linkname)
+        except ArchiveError:
+            return ""
 
     def after(self, member: tarfile.TarInfo, name: str, entry: Entry, digest: str) -> None:
         """The data's sha256 (a hardlink's is its target's) and size against the manifest."""
         if member.isreg() or member.islnk():
-            digest = self.seen[self.link(member)] if member.islnk() else digest
+            if member.islnk():  # a file seen before: its data matched its entry's sha256
+                target = self.expected[self.link(member)]
+                digest = target.sha256 if target.type == "file" else ""
             wrong_size = member.isreg() and member.size != entry.size
             if entry.type != "file" or digest != entry.sha256 or wrong_size:
                 raise ArchiveError(f"{self.path}: member {name} does not match its manifest sha256/size")
-            self.seen[name] = digest
-        else:
-            self.seen[name] = ""
+        self.seen.add(name)
 
     def finish(self) -> None:
         missing = sorted(set(self.expected) - set(self.seen))
@@ -459,7 +480,7 @@ def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
             assert handle is not None
             manifest = Manifest.from_json(handle.read())
             rules = _Members(path, manifest, expected_root)
-            while (member := tar.next()) is not None:
+            while (member := next_member(tar)) is not None:
                 name, entry = rules.before(member)
                 digest = ""
                 if member.isdir():
@@ -469,10 +490,9 @@ def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
                 elif member.islnk():
                     digest = staging.copy(name, rules.link(member), entry.mode)
                 else:
-                    data = tar.extractfile(member)
-                    assert data is not None
-                    digest = staging.file(name, data, entry.mode)
+                    digest = staging.file(name, member_data(tar, member), entry.mode)
                 rules.after(member, name, entry, digest)
+            staging.finish()  # every file written as hashed (a worker's error is raised here)
             rules.finish()
             read_to_end(tar)
         except StagingError as exc:

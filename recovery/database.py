@@ -62,9 +62,12 @@ def wait_answering(target: Target, timeout: float) -> str:
                       interval=0.2, error=RecoveryError, not_yet=(psycopg.Error, OSError)).detail
 
 
-def wait_backend_healthy(target: Target, timeout: float) -> str:
-    """Until the backend's health answers 200 (WaitTimeout, a RecoveryError, with the last answer)."""
-    return health.wait_healthy(target, timeout, interval=0.2).detail
+def start_backend(step: Step, target: Target, timeout: float) -> None:
+    """Start the backend; done when its health answers 200 and the manager counts it as started.
+    The step notes the answer and how long after the start it came (the end of the downtime)."""
+    answer = health.start_backend(target, timeout)
+    step.note("health", answer.detail)
+    step.note("healthy_after_s", answer.seconds)
 
 
 # ---- 接続確認 / 再起動手順 / 設定確認 ----------------------------------------------------------
@@ -456,5 +459,4 @@ def _swap(journal: Journal, target: Target, live: str, side: str, old: str, heal
             services.start(backend)
         raise
     with journal.step("start_backend", "サービス起動") as step:
-        services.start(backend)
-        step.note("health", wait_backend_healthy(target, health_timeout))
+        start_backend(step, target, health_timeout)

@@ -185,8 +185,7 @@ def start_and_check(journal: Journal, target: Target, health_timeout: float,
     """Backend and nginx up, health with retries, integrity, then the runbook's 機能テスト."""
     manager = target.service_manager()
     with journal.step("start_backend", "バックエンド起動") as step:
-        manager.start(target.services.backend)
-        step.note("health", database.wait_backend_healthy(target, health_timeout))
+        database.start_backend(step, target, health_timeout)
     with journal.step("start_nginx", "Nginx起動 (nginx -t の後)") as step:
         nginx_test(target, step)
         manager.start(target.services.web)

@@ -8,16 +8,20 @@ not an exception, so that a probe can be polled by `recovery.waiting.wait_until`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from recovery.errors import RecoveryError
+from recovery.service_manager import ServiceStatus
 from recovery.target import Target, TargetError
-from recovery.waiting import WaitTimeout, wait_until
+from recovery.waiting import Observation, WaitTimeout, wait_until
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Health:
     status: int | None  # None: no HTTP answer at all
     detail: str  # "<url>: <status> <body>" or "<url>: <error type>: <error>"
     unmet: str | None = None  # a 200 whose body lacks what a healthy answer says: "mode is 'fallback'"
+    seconds: float | None = None  # start_backend's: from the start until this answer
 
     @property
     def ok(self) -> bool:
@@ -117,5 +122,41 @@ def wait_healthy(target: Target, timeout: float, *, through_nginx: bool = False,
                       interval=0.5 if interval is None else interval, error=WaitTimeout)
 
 
-__all__ = ["Health", "WaitTimeout", "backend", "json_path", "probe", "probe_url", "public", "tls_context",
-           "wait_healthy"]
+def start_backend(target: Target, timeout: float, interval: float = 0.05) -> Health:
+    """Start the backend and wait until its health answers 200, then until the service manager counts
+    it as started (a check of the services right after must not find it still "activating").
+
+    Spawned without the manager's own wait (supervisord's startsecs is a timer), and polled often:
+    the backend's downtime ends when it answers, not at the next tick of a coarse poll. A service that
+    fails, or is respawned after an exit, while it is awaited is a RecoveryError with its log.
+    """
+    manager, name = target.service_manager(), target.services.backend
+    manager.start_nowait(name)
+    first = manager.status(name).pid
+
+    def checked() -> ServiceStatus:
+        status = manager.status(name)
+        respawned = first is not None and status.pid is not None and status.pid != first
+        if status.active_state == "failed" or status.manager_state == "BACKOFF" or respawned:
+            raise RecoveryError(f"{name} did not start ({status.detail})\n--- {name} log ---\n"
+                                f"{manager.log_tail(name)}")
+        return status
+
+    def answers() -> Health | bool:
+        return checked().active_state in ("active", "activating") and backend(target)
+
+    def started() -> Observation:
+        status = checked()
+        return Observation(status.is_active, status.detail)
+
+    began = time.monotonic()
+    answer = wait_until(f"health 200 at {target.backend_url}", answers, timeout=timeout, interval=interval,
+                        error=WaitTimeout)
+    assert isinstance(answer, Health)
+    answer = dataclasses.replace(answer, seconds=round(time.monotonic() - began, 3))
+    wait_until(f"{name} to count as started", started, timeout=timeout, interval=interval, error=WaitTimeout)
+    return answer
+
+
+__all__ = ["Health", "WaitTimeout", "backend", "json_path", "probe", "probe_url", "public", "start_backend",
+           "tls_context", "wait_healthy"]

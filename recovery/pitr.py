@@ -28,7 +28,7 @@ import psycopg
 
 from recovery import backups
 from recovery.actions import action, aware_time, option
-from recovery.database import query_answers, wait_answering, wait_backend_healthy
+from recovery.database import query_answers, start_backend, wait_answering
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.postgres import psql
@@ -400,8 +400,7 @@ def _swap_and_recover(journal: Journal, target: Target, dirs: tuple[Path, Path, 
             services.start(backend)
         raise
     with journal.step("start_backend", "サービス起動") as step:
-        services.start(backend)
-        step.note("health", wait_backend_healthy(target, 60))
+        start_backend(step, target, 60)
 
 
 def _wait_promoted(target: Target, timeout: float) -> str:

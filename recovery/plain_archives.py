@@ -122,7 +122,7 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
     manifest = Manifest(root=root, created="", plain=True)
     with archives.open_stream(path) if staging is not None else archives.open_archive(path) as tar:
         try:
-            while (member := tar.next()) is not None:
+            while (member := archives.next_member(tar)) is not None:
                 name = layout.place(member)
                 if name is None:
                     continue
@@ -143,12 +143,13 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
                     if staging is not None:
                         staging.copy(name, source.path, mode)
                 else:
-                    data = tar.extractfile(member)
-                    assert data is not None
+                    data = archives.member_data(tar, member)
                     digest = staging.file(name, data, mode) if staging is not None else _sha256(data)
                     entry = Entry(name, "file", mode, member.size, digest)
                 seen[name] = entry
                 manifest.entries.append(entry)
+            if staging is not None:
+                staging.finish()  # every file written (a worker's error is raised here)
             archives.read_to_end(tar)
         except StagingError as exc:
             raise ArchiveError(f"{path}: {exc}") from None

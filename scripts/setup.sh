@@ -6,7 +6,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MKS_DRILL_VENV:-$here/.venv}"
-packages=(postgresql nginx-light git strace python3-venv python3-dev ca-certificates chromium fonts-ipafont-gothic)
+packages=(postgresql nginx-light git strace pigz python3-venv python3-dev ca-certificates chromium fonts-ipafont-gothic)
 
 missing=()
 for pkg in "${packages[@]}"; do
