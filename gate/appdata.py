@@ -130,12 +130,6 @@ def orphan_one(conn: psycopg.Connection, target: Target) -> str:
     return relation.child
 
 
-def singular(table: str) -> str:
-    """A row of the table in words: public.documents -> document, audit.access_logs -> access_log."""
-    name = table.rpartition(".")[2]
-    return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
-
-
 def store_files(target: Target) -> list[Path]:
     """The file store's files: every file of the uploads folder, or of the data directory's pattern."""
     folder = Path(target.paths.uploads_dir)
@@ -173,6 +167,6 @@ def upload_grew(diff: str, before: integrity.Fingerprint, after: integrity.Finge
     now = dict(after.row_counts)
     if now.get(child, 0) <= dict(before.row_counts).get(child, 0):
         return False
-    grown = dataclasses.replace(before, documents_per_project=after.documents_per_project, row_counts=tuple(
+    grown = dataclasses.replace(before, children_per_parent=after.children_per_parent, row_counts=tuple(
         (table, now[table] if table == child else rows) for table, rows in before.row_counts))
     return diff in integrity.compare(before, grown)

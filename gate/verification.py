@@ -50,7 +50,7 @@ class WrongState:
     needs_relation: bool = False
 
     def title(self, app: AppTarget) -> str:
-        return self.name.format(child=appdata.singular(app.relation.child) if app.relation else "row")
+        return self.name.format(child=integrity.singular(app.relation.child) if app.relation else "row")
 
     def skipped(self, app: AppTarget) -> str | None:
         """Why the state does not apply to this app, or None."""

@@ -421,8 +421,8 @@ def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: S
                         "some)")
     missing = sorted(set(chosen.header.foreign_keys) - set(found.foreign_keys))
     problems += [f"foreign key missing after restore: {name}" for name in missing]
-    if found.orphan_documents:
-        problems.append(f"{found.orphan_documents} orphan documents")
+    if found.orphans:
+        problems.append(f"{found.orphans} orphan {found.relation[0]}")
     return problems
 
 

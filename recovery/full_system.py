@@ -12,7 +12,7 @@ Where this differs from the runbook's 完全復旧スクリプト (scripts/full-
   restore starts the backend and waits for health; nginx stays down, so no user reaches a
   half-restored service), then the uploads, then nginx. A database that was dropped is created
   again with the dump's schema so the restore can keep its safety copy and swap it out.
-- Health is awaited with retries through nginx, then the data's integrity (every documents row has
+- Health is awaited with retries through nginx, then the data's integrity (every row of the file store has
   its file) is checked before the runbook's 機能テスト.
 
 Migration: the old server's newest valid backups are copied into the new server's backup folder
@@ -247,7 +247,7 @@ FULL_PLAN = (
     ("start_backend", "バックエンド起動", "start the backend; wait for its health"),
     ("start_nginx", "Nginx起動", "nginx -t, then start nginx"),
     ("health", "ヘルスチェック (リトライ付き)", "health 200 through nginx, retried with backoff"),
-    ("integrity", "データ整合性確認", "fingerprint: every documents row has its file, amcheck clean"),
+    ("integrity", "データ整合性確認", "fingerprint: every file row has its file, amcheck clean"),
     ("post_checks", "機能テスト", "health, login, projects, upload and download"),
 )
 
@@ -309,7 +309,7 @@ MIGRATE_PLAN = (
     ("start_backend", "バックエンド起動", "start the backend; wait for its health"),
     ("start_nginx", "Nginx起動", "nginx -t, then start nginx"),
     ("health", "ヘルスチェック (リトライ付き)", "health 200 through nginx, retried with backoff"),
-    ("integrity", "データ整合性確認", "fingerprint: every documents row has its file, amcheck clean"),
+    ("integrity", "データ整合性確認", "fingerprint: every file row has its file, amcheck clean"),
     ("post_checks", "機能テスト", "login with the old server's users"),
 )
 

@@ -1,8 +1,8 @@
 """復旧後の確認: the data's fingerprint, its comparison, and the functional and performance checks.
 
-A fingerprint is computed in SQL (counts, constraints, per-project counts, row checksums, amcheck)
-plus a pass over the uploads folder that every documents row points into. Two fingerprints are equal
-exactly when nothing the runbook's 3. データ整合性確認 looks at has changed.
+A fingerprint is computed in SQL (counts, constraints, children per parent of the app's relation, row
+checksums, amcheck) plus a pass over the app's file store (the files its rows name, or a data directory).
+Two fingerprints are equal exactly when nothing the runbook's 3. データ整合性確認 looks at has changed.
 """
 
 from __future__ import annotations
@@ -49,14 +49,17 @@ class Fingerprint:
     database: str
     row_counts: tuple[tuple[str, int], ...]
     foreign_keys: tuple[str, ...]
-    orphan_documents: int
-    documents_per_project: tuple[tuple[int, int], ...]
+    # the app's relation (the runbook's documents of projects): children pointing to no parent, and
+    # (parent id, children) for every parent
+    orphans: int
+    children_per_parent: tuple[tuple[int, int], ...]
     checksums: tuple[tuple[str, str], ...]  # md5 over the rows' md5s, ordered by id
     files_checked: int
     missing_files: tuple[str, ...]
     mismatched_files: tuple[str, ...]  # "stored_name: why"
     indexes_checked: tuple[str, ...]
     index_errors: tuple[str, ...]
+    relation: tuple[str, str] = ("child", "parent")  # how the relation's tables are named in messages
 
     def count(self, table: str) -> int:
         return dict(self.row_counts)[label(table)]
@@ -64,8 +67,9 @@ class Fingerprint:
     def problems(self) -> list[str]:
         """What is wrong with this data on its own (without a baseline to compare with)."""
         out: list[str] = []
-        if self.orphan_documents:
-            out.append(f"{self.orphan_documents} documents point to a project that does not exist")
+        if self.orphans:
+            child, parent = self.relation
+            out.append(f"{self.orphans} {child} point to a {singular(parent)} that does not exist")
         out += [f"file missing: {name}" for name in self.missing_files]
         out += [f"file differs: {entry}" for entry in self.mismatched_files]
         out += [f"amcheck: {entry}" for entry in self.index_errors]
@@ -82,7 +86,9 @@ class Fingerprint:
         def tuples(value: list[Any]) -> tuple[Any, ...]:
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
 
-        return cls(**{k: tuples(v) if isinstance(v, list) else v for k, v in data.items()})
+        # the names of these fields in records written before the relation came from the app profile
+        renamed = {"orphan_documents": "orphans", "documents_per_project": "children_per_parent"}
+        return cls(**{renamed.get(k, k): tuples(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool = True,
@@ -104,7 +110,7 @@ def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool 
         fks = tuple(r[0] for r in conn.execute(
             "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
             " WHERE contype = 'f' AND n.nspname = ANY(%s) ORDER BY conname", (schemas,)).fetchall())
-        orphans, per_project = _relation(conn, app.relation, per_parent=checksums)
+        orphans, per_parent = _relation(conn, app.relation, per_parent=checksums)
         sums = tuple((label(t), str(conn.execute(sql.SQL(
             "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t::text)), '') FROM {} t").format(
             _table(t))).fetchone()[0])) for t in tables) if checksums else ()  # type: ignore[index]
@@ -117,13 +123,20 @@ def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool 
         counts += (("files", len(rows)),)
         sums += (("files", digest),)
     missing, mismatched = _check_files(Path(target.paths.uploads_dir), rows)
-    return Fingerprint(name, counts, fks, orphans, per_project, sums, len(rows), missing, mismatched,
-                       indexes, index_errors)
+    names = (label(app.relation.child), label(app.relation.parent)) if app.relation else ("child", "parent")
+    return Fingerprint(name, counts, fks, orphans, per_parent, sums, len(rows), missing, mismatched,
+                       indexes, index_errors, names)
 
 
 def label(table: str) -> str:
     """How a table is named in fingerprints and messages: without the schema when it is public."""
     return table.removeprefix("public.")
+
+
+def singular(table: str) -> str:
+    """A row of the table in words: public.documents -> document, audit.access_logs -> access_log."""
+    name = table.rpartition(".")[2]
+    return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
 
 
 def app_tables(target: Target) -> tuple[str, ...]:
@@ -227,14 +240,15 @@ def compare(before: Fingerprint, after: Fingerprint) -> list[str]:
         diffs.append(f"foreign keys missing: {', '.join(lost)}")
     if gained:
         diffs.append(f"foreign keys added: {', '.join(gained)}")
-    if before.orphan_documents != after.orphan_documents:
-        diffs.append(f"orphan documents: {before.orphan_documents} before, {after.orphan_documents} after")
-    b_pp, a_pp = dict(before.documents_per_project), dict(after.documents_per_project)
+    child, parent = after.relation
+    if before.orphans != after.orphans:
+        diffs.append(f"orphan {child}: {before.orphans} before, {after.orphans} after")
+    b_pp, a_pp = dict(before.children_per_parent), dict(after.children_per_parent)
     changed = [p for p in sorted(set(b_pp) | set(a_pp)) if b_pp.get(p) != a_pp.get(p)]
     if changed:
-        shown = ", ".join(f"project {p}: {b_pp.get(p)} -> {a_pp.get(p)}" for p in changed[:10])
+        shown = ", ".join(f"{singular(parent)} {p}: {b_pp.get(p)} -> {a_pp.get(p)}" for p in changed[:10])
         more = f" (and {len(changed) - 10} more)" if len(changed) > 10 else ""
-        diffs.append(f"documents per project differ: {shown}{more}")
+        diffs.append(f"{child} per {singular(parent)} differ: {shown}{more}")
     for label, b_list, a_list in (("missing files", before.missing_files, after.missing_files),
                                   ("mismatched files", before.mismatched_files, after.mismatched_files),
                                   ("amcheck errors", before.index_errors, after.index_errors)):

@@ -62,9 +62,9 @@ def test_a_wrong_state_that_needs_a_relation_is_skipped_with_its_reason():
 
 def test_a_test_upload_is_growth_only_of_the_relations_child_and_only_with_an_upload_endpoint():
     before = Fingerprint("mks_db", (("users", 3), ("projects", 10), ("documents", 40)), (), 0,
-                         ((1, 4), (2, 4)), (), 0, (), (), (), ())
+                         ((1, 4), (2, 4)), (), 0, (), (), (), (), ("documents", "projects"))
     after = dataclasses.replace(before, row_counts=(("users", 3), ("projects", 10), ("documents", 41)),
-                                documents_per_project=((1, 5), (2, 4)))
+                                children_per_parent=((1, 5), (2, 4)))
     reference = _target(REFERENCE_PROFILE)
     from recovery.integrity import compare
 

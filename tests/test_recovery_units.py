@@ -178,10 +178,11 @@ def test_config_values_are_the_last_uncommented_assignment():
 
 def test_compare_names_each_difference():
     base = Fingerprint("mks_db", (("users", 2), ("documents", 3)), ("a_fkey", "b_fkey"), 0, ((1, 2), (2, 1)),
-                       (("users", "x"), ("documents", "y")), 3, (), (), ("users_pkey",), ())
+                       (("users", "x"), ("documents", "y")), 3, (), (), ("users_pkey",), (),
+                       ("documents", "projects"))
     assert compare(base, base) == []
     other = dataclasses.replace(base, row_counts=(("users", 2), ("documents", 2)), foreign_keys=("a_fkey",),
-                                documents_per_project=((1, 1), (2, 1)), checksums=(("users", "z"),
+                                children_per_parent=((1, 1), (2, 1)), checksums=(("users", "z"),
                                                                                    ("documents", "w")),
                                 missing_files=("1/abc",))
     diffs = compare(base, other)
