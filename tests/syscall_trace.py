@@ -167,9 +167,30 @@ class _Tracker:
 
 
 def writes_in(log_text: str, initial_cwd: str) -> list[Write]:
-    """Every successful file-system change in the log, with absolute paths."""
+    """Every successful file-system change in the log, with absolute paths.
+
+    strace -f may print a new process's first calls before its parent's clone returns; the new process
+    inherits the parent's working directory at the clone, so its calls wait until that return is read
+    (taking them in log order resolved a child's `chdir` + relative writes against the parent's folder).
+    """
     tracker = _Tracker(initial_cwd, None)
     pending: dict[int, str] = {}
+    known: set[int] = set()
+    waiting: dict[int, list[tuple[str, list[str], str, str]]] = {}
+
+    def handle(pid: int, call: tuple[str, list[str], str, str]) -> None:
+        if not known:
+            known.add(pid)  # the first process of the log is the traced one
+        if pid not in known:
+            waiting.setdefault(pid, []).append(call)
+            return
+        tracker.handle(pid, *call)
+        name, _, ret, _ = call
+        if name in ("clone", "clone3", "fork", "vfork") and ret.isdigit():
+            known.add(int(ret))
+            for early in waiting.pop(int(ret), []):
+                handle(int(ret), early)
+
     for raw in log_text.splitlines():
         match = _LINE.match(raw)
         if not match:
@@ -184,7 +205,10 @@ def writes_in(log_text: str, initial_cwd: str) -> list[Write]:
         call = _CALL.match(text)
         if call:
             name, args, ret, rest = call.groups()
-            tracker.handle(pid, name, _split_args(args), ret, rest)
+            handle(pid, (name, _split_args(args), ret, rest))
+    for pid, calls in waiting.items():  # a clone the log never showed returning: counted, never dropped
+        for call in calls:
+            tracker.handle(pid, *call)
     return tracker.writes
 
 
