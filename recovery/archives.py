@@ -21,12 +21,13 @@ import logging
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from recovery.commands import input_to, output_of
 from recovery.errors import CommandError, RecoveryError
@@ -66,9 +67,10 @@ class Entry:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Entry:
         try:
-            return cls(path=str(data["path"]), type=str(data["type"]), mode=int(str(data["mode"]), 8),
-                       size=int(data.get("size", 0)), sha256=str(data.get("sha256", "")),
-                       target=str(data.get("target", "")))
+            # one copy of each type name for all entries (100,000 copies of "file" otherwise)
+            return cls(path=str(data["path"]), type=sys.intern(str(data["type"])),
+                       mode=int(str(data["mode"]), 8), size=int(data.get("size", 0)),
+                       sha256=str(data.get("sha256", "")), target=str(data.get("target", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArchiveError(f"manifest entry {data!r} is malformed: {exc}") from None
 
@@ -95,6 +97,37 @@ class Manifest:
         head = encode({"format": FORMAT, "root": self.root, "created": self.created})
         entries = ",\n".join(encode(e.to_dict()) for e in self.entries)
         return f'{head[:-1]}, "entries": [\n{entries}\n]}}\n'.encode()
+
+    @classmethod
+    def read(cls, handle: IO[bytes]) -> Manifest:
+        """The manifest from a reader, line by line when it is laid out as to_json writes it (one entry
+        a line: the raw text is never held whole), else (an older archive's indented JSON) whole."""
+        head = handle.readline()
+        if not head.rstrip().endswith(b'"entries": ['):
+            return cls.from_json(head + handle.read())
+        try:
+            body = json.loads(head.rstrip()[:-len(b', "entries": [')] + b"}")
+        except ValueError as exc:
+            raise ArchiveError(f"manifest is not JSON: {exc}") from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise ArchiveError(f"manifest format is not {FORMAT}")
+        manifest = cls(str(body.get("root", "")), str(body.get("created", "")))
+        for number, line in enumerate(handle, start=2):
+            text = line.strip()
+            if not text:  # to_json of no entries writes an empty line
+                continue
+            if text == b"]}":
+                if handle.read().strip():
+                    raise ArchiveError(f"manifest has data after its end (line {number})")
+                return manifest
+            try:
+                data = json.loads(text.removesuffix(b","))
+            except ValueError as exc:
+                raise ArchiveError(f"manifest line {number} is not JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise ArchiveError(f"manifest line {number} is not an entry: {text[:80]!r}")
+            manifest.entries.append(Entry.from_dict(data))
+        raise ArchiveError("manifest ends before its entry list does")
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
@@ -353,7 +386,7 @@ def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tupl
         raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
     handle = tar.extractfile(first)
     assert handle is not None
-    manifest = Manifest.from_json(handle.read())
+    manifest = Manifest.read(handle)
     members: list[tuple[tarfile.TarInfo, str]] = []
     while (member := next_member(tar)) is not None:  # iterating the TarFile would start again at the manifest
         digest = ""
@@ -378,13 +411,19 @@ class _Members:
         for entry in manifest.entries:
             name = safe_name(entry.path)
             self.expected[entry.path if name == entry.path else name] = entry  # one copy of the string
-        self.seen: set[str] = set()  # members seen so far (a file's sha256 matched its entry's)
+        # the entries no member has matched yet; a name in expected but no longer here was seen (and a
+        # file's sha256 matched its entry's). Shrinking a copy keeps no member's name string: a set of
+        # the names seen held 100,000 new strings at the end
+        self.unseen = dict(self.expected)
         self.symlinks: set[str] = set()
+
+    def _seen(self, name: str) -> bool:
+        return name in self.expected and name not in self.unseen
 
     def before(self, member: tarfile.TarInfo) -> tuple[str, Entry]:
         """Checks that need no data: name, type, links; the member's name and manifest entry."""
         path, name = self.path, safe_name(member.name)
-        if name in self.seen or name == MANIFEST_NAME:
+        if self._seen(name) or name == MANIFEST_NAME:
             raise ArchiveError(f"{path}: member {name} appears twice")
         if self.symlinks and below_any(name, self.symlinks):
             raise ArchiveError(f"{path}: member {name} lies below a symlink")
@@ -400,7 +439,7 @@ class _Members:
                 raise ArchiveError(f"{path}: symlink {name} does not match the manifest")
             self.symlinks.add(name)
         elif member.islnk():
-            if self.link(member) not in self.seen:
+            if not self._seen(self.link(member)):
                 raise ArchiveError(f"{path}: hardlink {name} -> {member.linkname} points outside the archive")
         elif member.isdir():
             if entry.type != "dir":
@@ -424,10 +463,10 @@ class _Members:
             wrong_size = member.isreg() and member.size != entry.size
             if entry.type != "file" or digest != entry.sha256 or wrong_size:
                 raise ArchiveError(f"{self.path}: member {name} does not match its manifest sha256/size")
-        self.seen.add(name)
+        del self.unseen[name]
 
     def finish(self) -> None:
-        missing = sorted(set(self.expected) - set(self.seen))
+        missing = sorted(self.unseen)
         if missing:
             raise ArchiveError(f"{self.path}: {len(missing)} manifest entries not in the archive, "
                                f"e.g. {missing[0]}")
@@ -459,7 +498,7 @@ def read_manifest(path: str | Path) -> Manifest:
                 raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
             handle = tar.extractfile(first)
             assert handle is not None
-            return Manifest.from_json(handle.read())
+            return Manifest.read(handle)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
 
@@ -478,7 +517,7 @@ def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
                 raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
             handle = tar.extractfile(first)
             assert handle is not None
-            manifest = Manifest.from_json(handle.read())
+            manifest = Manifest.read(handle)
             rules = _Members(path, manifest, expected_root)
             while (member := next_member(tar)) is not None:
                 name, entry = rules.before(member)

@@ -8,6 +8,7 @@ in backup_dir, not a plain file in /tmp).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import gzip
@@ -242,8 +243,9 @@ def default_jobs() -> int:
 
 JOBS_OPTION = option("--jobs", type=int, default=None, metavar="N",
                      help="pg_restore -j N into the side database (default: the core count, at most 4)")
-SAFETY_DUMP_OPTION = option("--no-safety-dump", dest="safety_dump", action="store_false", default=True,
-                            help="keep only the renamed old database as the safety copy (no dump of it)")
+SAFETY_DUMP_OPTION = option("--safety-dump", action=argparse.BooleanOptionalAction, default=False,
+                            help="also pg_dump the renamed old database to pre_restore_<ts>.dump after "
+                                 "health is back (default: the renamed database alone is the safety copy)")
 
 
 @action("database_restore", "データ復旧 1. データベースバックアップからの復旧", plan=_plan_restore,
@@ -252,16 +254,17 @@ SAFETY_DUMP_OPTION = option("--no-safety-dump", dest="safety_dump", action="stor
 def restore_database(journal: Journal, target: Target, level: str = "RTO-24",
                      backup: Path | str | None = None, *, max_age: dt.timedelta | None = None,
                      health_timeout: float = 60.0, now: dt.datetime | None = None,
-                     jobs: int | None = None, safety_dump: bool = True) -> None:
+                     jobs: int | None = None, safety_dump: bool = False) -> None:
     """Restore the newest valid backup (or `backup`) beside the live database, verify, then swap.
 
     A dry run only plans (it reads nothing, like the other actions' dry runs).
 
     The old live database is renamed to mks_db_pre_<ts> and kept: that is the safety copy, made by
-    the swap itself. With `safety_dump` it is also dumped to pre_restore_<ts>.dump, after the
-    backend is healthy again (off the recovery's critical path; nothing writes to the renamed
-    database, so the dump is the state it replaced). `now` is the clock the backup's age is
-    measured against (drills move it forward to make a backup "old").
+    the swap itself at no cost, and removed by safety-copies-remove when it is no longer wanted.
+    With `safety_dump` it is also dumped to pre_restore_<ts>.dump, after the backend is healthy
+    again (off the recovery's critical path; nothing writes to the renamed database, so the dump is
+    the state it replaced). `now` is the clock the backup's age is measured against (drills move
+    it forward to make a backup "old").
     """
     ts = backups.stamp()
     live = ident(target.database.name)
@@ -288,6 +291,7 @@ def restore_database(journal: Journal, target: Target, level: str = "RTO-24",
     _swap(journal, target, live, side, old, health_timeout)
     with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
         step.note("database", old)
+        step.note("removal", safety_copies.REMOVAL_HINT)
         if safety_dump:
             try:
                 dump_database(step, target, old, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
@@ -321,7 +325,8 @@ RESTORE_PLAN = (
     ("grants", "権限再設定", "the runbook's GRANT lines on {live}"),
     ("start_backend", "サービス起動", "start the backend, wait for health 200"),
     ("safety_copy", "既存データバックアップ（念のため）",
-     "keep {old}; pg_dump -Fc of it: pre_restore_{ts}.dump"),
+     "keep {old} (the safety copy, until safety-copies-remove); with --safety-dump also "
+     "pg_dump -Fc of it: pre_restore_{ts}.dump"),
 )
 
 

@@ -36,6 +36,7 @@ from recovery.removal import remove_tree
 from recovery.target import Target
 
 _STAMP = r"(\d{8}_\d{6})"
+REMOVAL_HINT = "kept until safety-copies-remove (--older-than HOURS and/or --keep N; --dry-run first)"
 
 
 class SafetyCopyError(RecoveryError):

@@ -22,7 +22,8 @@ from recovery.removal import remove_tree
 
 CHUNK = 1024 * 1024
 THREADS = 8  # creating entries waits on the file system, not on the CPU
-IN_FLIGHT = 64  # pending tasks, each holding at most CHUNK bytes
+IN_FLIGHT = 64  # pending tasks; a task holding data takes a slot per SLOT_BYTES of it
+SLOT_BYTES = 256 * 1024  # so at most ~16 MB of data are pending (64 files of 1 MB would be 64 MB)
 DIR_MODE = 0o755
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -45,8 +46,9 @@ class Staging:
     Creating a folder or a file waits on the file system's journal here (0.2-2 ms each), not on the
     CPU, so folders and small files (their data already read and hashed by the caller's thread) are
     created by `threads` workers side by side; a task waits for its folder's task, submitted before
-    it. At most IN_FLIGHT tasks (each at most CHUNK bytes) are pending; a larger file is streamed by
-    the caller's thread. The first error of a worker is raised by the next call, or by `finish`.
+    it. At most IN_FLIGHT tasks, with at most IN_FLIGHT * SLOT_BYTES of data, are pending; a file
+    larger than CHUNK is streamed by the caller's thread. The first error of a worker is raised by
+    the next call, or by `finish`.
     """
 
     def __init__(self, root: Path, owner: tuple[int, int] | None = None, threads: int = THREADS):
@@ -72,23 +74,26 @@ class Staging:
             os.lchown(path, *self.owner)
 
     # ---- the workers' side ----
-    def _submit(self, folder: str | None, task: Callable[..., None], *args: Any) -> None:
+    def _submit(self, folder: str | None, task: Callable[..., None], *args: Any, size: int = 0) -> None:
         self._raise_error()
         if self._pool is None:
             task(*args)
             return
-        self._slots.acquire()
+        slots = 1 + size // SLOT_BYTES
+        for _ in range(slots):  # only this thread acquires: taking them one by one cannot deadlock
+            self._slots.acquire()
         future = self._pool.submit(task, *args)
         if folder is not None:
             self._pending[folder] = future
-        future.add_done_callback(lambda done: self._done(done, folder))
+        future.add_done_callback(lambda done: self._done(done, folder, slots))
 
-    def _done(self, future: Future[None], folder: str | None) -> None:
+    def _done(self, future: Future[None], folder: str | None, slots: int) -> None:
         if folder is not None and self._pending.get(folder) is future:
             del self._pending[folder]
         if not future.cancelled() and future.exception() is not None and self._error is None:
             self._error = future.exception()
-        self._slots.release()
+        for _ in range(slots):
+            self._slots.release()
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -181,7 +186,7 @@ class Staging:
             digest.update(first)
             if not more:
                 parent = self._folder(name.rpartition("/")[0])
-                self._submit(None, self._write, f"{self._base}/{name}", parent, first, mode)
+                self._submit(None, self._write, f"{self._base}/{name}", parent, first, mode, size=len(first))
                 return digest.hexdigest()
             fd = os.open(self.parents(name), NEW_FILE, mode)
             try:

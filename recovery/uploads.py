@@ -4,19 +4,21 @@ Where this differs from the runbook's shell block, and why:
 - `rm -rf /opt/mks/uploads/*` leaves hidden files behind (the glob skips dot files) and empties the
   live folder before the restore is known to work. Here the archive is checked member by member
   while it is extracted into a staging folder beside the uploads folder (discarded if any member
-  fails), and swapped in by rename; the renamed old folder is the safety copy, archived and removed
-  only after the restored folder checked out.
+  fails), and swapped in by rename; the renamed old folder is the safety copy, kept beside the live
+  one (no second copy of the data on the recovery's path) until safety-copies-remove, or archived
+  and removed after the restored folder checked out (--safety-archive).
 - `tar -xzf $LATEST_UPLOADS -C /` trusts every path in the archive (absolute paths, `..`, links);
   here each member is checked against the archive's SHA-256 manifest before it is written.
 - `chmod -R 755` makes every uploaded file executable; here directories are 0755, files 0644.
 - `ls -t | head -1` picks a safety copy or a broken archive if it is newest; here the newest
-  scheduled backup (`uploads_YYYYmmdd_HHMMSS.tar.gz`) that verifies is used, and the safety copy
-  (`uploads_pre_restore_<ts>.tar.gz`, kept in the backup folder instead of /tmp) is restored only
-  when named.
+  scheduled backup (`uploads_YYYYmmdd_HHMMSS.tar.gz`) that verifies is used, and a safety archive
+  (`uploads_pre_restore_<ts>.tar.gz`, in the backup folder instead of /tmp) is restored only when
+  named.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -43,6 +45,7 @@ from recovery.journal import Journal, Step
 from recovery.plain_archives import NO_MANIFEST, has_manifest, scan_plain, stage_plain
 from recovery.removal import remove_tree
 from recovery.target import Target
+from recovery.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +81,26 @@ def _plan_restore(journal: Journal, target: Target, backup: str | Path | None = 
                      backup=str(backup or "newest"))
 
 
-SAFETY_ARCHIVE_OPTION = option("--no-safety-archive", dest="safety_archive", action="store_false",
-                               default=True, help="keep the renamed old folder as the safety copy "
-                                                  "(.uploads.old-<ts>) instead of archiving it")
+SAFETY_ARCHIVE_OPTION = option("--safety-archive", action=argparse.BooleanOptionalAction, default=False,
+                               help="archive the renamed old folder to uploads_pre_restore_<ts>.tar.gz and "
+                                    "remove it (default: the renamed folder .uploads.old-<ts> is kept as the "
+                                    "safety copy)")
 
 
 @action("uploads-restore", "アップロードファイル復旧", plan=_plan_restore, cli="uploads-restore",
         help="アップロードファイル復旧", options=(BACKUP_OPTION, SAFETY_ARCHIVE_OPTION))
 def restore_uploads(journal: Journal, target: Target, backup: str | Path | None = None,
-                    safety_archive: bool = True) -> None:
+                    safety_archive: bool = False) -> None:
     """Restore the uploads folder from `backup` or the newest valid uploads backup.
 
     Choosing and staging are one pass: each candidate is checked member by member while it is
     extracted into a staging folder beside the uploads folder (discarded when any member fails, and
     the next older candidate tried). The old folder is renamed aside by the swap; that is the safety
-    copy, archived to uploads_pre_restore_<ts>.tar.gz and removed after the restored folder checked
-    out (or, without `safety_archive`, kept as .uploads.old-<ts> for safety-copies-remove).
+    copy, kept as .uploads.old-<ts> until safety-copies-remove (with `safety_archive`, archived to
+    uploads_pre_restore_<ts>.tar.gz and removed after the restored folder checked out).
     """
     uploads, backup_dir = Path(target.paths.uploads_dir), Path(target.paths.backup_dir)
-    stamp = timestamp()
-    staging = uploads.parent / f".{uploads.name}.staging-{stamp}"
-    old = uploads.parent / f".{uploads.name}.old-{stamp}"
+    staging, old = aside_names(uploads)
     account = target.service_account()
     owner = (account.uid, account.gid) if account is not None else None
     try:
@@ -156,8 +158,21 @@ RESTORE_PLAN = (
     ("swap", "アップロードディレクトリ入れ替え", "rename the live folder aside, staging into place"),
     ("check", "ファイル確認", "file count and bytes against the manifest (the old folder back if not)"),
     ("safety-copy", "現在のアップロードディレクトリバックアップ",
-     "the renamed old folder: uploads_pre_restore_<ts>.tar.gz of it, then removed"),
+     "the renamed old folder kept as .uploads.old-<ts> until safety-copies-remove (with "
+     "--safety-archive: uploads_pre_restore_<ts>.tar.gz of it, then removed)"),
 )
+
+
+def aside_names(uploads: Path) -> tuple[Path, Path]:
+    """The staging folder and the name the live folder is renamed to, stamped with a second that no
+    earlier restore's kept folder has (a second restore within the same second waits for the next)."""
+    def free() -> tuple[Path, Path] | None:
+        stamp = timestamp()
+        names = (uploads.parent / f".{uploads.name}.staging-{stamp}",
+                 uploads.parent / f".{uploads.name}.old-{stamp}")
+        return None if any(os.path.lexists(n) for n in names) else names
+
+    return wait_until(f"a free name beside {uploads}", free, timeout=3, interval=0.1, error=ArchiveError)
 
 
 def staged_bytes(archive: Path) -> int:
@@ -188,6 +203,7 @@ def keep_safety_copy(step: Step, old: Path, backup_dir: Path, archive: bool) -> 
         return
     if not archive:
         step.note("safety_copy", str(old))
+        step.note("removal", safety_copies.REMOVAL_HINT)
         return
     safety = backup_path(backup_dir, f"{PREFIX}_pre_restore")
     try:

@@ -270,3 +270,34 @@ def test_a_file_removed_between_scan_and_archive_makes_it_scan_again(tmp_path, m
     manifest = archives.create_archive(source, tmp_path / "u.tar.gz")
     assert [e.path for e in manifest.entries] == ["a.txt"]
     assert archives.verify_archive(tmp_path / "u.tar.gz", "uploads").files
+
+
+def _manifest(entries: int) -> archives.Manifest:
+    made = archives.Manifest(root="uploads", created="2026-12-06T00:00:00+00:00")
+    made.entries.append(archives.Entry("2024", "dir", 0o755))
+    for n in range(entries):
+        made.entries.append(archives.Entry(f"2024/図面 {n}.pdf", "file", 0o644, n, f"{n:064x}"))
+    return made
+
+
+@pytest.mark.parametrize("entries", [0, 1, 3])
+def test_the_manifest_is_read_line_by_line_as_written_and_the_older_indented_layout_still_loads(entries):
+    made = _manifest(entries)
+    assert archives.Manifest.read(io.BytesIO(made.to_json())) == made
+    older = json.dumps({"format": archives.FORMAT, "root": made.root, "created": made.created,
+                        "entries": [e.to_dict() for e in made.entries]}, ensure_ascii=False, indent=1)
+    assert archives.Manifest.read(io.BytesIO(older.encode())) == made
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw.replace(b'"mode": "0644"', b'"mode": "0x"', 1), "malformed"),
+    (lambda raw: raw.replace(b'"size": 1,', b'"size": 1', 1), "line 4 is not JSON"),
+    (lambda raw: raw.rsplit(b"]}", 1)[0], "ends before its entry list"),
+    (lambda raw: raw + b'{"path": "extra"}\n', "data after its end"),
+    (lambda raw: raw.replace(b'mks-archive/1', b'mks-archive/9', 1), "format is not"),
+    (lambda raw: b"[]\n", "format is not"),
+])
+def test_a_damaged_manifest_is_refused_with_what_is_wrong(damage, message):
+    raw = damage(_manifest(3).to_json())
+    with pytest.raises(ArchiveError, match=message):
+        archives.Manifest.read(io.BytesIO(raw))

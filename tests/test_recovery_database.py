@@ -58,7 +58,7 @@ def test_checks_backup_and_restore_bring_back_the_backed_up_data(stack):
     damaged = fingerprint(target)
     assert compare(backed_up, damaged)
 
-    journal = restore_database(target, level="RTO-24")
+    journal = restore_database(target, level="RTO-24", safety_dump=True)
     assert journal.status == "succeeded", journal.to_json()
     assert Path(step_detail(journal, "select_backup", "backup")) == dump
     assert compare(backed_up, fingerprint(target)) == []

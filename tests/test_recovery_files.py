@@ -141,7 +141,7 @@ def test_uploads_backup_and_restore_on_a_live_stack(stack):
     (uploads / ".index").chmod(0o755)
     damaged = listing(uploads)
 
-    restored = restore_uploads(target)
+    restored = restore_uploads(target, safety_archive=True)
     assert restored.status == "succeeded"
     assert listing(uploads) == backed_up
     account = stack.sandbox.service_account

@@ -91,9 +91,9 @@ def test_a_plain_archive_in_each_layout_restores_the_folder(tmp_path, layout):
     assert noted(journal, "verification") == NO_MANIFEST
     assert noted(journal, "archive") == str(backup_dir / NAME)
     assert listing(uploads) == want
-    assert not any(p.name.startswith(".uploads.") for p in uploads.parent.iterdir()), "staging left behind"
-    safety = Path(noted(journal, "safety_copy"))
-    assert safety.name.startswith("uploads_pre_restore_")
+    assert not any(p.name.startswith(".uploads.staging") for p in uploads.parent.iterdir()), "staging left"
+    safety = Path(noted(journal, "safety_copy"))  # the renamed old folder, kept as it was
+    assert safety.name.startswith(".uploads.old-") and safety.parent == uploads.parent
 
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", data: bytes | None = b"x"):
