@@ -3,19 +3,24 @@
 One stack is seeded with a custom SeedPlan, backed up once (backup_database, backup_uploads), and then,
 alternating in each run, the same backups are restored by:
 
-- database, harness: recovery.database.restore_database (backup verified, free space, restore beside
-  the live database with pg_restore -j (the core count), verification, swap, backend restart, then
-  the safety dump of the renamed old database); `_fast`: without that dump (the renamed database is
-  the safety copy); `_j1`: as `_fast` with a single pg_restore job; `_to_health`: the journal's
-  seconds until health answered again (the backend's start noted healthy_after_s; the manager's
-  confirmation after it and the safety dump excluded)
+- database, harness: recovery.database.restore_database with its defaults (backup verified, free
+  space, restore beside the live database with pg_restore -j (the core count), verification, swap,
+  backend restart; the renamed old database is the safety copy); `_dump`: also the safety dump of
+  the renamed database (--safety-dump, after health); `_j1`: a single pg_restore job; `_to_health`:
+  the journal's seconds until health answered again (the backend's start noted healthy_after_s)
 - database, bare: createdb + `pg_restore -d <fresh>`; and `pg_restore -j 2` (parallel jobs)
-- uploads, harness: recovery.uploads.restore_uploads (free space, one pass checking every member
-  against the manifest while extracting into staging, swap, count, then the safety archive of the
-  renamed old folder); `_fast`: the renamed folder kept instead; `_to_live`: until the swapped folder
-  checked out
+- uploads, harness: recovery.uploads.restore_uploads with its defaults (free space, one pass
+  checking every member against the manifest while extracting into staging, swap, count; the
+  renamed old folder is the safety copy); `_archive`: also the safety archive of the renamed folder
+  and its removal (--safety-archive); `_to_live`: until the swapped folder checked out
 - uploads, bare: `tar -xzf` of the same archive into a fresh folder
+- `db_cli`, `up_cli`: the same default restores run by the command line (`python -m recovery
+  --target FILE db-restore / uploads-restore --backup ...`) in a process of their own, for the peak
+  resident memory of the harness process as an operator runs it (`cli_peak_rss_mb`: its ru_maxrss)
 - backups: backup_database against bare `pg_dump -Fc`, backup_uploads against bare `tar -czf`
+
+`--file-kb 1000` makes the uploads ~1 GB of 1 MB files (1,000 of them) instead of 100,000 files of
+~10 kB; the database is the same.
 
 Medians, the ratios harness / bare, the harness's journal steps (seconds) and the harness process's
 peak resident memory during each restore (`peak_rss_mb`: VmHWM, reset through /proc/self/clear_refs
@@ -24,8 +29,8 @@ sides before it left; the child processes, pg_restore and pigz, are not in it) a
 JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
 removed between runs, outside the timed span.
 
-    .venv/bin/python bench/restore_throughput.py --runs 3 [--scale 0.02] [--sides up_harness_fast,...]
-        [--json FILE]
+    PYTHONPATH=. .venv/bin/python bench/restore_throughput.py --runs 3 [--scale 0.02] [--file-kb 1000]
+        [--sides up_bare,up_harness,...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -115,17 +123,43 @@ def peak_rss_mb(field: str = "VmHWM") -> float:
     return 0.0
 
 
-def harness_database(target: Target, dump: Path, safety_dump: bool = True,
+def harness_database(target: Target, dump: Path, safety_dump: bool = False,
                      jobs: int | None = None) -> tuple[float, Journal]:
     started = time.monotonic()
     journal = restore_database(target, backup=dump, safety_dump=safety_dump, jobs=jobs)
     seconds = time.monotonic() - started
-    old = journal.steps[[s.name for s in journal.steps].index("swap")].details["previous_database"]
-    with connect(target) as conn:  # the renamed old database: a second 1 GB copy per run
-        conn.execute(f"DROP DATABASE {old} WITH (FORCE)")
-    for safety in Path(target.paths.backup_dir).glob("pre_restore_*"):
-        safety.unlink()
+    drop_safety_copies(target)
     return seconds, journal
+
+
+def drop_safety_copies(target: Target) -> None:
+    """What a restore kept (the renamed old database, a second 1 GB copy per run; its dump; the
+    renamed uploads folder; its archive), removed outside the timed span."""
+    live = target.database.name
+    with connect(target) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{live}_pre_%",))
+        for (old,) in rows.fetchall():
+            conn.execute(f"DROP DATABASE {old} WITH (FORCE)")
+    for safety in Path(target.paths.backup_dir).glob("*pre_restore_*"):
+        safety.unlink()
+    uploads = Path(target.paths.uploads_dir)
+    for kept in uploads.parent.glob(f".{uploads.name}.old-*"):
+        remove_tree(kept)
+
+
+def cli_restore(target_file: Path, action: str, backup: Path, target: Target) -> tuple[float, float]:
+    """The restore run by the command line in a process of its own: (seconds, its peak RSS in MB)."""
+    argv = [sys.executable, "-m", "recovery", "--target", str(target_file), action, "--backup", str(backup)]
+    started = time.monotonic()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.monotonic() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    stderr = child.stderr.read() if child.stderr else b""
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {child.returncode}: {stderr.decode()[-2000:]}")
+    drop_safety_copies(target)
+    return seconds, round(usage.ru_maxrss / 1024, 1)
 
 
 def bare_tar(archive: Path, scratch: Path) -> float:
@@ -137,15 +171,11 @@ def bare_tar(archive: Path, scratch: Path) -> float:
     return seconds
 
 
-def harness_uploads(target: Target, archive: Path, safety_archive: bool = True) -> tuple[float, Journal]:
+def harness_uploads(target: Target, archive: Path, safety_archive: bool = False) -> tuple[float, Journal]:
     started = time.monotonic()
     journal = restore_uploads(target, archive, safety_archive=safety_archive)
     seconds = time.monotonic() - started
-    for safety in Path(target.paths.backup_dir).glob("uploads_pre_restore_*"):
-        safety.unlink()
-    uploads = Path(target.paths.uploads_dir)
-    for kept in uploads.parent.glob(f".{uploads.name}.old-*"):  # the renamed folder kept as safety copy
-        remove_tree(kept)
+    drop_safety_copies(target)
     return seconds, journal
 
 
@@ -216,6 +246,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="a fraction of the ~1 GB plan (0.02: ~20 MB of each, for a shared machine)")
+    parser.add_argument("--file-kb", type=int, default=10,
+                        help="the uploads' mean file size in kB; their count keeps ~1 GB (x scale)")
     parser.add_argument("--budget", type=float, default=1800, help="start no run after this many seconds")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--sides", default="", help="only these sides, comma-separated (default: all)")
@@ -223,24 +255,28 @@ def main() -> int:
     base = default_base_dir()
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
     began = time.monotonic()
-    plan = scaled(PLAN, args.scale)
+    files = PLAN.documents * PLAN.mean_file_bytes // (args.file_kb * 1000)
+    plan = scaled(dataclasses.replace(PLAN, documents=files, mean_file_bytes=args.file_kb * 1000), args.scale)
     out: dict[str, Any] = {"plan": plan.__dict__, "scale": args.scale, "raw": {}, "journals": {}}
-    sides: dict[str, Callable[[], float]] = {}
-    names = ("db_bare", "db_bare_j2", "db_harness", "db_harness_fast", "db_harness_j1",
-             "db_harness_to_health", "db_harness_fast_to_health", "db_harness_j1_to_health", "up_bare",
-             "up_harness", "up_harness_fast", "up_harness_to_live", "dump_bare", "dump_harness",
-             "tar_czf_bare", "backup_uploads_harness")
-    raw: dict[str, list[float]] = {k: [] for k in names}
-    journals: dict[str, list[dict[str, float]]] = {
-        k: [] for k in ("db_harness", "db_harness_fast", "db_harness_j1", "up_harness", "up_harness_fast")}
+    order = ["db_bare", "db_harness", "db_bare_j2", "db_harness_j1", "db_harness_dump", "db_cli", "up_bare",
+             "up_harness", "up_harness_archive", "up_cli", "dump_bare", "dump_harness", "tar_czf_bare",
+             "backup_uploads_harness"]
+    live_key = {"db_harness": "db_harness_to_health", "db_harness_j1": "db_harness_j1_to_health",
+                "db_harness_dump": "db_harness_dump_to_health", "up_harness": "up_harness_to_live",
+                "up_harness_archive": "up_harness_archive_to_live"}
+    raw: dict[str, list[float]] = {k: [] for k in [*order, *live_key.values()]}
+    journals: dict[str, list[dict[str, float]]] = {k: [] for k in live_key}
     peaks: dict[str, list[float]] = {}
     growth: dict[str, list[float]] = {}  # the peak less the size at the side's start
+    cli_peaks: dict[str, list[float]] = {}
     out["peak_rss_reset"] = reset_peak_rss()
     stack = LocalStack(StackSettings(), "restore-bench")
     scratch = Path(tempfile.mkdtemp(prefix="restore-bench-", dir=base))
     try:
         stack.up()
         target = stack.target()
+        target_file = scratch / "target.yml"
+        target_file.write_text(target.to_yaml(), encoding="utf-8")
         report = seed(stack, plan)
         out["seed_seconds"] = round(report.seconds, 1)
         started = time.monotonic()
@@ -252,11 +288,11 @@ def main() -> int:
         backup_dir = Path(target.paths.backup_dir)
         dump = max(backup_dir.glob("db_*.dump"))
         archive = max(backup_dir.glob("uploads_2*.tar.gz"))
-        files, upload_bytes = tree_bytes(stack.uploads_dir)
+        count, upload_bytes = tree_bytes(stack.uploads_dir)
         out["sizes"] = {
             "database_bytes": database_bytes(target),
             "dump_bytes": dump.stat().st_size,
-            "uploads_files": files,
+            "uploads_files": count,
             "uploads_bytes": upload_bytes,
             "archive_bytes": archive.stat().st_size,
         }
@@ -264,7 +300,7 @@ def main() -> int:
         started = time.monotonic()
         verify_archive(archive, ROOT)  # one pass of the harness's archive check, for the profile
         out["verify_archive_seconds"] = round(time.monotonic() - started, 1)
-        sides = {
+        sides: dict[str, Callable[[], float]] = {
             "db_bare": lambda: bare_pg_restore(target, dump, 1),
             "db_bare_j2": lambda: bare_pg_restore(target, dump, 2),
             "up_bare": lambda: bare_tar(archive, scratch),
@@ -275,39 +311,38 @@ def main() -> int:
         }
         restores = {
             "db_harness": lambda: harness_database(target, dump),
-            "db_harness_fast": lambda: harness_database(target, dump, safety_dump=False),
-            "db_harness_j1": lambda: harness_database(target, dump, safety_dump=False, jobs=1),
+            "db_harness_dump": lambda: harness_database(target, dump, safety_dump=True),
+            "db_harness_j1": lambda: harness_database(target, dump, jobs=1),
             "up_harness": lambda: harness_uploads(target, archive),
-            "up_harness_fast": lambda: harness_uploads(target, archive, safety_archive=False),
+            "up_harness_archive": lambda: harness_uploads(target, archive, safety_archive=True),
         }
-        live_key = {"db_harness": "db_harness_to_health", "db_harness_fast": "db_harness_fast_to_health",
-                    "db_harness_j1": "db_harness_j1_to_health", "up_harness": "up_harness_to_live"}
+        clis = {"db_cli": ("db-restore", dump), "up_cli": ("uploads-restore", archive)}
         chosen = [s for s in args.sides.split(",") if s] or None
         for n in range(args.runs):
             if n and time.monotonic() - began > args.budget:
                 print(f"budget spent: {n} runs", flush=True)
                 break
-            order = ["db_bare", "db_harness", "db_bare_j2", "db_harness_fast", "db_harness_j1", "up_bare",
-                     "up_harness", "up_harness_fast", "dump_bare", "dump_harness", "tar_czf_bare",
-                     "backup_uploads_harness"]
-            order = [side for side in order if chosen is None or side in chosen]
+            run_order = [side for side in order if chosen is None or side in chosen]
             if n % 2:
-                order.reverse()
-            for side in order:
+                run_order.reverse()
+            for side in run_order:
                 reset_peak_rss()
                 before = peak_rss_mb("VmRSS")
                 if side in restores:
                     seconds, journal = restores[side]()
                     journals[side].append(steps(journal))
-                    if side in live_key:
-                        raw[live_key[side]].append(round(to_live(journal), 2))
+                    raw[live_key[side]].append(round(to_live(journal), 2))
+                elif side in clis:
+                    seconds, peak = cli_restore(target_file, *clis[side], target)
+                    cli_peaks.setdefault(side, []).append(peak)
                 else:
                     seconds = sides[side]()
                 peaks.setdefault(side, []).append(peak_rss_mb())
                 growth.setdefault(side, []).append(round(peaks[side][-1] - before, 1))
                 raw[side].append(round(seconds, 2))
+                cli = f", the command line's {cli_peaks[side][-1]} MB" if side in clis else ""
                 print(f"run {n + 1}: {side} {seconds:.1f}s, peak RSS {peaks[side][-1]} MB "
-                      f"(+{growth[side][-1]})", flush=True)
+                      f"(+{growth[side][-1]}){cli}", flush=True)
     finally:
         stack.down()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -315,16 +350,17 @@ def main() -> int:
     medians = {k: round(statistics.median(v), 2) for k, v in raw.items() if v}
     out["medians_s"] = medians
     pairs = (("db_harness", "db_bare"), ("db_bare_j2", "db_bare"), ("db_harness", "db_bare_j2"),
-             ("db_harness_fast", "db_bare"), ("db_harness_j1", "db_bare"),
-             ("db_harness_to_health", "db_bare"),
-             ("db_harness_fast_to_health", "db_bare"), ("db_harness_j1_to_health", "db_bare"),
-             ("up_harness", "up_bare"), ("up_harness_fast", "up_bare"), ("up_harness_to_live", "up_bare"),
-             ("dump_harness", "dump_bare"), ("backup_uploads_harness", "tar_czf_bare"))
+             ("db_harness_j1", "db_bare"), ("db_harness_dump", "db_bare"),
+             ("db_harness_to_health", "db_bare"), ("db_harness_j1_to_health", "db_bare"),
+             ("db_cli", "db_bare"),
+             ("up_harness", "up_bare"), ("up_harness_archive", "up_bare"), ("up_harness_to_live", "up_bare"),
+             ("up_cli", "up_bare"), ("dump_harness", "dump_bare"), ("backup_uploads_harness", "tar_czf_bare"))
     out["ratios"] = {f"{a}/{b}": round(medians[a] / medians[b], 2) for a, b in pairs
                      if a in medians and medians.get(b)}
     out["journal_step_medians_s"] = {k: median_steps(v) for k, v in journals.items() if v}
     out["peak_rss_mb"] = {k: max(v) for k, v in peaks.items()}  # the largest of the runs
     out["peak_rss_growth_mb"] = {k: max(v) for k, v in growth.items()}
+    out["cli_peak_rss_mb"] = {k: max(v) for k, v in cli_peaks.items()}
     out["runs_done"] = max((len(v) for v in raw.values()), default=0)
     summary = {k: v for k, v in out.items() if k not in ("raw", "journals")}
     print(json.dumps(summary, indent=2))
