@@ -124,6 +124,20 @@ def test_the_pitr_forecast_is_base_backup_plus_wal():
         forecast(dataclasses.replace(SYNTHETIC, pitr=None), {"database": 20e9, "wal": 4e9}, ["pitr"])
 
 
+def test_a_second_base_backup_size_splits_the_base_cost_into_a_fixed_part_and_a_rate():
+    # 50 MB: 1.0 s (extraction 0.5 + start beyond redo 0.5); 150 MB: 1.6 s -> 0.7 s + 6 s/GB
+    two = dataclasses.replace(SYNTHETIC, pitr=dataclasses.replace(SYNTHETIC.pitr, larger=[1.5e8, 1.0, 0.6]))
+    part = forecast(two, {"database": 20e9, "wal": 4e9}, ["pitr"]).basis["components"]["pitr"]
+    assert part["a"] == pytest.approx(0.8 + 0.7) and part["base_s_per_gb"] == pytest.approx(6)
+    assert part["seconds"] == pytest.approx(0.8 + 0.7 + 6 * 20 + 11 * 4, abs=0.1)
+    assert "one base backup size" in forecast(SYNTHETIC, {"database": 1e9, "wal": 1e9}, ["pitr"]).basis[
+        "components"]["pitr"]["note"]
+    # a larger base that restored faster: no negative rate, the fit goes through the origin
+    odd = dataclasses.replace(SYNTHETIC, pitr=dataclasses.replace(SYNTHETIC.pitr, larger=[1.5e8, 0.4, 0.3]))
+    rate = forecast(odd, {"database": 20e9, "wal": 0}, ["pitr"]).basis["components"]["pitr"]["base_s_per_gb"]
+    assert rate > 0
+
+
 def test_a_failed_calibration_is_remembered_as_an_error(monkeypatch):
     calls = []
 
