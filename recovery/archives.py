@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import hashlib
 import io
 import json
@@ -357,26 +358,33 @@ def decompressor() -> str:
 
 
 @contextlib.contextmanager
-def open_stream(path: Path) -> Iterator[tarfile.TarFile]:
-    """The archive for one sequential read: decompressed by pigz in its own process where it is
-    installed (it checks the gzip CRC; a non-zero exit is a corrupt archive), else by Python's gzip."""
-    pigz = shutil.which("pigz")
-    if pigz is None:
-        with open_archive(path) as tar:
-            yield tar
-        return
+def decompressed(path: Path) -> Iterator[IO[bytes]]:
+    """The archive's tar bytes for one sequential read: decompressed by pigz in its own process where
+    it is installed (it checks the gzip CRC; a non-zero exit is a corrupt archive), else by Python's
+    gzip."""
     if not path.is_file():
         raise ArchiveError(f"{path}: no such archive")
     with open(path, "rb") as handle:
         if handle.read(2) != b"\x1f\x8b":
             raise ArchiveError(f"{path}: not a readable tar.gz (no gzip magic)")
+    pigz = shutil.which("pigz")
+    if pigz is None:
+        with gzip.open(path, "rb") as stream:
+            yield stream
+        return
     try:
-        with output_of([pigz, "-dc", str(path)], timeout=600) as stream, \
-                tarfile.open(fileobj=stream, mode="r|") as tar:
-            yield tar
+        with output_of([pigz, "-dc", str(path)], timeout=600) as stream:
+            yield stream
     except CommandError as exc:
         detail = (exc.stderr or exc.reason).strip().splitlines()[-1:] or [exc.reason]
         raise ArchiveError(f"{path}: truncated or corrupt archive (pigz: {detail[0]})") from None
+
+
+@contextlib.contextmanager
+def open_stream(path: Path) -> Iterator[tarfile.TarFile]:
+    """The archive as a tar stream for one sequential read (see decompressed)."""
+    with decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        yield tar
 
 
 def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tuple[tarfile.TarInfo, str]]]:
@@ -401,7 +409,7 @@ def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tupl
     return manifest, members
 
 
-class _Members:
+class MemberRules:
     """The rules every member of an mks archive must pass, checked as the archive is streamed."""
 
     def __init__(self, path: Path, manifest: Manifest, expected_root: str):
@@ -480,7 +488,7 @@ def verify_archive(path: str | Path, expected_root: str) -> Manifest:
             manifest, members = _read_members(path, tar)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
-    rules = _Members(path, manifest, expected_root)
+    rules = MemberRules(path, manifest, expected_root)
     for member, digest in members:
         name, entry = rules.before(member)
         rules.after(member, name, entry, digest)
@@ -518,7 +526,7 @@ def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
             handle = tar.extractfile(first)
             assert handle is not None
             manifest = Manifest.read(handle)
-            rules = _Members(path, manifest, expected_root)
+            rules = MemberRules(path, manifest, expected_root)
             while (member := next_member(tar)) is not None:
                 name, entry = rules.before(member)
                 digest = ""

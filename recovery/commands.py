@@ -152,15 +152,18 @@ def _wait_checked(proc: subprocess.Popen[bytes], args: list[str], timeout: float
 
 
 @contextlib.contextmanager
-def input_to(argv: Sequence[str | os.PathLike[str]], *, stdout_path: str | os.PathLike[str],
-             timeout: float) -> Iterator[IO[bytes]]:
-    """Run argv with its stdin as a binary stream for the caller to write (a compressor) and its
-    stdout into stdout_path. When the caller is done, stdin is closed and the exit status checked
-    (CommandError); when the caller fails, the command is killed."""
+def input_to(argv: Sequence[str | os.PathLike[str]], *, stdout_path: str | os.PathLike[str] | None = None,
+             timeout: float, run_as: RunAs | None = None,
+             cwd: str | os.PathLike[str] | None = None) -> Iterator[IO[bytes]]:
+    """Run argv (as `run_as`, in `cwd`) with its stdin as a binary stream for the caller to write (a
+    compressor, an extractor) and its stdout into stdout_path (or nowhere). When the caller is done,
+    stdin is closed and the exit status checked (CommandError); when the caller fails, the command is
+    killed."""
     args = [os.fspath(a) for a in argv]
-    with open(stdout_path, "wb") as out:
+    with open(stdout_path or os.devnull, "wb") as out:
         try:
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE, cwd=cwd,
+                                    **_identity_kwargs(run_as))
         except OSError as exc:
             raise CommandError(args, None, "", str(exc), "could not start") from None
     assert proc.stdin is not None and proc.stderr is not None

@@ -39,11 +39,13 @@ from recovery.archives import (
     timestamp,
     verify_archive,
 )
+from recovery.commands import RunAs
 from recovery.config_files import target_root
 from recovery.errors import RecoveryError
 from recovery.journal import Journal, Step
 from recovery.plain_archives import NO_MANIFEST, has_manifest, scan_plain, stage_plain
 from recovery.removal import remove_tree
+from recovery.tar_extract import gnu_tar, stage_with_tar
 from recovery.target import Target
 from recovery.waiting import wait_until
 
@@ -102,7 +104,6 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
     uploads, backup_dir = Path(target.paths.uploads_dir), Path(target.paths.backup_dir)
     staging, old = aside_names(uploads)
     account = target.service_account()
-    owner = (account.uid, account.gid) if account is not None else None
     try:
         with journal.step(*RESTORE_PLAN[0][:2]) as step:
             prefixes = folder_prefixes(target)
@@ -113,7 +114,7 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
                 if live_bytes:
                     needs[backup_dir] = (live_bytes, "the safety archive (at most the live folder's bytes)")
                 step.note("free_space", safety_copies.require_free_space(needs))
-                return stage_uploads_archive(path, staging, prefixes, owner)
+                return stage_uploads_archive(path, staging, prefixes, account)
 
             archive, manifest = choose_backup(backup_dir, PREFIX, ROOT, backup, step.record.details,
                                               verify=stage)
@@ -122,6 +123,7 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
             step.note("bytes", manifest.total_bytes)
             step.note("verification", NO_MANIFEST if manifest.plain else "every member against its manifest")
             step.note("decompressor", decompressor())
+            step.note("extractor", "GNU tar, fed what was checked here" if gnu_tar() else "python")
         with journal.step(*RESTORE_PLAN[1][:2]) as step:  # written by select's one pass; what it holds
             step.note("staging", str(staging))
             step.note("owner", account.name if account else "current user")
@@ -154,7 +156,8 @@ RESTORE_PLAN = (
     ("select", "バックアップ確認", "newest uploads_YYYYmmdd_HHMMSS.tar.gz (or the one named) checked "
      "member by member while extracted into a staging folder beside the uploads folder; a plain tar.gz "
      "without manifest: every member checked, the whole gzip stream read; free space first"),
-    ("stage", "リストア実行", "the staging folder select wrote (owner set as written, sha256 as written)"),
+    ("stage", "リストア実行", "the staging folder select wrote (GNU tar as the service account, fed the "
+     "bytes hashed and checked; sha256 as written)"),
     ("swap", "アップロードディレクトリ入れ替え", "rename the live folder aside, staging into place"),
     ("check", "ファイル確認", "file count and bytes against the manifest (the old folder back if not)"),
     ("safety-copy", "現在のアップロードディレクトリバックアップ",
@@ -187,12 +190,16 @@ def staged_bytes(archive: Path) -> int:
 
 
 def stage_uploads_archive(path: Path, staging: Path, prefixes: tuple[str, ...],
-                          owner: tuple[int, int] | None) -> Manifest:
-    """An mks archive checked against its manifest, or a plain tar.gz by its members and CRC, while
-    written into staging (removed on failure)."""
+                          account: RunAs | None) -> Manifest:
+    """An mks archive checked against its manifest (extracted by GNU tar where it is installed, by
+    recovery.staging else), or a plain tar.gz by its members and CRC, while written into staging
+    (removed on failure), owned by `account`."""
+    owner = (account.uid, account.gid) if account is not None else None
     if has_manifest(path) is False:
         log.warning("%s: %s", path, NO_MANIFEST)
         return stage_plain(path, staging, prefixes, ROOT, owner)
+    if gnu_tar() is not None:
+        return stage_with_tar(path, staging, ROOT, account)
     return stage_archive(path, staging, ROOT, owner)
 
 
