@@ -134,7 +134,9 @@ def stage_with_tar(path: str | Path, staging_dir: str | Path, expected_root: str
                 with input_to([tar_path, *TAR_OPTIONS, "-C", str(staging)], run_as=run_as, cwd=staging,
                               timeout=3600) as sink:
                     _widen(sink)
-                    with tarfile.open(fileobj=_Tee(source, sink), mode="r|", bufsize=CHUNK) as tar:
+                    # tarfile's default buffer: with a 1 MB one, each 512-byte header read copied the
+                    # rest of the buffer (a third of the check's time for 100,000 files)
+                    with tarfile.open(fileobj=_Tee(source, sink), mode="r|") as tar:
                         manifest = _check_stream(path, tar, expected_root, fixes)
             except CommandError as exc:  # tar's own refusal (the checks here passed)
                 detail = (exc.stderr or exc.reason).strip().splitlines()[:1] or [exc.reason]
