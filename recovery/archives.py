@@ -387,14 +387,19 @@ def open_stream(path: Path) -> Iterator[tarfile.TarFile]:
         yield tar
 
 
-def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tuple[tarfile.TarInfo, str]]]:
-    """Stream the whole archive: the manifest, then each member with the sha256 of its data."""
+def manifest_of(path: Path, tar: tarfile.TarFile) -> Manifest:
+    """The manifest, read from the archive's first member; ArchiveError when it is not an mks archive."""
     first = tar.next()
     if first is None or first.name != MANIFEST_NAME or not first.isreg():
         raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
     handle = tar.extractfile(first)
     assert handle is not None
-    manifest = Manifest.read(handle)
+    return Manifest.read(handle)
+
+
+def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tuple[tarfile.TarInfo, str]]]:
+    """Stream the whole archive: the manifest, then each member with the sha256 of its data."""
+    manifest = manifest_of(path, tar)
     members: list[tuple[tarfile.TarInfo, str]] = []
     while (member := next_member(tar)) is not None:  # iterating the TarFile would start again at the manifest
         digest = ""
@@ -501,12 +506,7 @@ def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     with open_archive(path) as tar:
         try:
-            first = tar.next()
-            if first is None or first.name != MANIFEST_NAME or not first.isreg():
-                raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
-            handle = tar.extractfile(first)
-            assert handle is not None
-            return Manifest.read(handle)
+            return manifest_of(path, tar)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
 
@@ -520,12 +520,7 @@ def stage_archive(path: str | Path, staging_dir: str | Path, expected_root: str,
     with open_stream(path) as tar:
         staging = Staging(Path(staging_dir), owner)
         try:
-            first = tar.next()
-            if first is None or first.name != MANIFEST_NAME or not first.isreg():
-                raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
-            handle = tar.extractfile(first)
-            assert handle is not None
-            manifest = Manifest.read(handle)
+            manifest = manifest_of(path, tar)
             rules = MemberRules(path, manifest, expected_root)
             while (member := next_member(tar)) is not None:
                 name, entry = rules.before(member)

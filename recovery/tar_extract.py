@@ -35,6 +35,7 @@ from recovery.archives import (
     Manifest,
     MemberRules,
     decompressed,
+    manifest_of,
 )
 from recovery.commands import RunAs, input_to, run
 from recovery.errors import CommandError
@@ -89,12 +90,7 @@ def _widen(pipe: IO[bytes]) -> None:
 def _check_stream(path: Path, tar: tarfile.TarFile, expected_root: str,
                   fixes: list[tuple[str, int]]) -> Manifest:
     """Every member against the manifest, its data hashed; the modes tar gives that the policy does not."""
-    first = tar.next()
-    if first is None or first.name != MANIFEST_NAME or not first.isreg():
-        raise ArchiveError(f"{path}: the first member is not {MANIFEST_NAME}; not an mks archive")
-    handle = tar.extractfile(first)
-    assert handle is not None
-    manifest = Manifest.read(handle)
+    manifest = manifest_of(path, tar)
     rules = MemberRules(path, manifest, expected_root)
     while (member := next_member(tar)) is not None:
         name, entry = rules.before(member)
