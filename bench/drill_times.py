@@ -7,7 +7,8 @@ Each run is a subprocess, in the checkout's own folder (its code imported from t
 
 timed from start to exit; the checkouts alternate (the order flips every run) so that the machine's
 other load falls on both alike. Every drill's recovery and downtime seconds are read from the run's
-metrics.prom (mks_drill_recovery_seconds, mks_drill_downtime_seconds: what the REC reports say). A
+records/*.json (recovery_seconds, downtime_seconds: what its REC report says; older checkouts have
+no metrics.prom). A
 run that did not pass is reported and left out. Medians per drill, the ratio after / before, and the
 wall time's are printed and written as JSON.
 
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-METRIC = re.compile(r'^mks_drill_(recovery|downtime)_seconds\{drill="[^"]*\[([^\]]+)\]"[^}]*\} ([0-9.e+-]+)$')
+DRILL = re.compile(r"\[([^\]]+)\]$")
 
 
 def one_run(checkout: Path, marker: str) -> tuple[bool, float, dict[str, dict[str, float]], str]:
@@ -43,10 +44,13 @@ def one_run(checkout: Path, marker: str) -> tuple[bool, float, dict[str, dict[st
     done = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=1800)
     seconds = time.monotonic() - started
     times: dict[str, dict[str, float]] = {}
-    for prom in reports.rglob("metrics.prom"):
-        for line in prom.read_text(encoding="utf-8").splitlines():
-            if match := METRIC.match(line):
-                times.setdefault(match[2], {})[match[1]] = float(match[3])
+    for record in (reports / "records").glob("*.json"):  # what the REC reports are made from
+        data = json.loads(record.read_text(encoding="utf-8"))
+        drill = DRILL.search(str(data.get("drill_id", "")))
+        for kind in ("recovery", "downtime"):
+            value = data.get(f"{kind}_seconds")
+            if drill and isinstance(value, int | float):
+                times.setdefault(drill[1], {})[kind] = float(value)
     shutil.rmtree(reports, ignore_errors=True)
     last = (done.stdout.strip().splitlines() or [""])[-1]
     return done.returncode == 0, round(seconds, 1), times, last
