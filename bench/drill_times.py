@@ -7,7 +7,7 @@ Each run is a subprocess, in the checkout's own folder (its code imported from t
 
 timed from start to exit; the checkouts alternate (the order flips every run) so that the machine's
 other load falls on both alike. Every drill's recovery and downtime seconds are read from the run's
-records/*.json (recovery_seconds, downtime_seconds: what its REC report says; older checkouts have
+records/*.json (recovery_seconds, probe.downtime_seconds: what its REC report says; older checkouts have
 no metrics.prom). A
 run that did not pass is reported and left out. Medians per drill, the ratio after / before, and the
 wall time's are printed and written as JSON.
@@ -47,8 +47,9 @@ def one_run(checkout: Path, marker: str) -> tuple[bool, float, dict[str, dict[st
     for record in (reports / "records").glob("*.json"):  # what the REC reports are made from
         data = json.loads(record.read_text(encoding="utf-8"))
         drill = DRILL.search(str(data.get("drill_id", "")))
-        for kind in ("recovery", "downtime"):
-            value = data.get(f"{kind}_seconds")
+        probe = data.get("probe") or {}
+        found = {"recovery": data.get("recovery_seconds"), "downtime": probe.get("downtime_seconds")}
+        for kind, value in found.items():
             if drill and isinstance(value, int | float):
                 times.setdefault(drill[1], {})[kind] = float(value)
     shutil.rmtree(reports, ignore_errors=True)
