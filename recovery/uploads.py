@@ -8,7 +8,8 @@ Where this differs from the runbook's shell block, and why:
   one (no second copy of the data on the recovery's path) until safety-copies-remove, or archived
   and removed after the restored folder checked out (--safety-archive).
 - `tar -xzf $LATEST_UPLOADS -C /` trusts every path in the archive (absolute paths, `..`, links);
-  here each member is checked against the archive's SHA-256 manifest before it is written.
+  here each member is checked against the archive's SHA-256 manifest as it is written into the
+  staging folder, which nothing reads and which is discarded when any member fails.
 - `chmod -R 755` makes every uploaded file executable; here directories are 0755, files 0644.
 - `ls -t | head -1` picks a safety copy or a broken archive if it is newest; here the newest
   scheduled backup (`uploads_YYYYmmdd_HHMMSS.tar.gz`) that verifies is used, and a safety archive
@@ -123,7 +124,8 @@ def restore_uploads(journal: Journal, target: Target, backup: str | Path | None 
             step.note("bytes", manifest.total_bytes)
             step.note("verification", NO_MANIFEST if manifest.plain else "every member against its manifest")
             step.note("decompressor", decompressor())
-            step.note("extractor", "GNU tar, fed what was checked here" if gnu_tar() else "python")
+            tar_fed = not manifest.plain and gnu_tar() is not None
+            step.note("extractor", "GNU tar, fed what was checked here" if tar_fed else "python")
         with journal.step(*RESTORE_PLAN[1][:2]) as step:  # written by select's one pass; what it holds
             step.note("staging", str(staging))
             step.note("owner", account.name if account else "current user")
@@ -157,7 +159,7 @@ RESTORE_PLAN = (
      "member by member while extracted into a staging folder beside the uploads folder; a plain tar.gz "
      "without manifest: every member checked, the whole gzip stream read; free space first"),
     ("stage", "リストア実行", "the staging folder select wrote (GNU tar as the service account, fed the "
-     "bytes hashed and checked; sha256 as written)"),
+     "bytes checked and hashed here; without GNU tar or for a plain archive, written here)"),
     ("swap", "アップロードディレクトリ入れ替え", "rename the live folder aside, staging into place"),
     ("check", "ファイル確認", "file count and bytes against the manifest (the old folder back if not)"),
     ("safety-copy", "現在のアップロードディレクトリバックアップ",

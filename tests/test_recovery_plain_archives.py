@@ -89,6 +89,7 @@ def test_a_plain_archive_in_each_layout_restores_the_folder(tmp_path, layout):
     journal = restore_uploads(target)
     assert journal.status == "succeeded"
     assert noted(journal, "verification") == NO_MANIFEST
+    assert noted(journal, "extractor") == "python"  # a plain archive is written here, member by member
     assert noted(journal, "archive") == str(backup_dir / NAME)
     assert listing(uploads) == want
     assert not any(p.name.startswith(".uploads.staging") for p in uploads.parent.iterdir()), "staging left"
