@@ -32,7 +32,7 @@ from recovery.commands import input_to, output_of
 from recovery.errors import CommandError
 from recovery.manifest import FORMAT, MANIFEST_NAME, ArchiveError, Entry, Manifest  # noqa: F401 (FORMAT: tests')
 from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
-from recovery.tar_stream import below_any, member_data, next_member, read_to_end
+from recovery.tar_stream import below_any, data_sha256, member_data, next_member, read_to_end
 from recovery.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,8 @@ def link_stays_inside(member: PurePosixPath, target: str) -> bool:
 
 
 def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return data_sha256(handle)
 
 
 # ---- creating --------------------------------------------------------------------------------
@@ -289,11 +286,7 @@ def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tupl
     while (member := next_member(tar)) is not None:  # iterating the TarFile would start again at the manifest
         digest = ""
         if member.isreg():
-            data = member_data(tar, member)
-            hasher = hashlib.sha256()
-            while chunk := data.read(CHUNK):
-                hasher.update(chunk)
-            digest = hasher.hexdigest()
+            digest = data_sha256(member_data(tar, member))
         members.append((member, digest))
     read_to_end(tar)
     return manifest, members

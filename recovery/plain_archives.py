@@ -15,15 +15,13 @@ caller checks the restored folder against.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from recovery import archives
-from recovery.archives import CHUNK, MANIFEST_NAME, ArchiveError, Entry, Manifest, safe_relative
+from recovery.archives import MANIFEST_NAME, ArchiveError, Entry, Manifest, safe_relative
 from recovery.staging import Staging, StagingError
 
 NO_MANIFEST = "no manifest: contents not verifiable beyond the archive's CRC"
@@ -144,7 +142,10 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
                         staging.copy(name, source.path, mode)
                 else:
                     data = archives.member_data(tar, member)
-                    digest = staging.file(name, data, mode) if staging is not None else _sha256(data)
+                    if staging is not None:
+                        digest = staging.file(name, data, mode)
+                    else:
+                        digest = archives.data_sha256(data)
                     entry = Entry(name, "file", mode, member.size, digest)
                 seen[name] = entry
                 manifest.entries.append(entry)
@@ -156,13 +157,6 @@ def scan_plain(path: str | Path, prefixes: tuple[str, ...], root: str,
         except ERRORS as exc:
             raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
     return manifest
-
-
-def _sha256(data: Any) -> str:
-    digest = hashlib.sha256()
-    while chunk := data.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def stage_plain(path: str | Path, staging_dir: str | Path, prefixes: tuple[str, ...], root: str,

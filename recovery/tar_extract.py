@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import os
 import shutil
 import tarfile
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import IO
 
 from recovery.archives import (
-    CHUNK,
     MANIFEST_NAME,
     ArchiveError,
     Manifest,
@@ -41,7 +39,7 @@ from recovery.commands import RunAs, input_to, run
 from recovery.errors import CommandError
 from recovery.removal import remove_tree
 from recovery.staging import DIR_MODE, file_mode
-from recovery.tar_stream import member_data, next_member, read_to_end
+from recovery.tar_stream import data_sha256, member_data, next_member, read_to_end
 
 TAR_OPTIONS = ("-x", "-f", "-", "--no-same-owner", "--same-permissions",
                "--anchored", f"--exclude={MANIFEST_NAME}")
@@ -96,11 +94,7 @@ def _check_stream(path: Path, tar: tarfile.TarFile, expected_root: str,
         name, entry = rules.before(member)
         digest = ""
         if member.isreg():
-            hasher = hashlib.sha256()
-            data = member_data(tar, member)
-            while chunk := data.read(CHUNK):
-                hasher.update(chunk)
-            digest = hasher.hexdigest()
+            digest = data_sha256(member_data(tar, member))
             if member.mode != file_mode(entry.mode):
                 fixes.append((name, file_mode(entry.mode)))
         elif member.isdir() and member.mode != DIR_MODE:

@@ -4,10 +4,19 @@ its per-member buffering layers are not needed for that, and cost memory and tim
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from typing import Any
 
 CHUNK = 1024 * 1024
+
+
+def data_sha256(data: Any) -> str:
+    """The SHA-256 of what a binary reader gives, read to its end a CHUNK at a time."""
+    digest = hashlib.sha256()
+    while chunk := data.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def below_any(name: str, folders: set[str]) -> bool:
