@@ -154,9 +154,11 @@ def test_members_must_match_the_manifest(tmp_path):
             verify_archive(archive, "uploads")
 
 
-def test_truncated_and_corrupt_archives_are_refused(tmp_path):
+def damaged_archives(tmp_path: Path, big_bytes: int) -> tuple[Path, Path]:
+    """A good archive (with a random file of big_bytes) cut at two thirds, and with 64 bytes flipped
+    in its middle: (truncated.tar.gz, corrupt.tar.gz)."""
     source = make_source(tmp_path)
-    (source / "big.bin").write_bytes(os.urandom(200_000))
+    (source / "big.bin").write_bytes(os.urandom(big_bytes))
     archive = tmp_path / "full.tar.gz"
     create_archive(source, archive, root="uploads")
     blob = archive.read_bytes()
@@ -166,6 +168,11 @@ def test_truncated_and_corrupt_archives_are_refused(tmp_path):
     middle = len(blob) // 2
     flipped = bytes(b ^ 0xFF for b in blob[middle:middle + 64])
     corrupt.write_bytes(blob[:middle] + flipped + blob[middle + 64:])
+    return truncated, corrupt
+
+
+def test_truncated_and_corrupt_archives_are_refused(tmp_path):
+    truncated, corrupt = damaged_archives(tmp_path, 200_000)
     not_gzip = tmp_path / "plain.tar.gz"
     not_gzip.write_bytes(b"this is not an archive")
     for bad in (truncated, corrupt, not_gzip):

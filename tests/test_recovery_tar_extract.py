@@ -19,7 +19,7 @@ from recovery import uploads as uploads_module
 from recovery.archives import MANIFEST_NAME, ArchiveError, create_archive, listing
 from recovery.tar_extract import gnu_tar, stage_with_tar
 from recovery.uploads import backup_uploads, restore_uploads
-from tests.test_recovery_archives import HOSTILE, _info, hostile, make_source
+from tests.test_recovery_archives import HOSTILE, _info, damaged_archives, hostile, make_source
 from tests.test_recovery_files import noted
 from tests.test_recovery_restore_space import live_uploads
 
@@ -71,15 +71,7 @@ def test_what_tar_itself_refuses_fails_the_staging_with_its_reason(tmp_path):
 
 
 def test_a_damaged_archive_or_one_that_does_not_match_its_manifest_is_refused(tmp_path):
-    source = make_source(tmp_path)
-    (source / "big.bin").write_bytes(os.urandom(300_000))
-    archive = tmp_path / "full.tar.gz"
-    create_archive(source, archive, root="uploads")
-    blob = archive.read_bytes()
-    (tmp_path / "truncated.tar.gz").write_bytes(blob[: len(blob) * 2 // 3])
-    middle = len(blob) // 2
-    (tmp_path / "corrupt.tar.gz").write_bytes(
-        blob[:middle] + bytes(b ^ 0xFF for b in blob[middle:middle + 64]) + blob[middle + 64:])
+    damaged_archives(tmp_path, 300_000)  # truncated.tar.gz, corrupt.tar.gz
     body = b"real content"
     good = {"path": "f", "type": "file", "mode": "0644", "size": len(body),
             "sha256": hashlib.sha256(body).hexdigest()}
