@@ -32,7 +32,8 @@ from recovery.commands import input_to, output_of
 from recovery.errors import CommandError
 from recovery.manifest import FORMAT, MANIFEST_NAME, ArchiveError, Entry, Manifest  # noqa: F401 (FORMAT: tests')
 from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
-from recovery.tar_stream import below_any, data_sha256, member_data, next_member, read_to_end
+from recovery.tar_reader import TarReader
+from recovery.tar_stream import TarfileMembers, below_any, data_sha256, member_data, next_member, read_to_end
 from recovery.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def open_stream(path: Path) -> Iterator[tarfile.TarFile]:
         yield tar
 
 
-def manifest_of(path: Path, tar: tarfile.TarFile) -> Manifest:
+def manifest_of(path: Path, tar: tarfile.TarFile | TarReader | TarfileMembers) -> Manifest:
     """The manifest, read from the archive's first member; ArchiveError when it is not an mks archive."""
     first = tar.next()
     if first is None or first.name != MANIFEST_NAME or not first.isreg():

@@ -1,7 +1,9 @@
 """Staging an mks archive with GNU tar while this process checks every member against the manifest.
 
 The decompressed tar stream is read once, here: each chunk is handed on to `tar -x` (run as the
-service account, into a new staging folder) as it is parsed and its members hashed here. tar creates
+service account, into a new staging folder) as it is parsed and its members hashed here, by
+recovery.tar_reader (an archive with a header that reader leaves to tarfile is staged again with
+tarfile: the same checks, slower). tar creates
 the entries at C speed while the checks run beside it, so the restore takes about as long as bare
 `tar -xzf`; Python creating 100,000 files itself took 3-4 times as long. tar writes exactly the bytes
 hashed here.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import shutil
 import tarfile
@@ -39,12 +42,16 @@ from recovery.commands import RunAs, input_to, run
 from recovery.errors import CommandError
 from recovery.removal import remove_tree
 from recovery.staging import DIR_MODE, file_mode
-from recovery.tar_stream import data_sha256, member_data, next_member, read_to_end
+from recovery.tar_reader import TarReader, Truncated, UnusualHeader
+from recovery.tar_stream import TarfileMembers
 
 TAR_OPTIONS = ("-x", "-f", "-", "--no-same-owner", "--same-permissions",
                "--anchored", f"--exclude={MANIFEST_NAME}")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 PIPE_BYTES = 1024 * 1024  # the checks and tar run further apart than the default 64 kB pipe allows
+
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -85,23 +92,23 @@ def _widen(pipe: IO[bytes]) -> None:
         fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _check_stream(path: Path, tar: tarfile.TarFile, expected_root: str,
+def _check_stream(path: Path, reader: TarReader | TarfileMembers, expected_root: str,
                   fixes: list[tuple[str, int]]) -> Manifest:
     """Every member against the manifest, its data hashed; the modes tar gives that the policy does not."""
-    manifest = manifest_of(path, tar)
+    manifest = manifest_of(path, reader)
     rules = MemberRules(path, manifest, expected_root)
-    while (member := next_member(tar)) is not None:
+    while (member := reader.next()) is not None:
         name, entry = rules.before(member)
         digest = ""
         if member.isreg():
-            digest = data_sha256(member_data(tar, member))
+            digest = reader.data_sha256()
             if member.mode != file_mode(entry.mode):
                 fixes.append((name, file_mode(entry.mode)))
         elif member.isdir() and member.mode != DIR_MODE:
             fixes.append((name, DIR_MODE))
         rules.after(member, name, entry, digest)
     rules.finish()
-    read_to_end(tar)  # tar gets the end-of-archive blocks too; the gzip CRC is checked
+    reader.read_to_end()  # tar gets the end-of-archive blocks too; the gzip CRC is checked
     return manifest
 
 
@@ -113,6 +120,15 @@ def stage_with_tar(path: str | Path, staging_dir: str | Path, expected_root: str
     tar_path = gnu_tar()
     if tar_path is None:
         raise ArchiveError("GNU tar is not installed")
+    try:
+        return _stage(path, staging, expected_root, run_as, tar_path, TarReader)
+    except UnusualHeader as exc:
+        log.info("%s has %s; checking it again with Python's tarfile", path, exc)
+        return _stage(path, staging, expected_root, run_as, tar_path, TarfileMembers)
+
+
+def _stage(path: Path, staging: Path, expected_root: str, run_as: RunAs | None, tar_path: str,
+           reader_type: type[TarReader] | type[TarfileMembers]) -> Manifest:
     staging.mkdir(mode=DIR_MODE)
     os.chmod(staging, DIR_MODE)
     if run_as is not None and not run_as.is_current:
@@ -124,15 +140,18 @@ def stage_with_tar(path: str | Path, staging_dir: str | Path, expected_root: str
                 with input_to([tar_path, *TAR_OPTIONS, "-C", str(staging)], run_as=run_as, cwd=staging,
                               timeout=3600) as sink:
                     _widen(sink)
-                    # tarfile's default buffer: with a 1 MB one, each 512-byte header read copied the
-                    # rest of the buffer (a third of the check's time for 100,000 files)
-                    with tarfile.open(fileobj=_Tee(source, sink), mode="r|") as tar:
-                        manifest = _check_stream(path, tar, expected_root, fixes)
+                    manifest = _check_stream(path, reader_type(_Tee(source, sink)), expected_root, fixes)
             except CommandError as exc:  # tar's own refusal (the checks here passed)
                 detail = (exc.stderr or exc.reason).strip().splitlines()[:1] or [exc.reason]
                 raise ArchiveError(f"{path}: tar could not extract it: {detail[0]}") from None
         for name, mode in fixes:
             os.chmod(f"{staging}/{name}", mode, follow_symlinks=False)
+    except UnusualHeader:
+        remove_tree(staging)
+        raise
+    except Truncated as exc:
+        remove_tree(staging)
+        raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
     except ArchiveError:
         remove_tree(staging)
         raise

@@ -70,6 +70,29 @@ def member_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
     return _MemberData(fileobj, member.size)
 
 
+class TarfileMembers:
+    """A tar stream read through tarfile with recovery.tar_reader.TarReader's methods (the archives
+    that reader leaves to tarfile)."""
+
+    def __init__(self, source: Any):
+        self.tar = tarfile.open(fileobj=source, mode="r|")  # noqa: SIM115 (it closes nothing of its own)
+        self.member: tarfile.TarInfo | None = None
+
+    def next(self) -> tarfile.TarInfo | None:
+        self.member = next_member(self.tar)
+        return self.member
+
+    def extractfile(self, member: tarfile.TarInfo) -> Any:
+        return self.tar.extractfile(member)
+
+    def data_sha256(self) -> str:
+        assert self.member is not None
+        return data_sha256(member_data(self.tar, self.member))
+
+    def read_to_end(self) -> None:
+        read_to_end(self.tar)
+
+
 def read_to_end(tar: tarfile.TarFile) -> None:
     """Read past the tar's end to the end of the gzip stream, so that its CRC is checked."""
     assert tar.fileobj is not None
