@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,27 @@ def test_a_failed_calibration_is_remembered_as_an_error(monkeypatch):
         Forecaster(None, [1, 1], {})
     with pytest.raises(ForecastError):
         Forecaster(None, [0, 1], {})
+
+
+def test_workers_sharing_a_folder_calibrate_once_and_forecast_the_same(monkeypatch, tmp_path):
+    # the calibration itself is faked (a real one is the drills' and the bench's); the lock, the
+    # file and the round trip are real: four threads' forecasters, each with its own open of the lock
+    calls = []
+
+    def counted(settings, scales):
+        calls.append(scales)
+        return dataclasses.replace(SYNTHETIC, uploads=[UploadsPoint("large", 10**7, 10, 0.5, [0.5, 0.6])])
+
+    monkeypatch.setattr(calibration_module, "calibrate", counted)
+    forecasters = [Forecaster(None, [0.3, 1], {"database": 20e9, "wal": 4e9}, tmp_path) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda f: f.forecast(["database", "pitr"]), forecasters))
+    assert len(calls) == 1
+    assert all(r == results[0] for r in results)
+    assert Calibration.from_json(SYNTHETIC.to_json()) == SYNTHETIC
+    other_scales = Forecaster(None, [0.5, 1], {"database": 20e9}, tmp_path)
+    other_scales.forecast(["database"])
+    assert len(calls) == 2, "a calibration at other scales is not reused"
 
 
 @pytest.mark.stack
