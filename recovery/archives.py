@@ -32,7 +32,7 @@ from recovery.commands import input_to, output_of
 from recovery.errors import CommandError
 from recovery.manifest import FORMAT, MANIFEST_NAME, ArchiveError, Entry, Manifest  # noqa: F401 (FORMAT: tests')
 from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
-from recovery.tar_reader import TarReader
+from recovery.tar_reader import TarReader, Truncated, UnusualHeader
 from recovery.tar_stream import TarfileMembers, below_any, data_sha256, member_data, next_member, read_to_end
 from recovery.waiting import wait_until
 
@@ -280,19 +280,6 @@ def manifest_of(path: Path, tar: tarfile.TarFile | TarReader | TarfileMembers) -
     return Manifest.read(handle)
 
 
-def _read_members(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, list[tuple[tarfile.TarInfo, str]]]:
-    """Stream the whole archive: the manifest, then each member with the sha256 of its data."""
-    manifest = manifest_of(path, tar)
-    members: list[tuple[tarfile.TarInfo, str]] = []
-    while (member := next_member(tar)) is not None:  # iterating the TarFile would start again at the manifest
-        digest = ""
-        if member.isreg():
-            digest = data_sha256(member_data(tar, member))
-        members.append((member, digest))
-    read_to_end(tar)
-    return manifest, members
-
-
 class MemberRules:
     """The rules every member of an mks archive must pass, checked as the archive is streamed."""
 
@@ -364,20 +351,37 @@ class MemberRules:
                                f"e.g. {missing[0]}")
 
 
+def check_members(path: Path, reader: TarReader | TarfileMembers, expected_root: str,
+                  on_member: Callable[[tarfile.TarInfo, str, Entry], None] | None = None) -> Manifest:
+    """Every member of a tar stream against its manifest (the first member), its data hashed, the
+    stream read to its end; `on_member(member, name, entry)` for each member that passed."""
+    manifest = manifest_of(path, reader)
+    rules = MemberRules(path, manifest, expected_root)
+    while (member := reader.next()) is not None:
+        name, entry = rules.before(member)
+        rules.after(member, name, entry, reader.data_sha256() if member.isreg() else "")
+        if on_member is not None:
+            on_member(member, name, entry)
+    rules.finish()
+    reader.read_to_end()  # past the end-of-archive blocks: the gzip CRC is checked
+    return manifest
+
+
 def verify_archive(path: str | Path, expected_root: str) -> Manifest:
-    """Read the whole archive and refuse it unless every member is safe and matches the manifest."""
+    """Read the whole archive and refuse it unless every member is safe and matches the manifest
+    (recovery.tar_reader's pace; an archive with a header it leaves to tarfile is read again so)."""
     path = Path(path)
-    with open_archive(path) as tar:
+    for reader_type in (TarReader, TarfileMembers):
         try:
-            manifest, members = _read_members(path, tar)
+            with decompressed(path) as stream:
+                return check_members(path, reader_type(stream), expected_root)
+        except UnusualHeader:
+            continue
+        except Truncated as exc:
+            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
-    rules = MemberRules(path, manifest, expected_root)
-    for member, digest in members:
-        name, entry = rules.before(member)
-        rules.after(member, name, entry, digest)
-    rules.finish()
-    return manifest
+    raise AssertionError("TarfileMembers raises no UnusualHeader")
 
 
 def read_manifest(path: str | Path) -> Manifest:

@@ -33,10 +33,10 @@ from typing import IO
 from recovery.archives import (
     MANIFEST_NAME,
     ArchiveError,
+    Entry,
     Manifest,
-    MemberRules,
+    check_members,
     decompressed,
-    manifest_of,
 )
 from recovery.commands import RunAs, input_to, run
 from recovery.errors import CommandError
@@ -92,24 +92,12 @@ def _widen(pipe: IO[bytes]) -> None:
         fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _check_stream(path: Path, reader: TarReader | TarfileMembers, expected_root: str,
-                  fixes: list[tuple[str, int]]) -> Manifest:
-    """Every member against the manifest, its data hashed; the modes tar gives that the policy does not."""
-    manifest = manifest_of(path, reader)
-    rules = MemberRules(path, manifest, expected_root)
-    while (member := reader.next()) is not None:
-        name, entry = rules.before(member)
-        digest = ""
-        if member.isreg():
-            digest = reader.data_sha256()
-            if member.mode != file_mode(entry.mode):
-                fixes.append((name, file_mode(entry.mode)))
-        elif member.isdir() and member.mode != DIR_MODE:
-            fixes.append((name, DIR_MODE))
-        rules.after(member, name, entry, digest)
-    rules.finish()
-    reader.read_to_end()  # tar gets the end-of-archive blocks too; the gzip CRC is checked
-    return manifest
+def _mode_fixes(fixes: list[tuple[str, int]], member: tarfile.TarInfo, name: str, entry: Entry) -> None:
+    """The modes tar gives that the staging's policy does not."""
+    if member.isreg() and member.mode != file_mode(entry.mode):
+        fixes.append((name, file_mode(entry.mode)))
+    elif member.isdir() and member.mode != DIR_MODE:
+        fixes.append((name, DIR_MODE))
 
 
 def stage_with_tar(path: str | Path, staging_dir: str | Path, expected_root: str,
@@ -140,7 +128,8 @@ def _stage(path: Path, staging: Path, expected_root: str, run_as: RunAs | None, 
                 with input_to([tar_path, *TAR_OPTIONS, "-C", str(staging)], run_as=run_as, cwd=staging,
                               timeout=3600) as sink:
                     _widen(sink)
-                    manifest = _check_stream(path, reader_type(_Tee(source, sink)), expected_root, fixes)
+                    manifest = check_members(path, reader_type(_Tee(source, sink)), expected_root,
+                                             functools.partial(_mode_fixes, fixes))
             except CommandError as exc:  # tar's own refusal (the checks here passed)
                 detail = (exc.stderr or exc.reason).strip().splitlines()[:1] or [exc.reason]
                 raise ArchiveError(f"{path}: tar could not extract it: {detail[0]}") from None

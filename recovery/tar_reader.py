@@ -29,6 +29,7 @@ ZERO_BLOCK = bytes(BLOCK)
 GNU_MAGIC = b"ustar  \x00"
 POSIX_MAGIC = b"ustar\x0000"
 SIMPLE_TYPES = frozenset((tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE))
+MAX_NAME_HEADER = 1024 * 1024  # a path is at most 4 kB here; a pax header of names, a few
 PAX_NAMES = {"path": "name", "linkpath": "linkname"}
 PAX_IGNORED = frozenset(("mtime", "atime", "ctime", "uid", "gid", "uname", "gname", "comment"))
 
@@ -100,14 +101,14 @@ class TarReader:
     def _refill(self, want: int) -> None:
         """At least `want` bytes from _pos on (the rest of the buffer kept)."""
         rest = self._buf[self._pos:]
-        parts, have = [rest], len(rest)
+        parts, have = [rest] if rest else [], len(rest)
         while have < want:
             chunk = self._source.read(max(CHUNK, want - have))
             if not chunk:
                 raise Truncated("unexpected end of data")
             parts.append(chunk)
             have += len(chunk)
-        self._buf, self._pos = b"".join(parts) if rest else b"".join(parts[1:]), 0
+        self._buf, self._pos = b"".join(parts), 0  # one part: the chunk itself, not a copy
 
     def _take(self, count: int) -> bytes:
         if len(self._buf) - self._pos < count:
@@ -153,6 +154,8 @@ class TarReader:
             kind, size = block[156:157], _octal(block[124:136])
             if kind not in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE):
                 break
+            if size > MAX_NAME_HEADER:  # read whole: never gigabytes into memory (tarfile would)
+                raise ArchiveError(f"a long-name or pax header of {size} bytes")
             data = self._take(_padded(size))[:size]
             found = _pax_records(data) if kind == tarfile.XHDTYPE else {
                 "name" if kind == tarfile.GNUTYPE_LONGNAME else "linkname": _text(data)}

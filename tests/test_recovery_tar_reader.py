@@ -142,11 +142,13 @@ def test_what_it_does_not_read_is_left_to_tarfile(case):
         reader.next()
 
 
-def test_two_headers_renaming_one_member_are_refused_and_a_cut_stream_is_truncated():
+def test_two_headers_renaming_a_member_or_a_huge_name_are_refused_and_a_cut_stream_is_truncated():
     renamed_twice = (_header(b"L", b"L", 2) + _blocks(b"a\x00") + _header(b"x", b"x", 10)
                      + _blocks(b"10 path=b\n") + _header(b"c"))
     with pytest.raises(ArchiveError, match="two headers rename"):
         TarReader(io.BytesIO(renamed_twice + END)).next()
+    with pytest.raises(ArchiveError, match="long-name or pax header of 8589934592 bytes"):
+        TarReader(io.BytesIO(_header(b"L", b"L", 8 << 30) + END)).next()  # not read into memory
     good = _header(b"f", size=2000) + _blocks(b"z" * 2000) + END
     for cut in (100, 700, 1500):
         reader = TarReader(io.BytesIO(good[:cut]))
