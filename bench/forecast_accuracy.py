@@ -7,8 +7,8 @@ the same stack, the real thing at `--big` (default 5, i.e. 5x the largest defaul
 restored `--samples` times (default 2) and the fastest counted, as the calibration counts its points
 (load only ever adds time; the other samples are in the raw output):
 - database: filler grown to big * 20 MB, backed up, `restore_database`;
-- uploads, 1 MB files: big * 40 MB of them, `restore_uploads`;
-- uploads, ~10 kB files: big * 2000 of them, `restore_uploads`;
+- uploads, 1 MB files: big * 120 MB of them, `restore_uploads`;
+- uploads, ~10 kB files: big * 6000 of them, `restore_uploads`;
 (the database and uploads restores until the service is back, as the forecast counts them: the
 safety copy each makes afterwards is left out, the database's made without its safety dump)
 - point-in-time recovery: a base backup of the (now larger) cluster, then `--wal-factor` x the

@@ -20,7 +20,9 @@ alternating in each run, the same backups are restored by:
 - backups: backup_database against bare `pg_dump -Fc`, backup_uploads against bare `tar -czf`
 
 `--file-kb 1000` makes the uploads ~1 GB of 1 MB files (1,000 of them) instead of 100,000 files of
-~10 kB; the database is the same.
+~10 kB; the database is the same. `--tables 4` adds four filler tables of `--table-mb` MB each after
+the seed: the seed's data is one large table, one COPY stream whatever pg_restore -j says; spread
+over tables it is what parallel jobs can split (with `--scale 0.05` the filler is most of it).
 
 Medians, the ratios harness / bare, the harness's journal steps (seconds) and the harness process's
 peak resident memory during each restore (`peak_rss_mb`: VmHWM, reset through /proc/self/clear_refs
@@ -30,7 +32,7 @@ JSON. Whatever each side leaves (the renamed old database, safety copies, the ex
 removed between runs, outside the timed span.
 
     PYTHONPATH=. .venv/bin/python bench/restore_throughput.py --runs 3 [--scale 0.02] [--file-kb 1000]
-        [--sides up_bare,up_harness,...] [--json FILE]
+        [--tables 4 [--table-mb 220]] [--sides up_bare,up_harness,...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.apps.reference.seeding import SeedPlan, seed
+from fixtures.engine.calibration import PAD_BYTES, PAD_TABLE, pad_database
 from fixtures.stack.local import LocalStack, StackSettings
 from fixtures.stack.sandbox import default_base_dir
 from recovery.archives import verify_archive
@@ -250,6 +253,8 @@ def main() -> int:
                         help="the uploads' mean file size in kB; their count keeps ~1 GB (x scale)")
     parser.add_argument("--budget", type=float, default=1800, help="start no run after this many seconds")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--tables", type=int, default=0, help="filler tables added after the seed")
+    parser.add_argument("--table-mb", type=float, default=220, help="the size of each filler table")
     parser.add_argument("--sides", default="", help="only these sides, comma-separated (default: all)")
     args = parser.parse_args()
     base = default_base_dir()
@@ -278,7 +283,9 @@ def main() -> int:
         target_file = scratch / "target.yml"
         target_file.write_text(target.to_yaml(), encoding="utf-8")
         report = seed(stack, plan)
-        out["seed_seconds"] = round(report.seconds, 1)
+        for number in range(args.tables):
+            pad_database(stack, args.table_mb * 1e6 / PAD_BYTES, table=f"{PAD_TABLE}_{number}")
+        out["seed_seconds"], out["filler_tables"] = round(report.seconds, 1), args.tables
         started = time.monotonic()
         backup_database(target)
         out["backup_database_seconds"] = round(time.monotonic() - started, 1)
