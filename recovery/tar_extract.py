@@ -3,10 +3,9 @@
 The decompressed tar stream is read once, here: each chunk is handed on to `tar -x` (run as the
 service account, into a new staging folder) as it is parsed and its members hashed here, by
 recovery.tar_reader (an archive with a header that reader leaves to tarfile is staged again with
-tarfile: the same checks, slower). tar creates
-the entries at C speed while the checks run beside it, so the restore takes about as long as bare
-`tar -xzf`; Python creating 100,000 files itself took 3-4 times as long. tar writes exactly the bytes
-hashed here.
+tarfile: the same checks, slower). tar creates the entries at C speed while the checks run beside
+it, so the restore takes about as long as bare `tar -xzf`; Python creating 100,000 files itself took
+3-4 times as long. tar writes exactly the bytes hashed here.
 
 Nothing in the staging folder is live: a member that fails a check, or a tar that fails, discards the
 whole folder (tar is stopped first). GNU tar keeps every entry inside the folder by itself (leading
