@@ -12,6 +12,7 @@ from recovery.errors import RecoveryError
 
 MANIFEST_NAME = ".mks-manifest.json"
 FORMAT = "mks-archive/1"
+LINES_A_BATCH = 2000
 
 
 class ArchiveError(RecoveryError):
@@ -83,21 +84,22 @@ class Manifest:
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise ArchiveError(f"manifest format is not {FORMAT}")
         manifest = cls(str(body.get("root", "")), str(body.get("created", "")))
+        lines: list[bytes] = []
+        numbers: list[int] = []
         for number, line in enumerate(handle, start=2):
             text = line.strip()
             if not text:  # to_json of no entries writes an empty line
                 continue
             if text == b"]}":
+                manifest.entries += _entries(lines, numbers)
                 if handle.read().strip():
                     raise ArchiveError(f"manifest has data after its end (line {number})")
                 return manifest
-            try:
-                data = json.loads(text.removesuffix(b","))
-            except ValueError as exc:
-                raise ArchiveError(f"manifest line {number} is not JSON: {exc}") from None
-            if not isinstance(data, dict):
-                raise ArchiveError(f"manifest line {number} is not an entry: {text[:80]!r}")
-            manifest.entries.append(Entry.from_dict(data))
+            lines.append(text.removesuffix(b","))
+            numbers.append(number)
+            if len(lines) == LINES_A_BATCH:
+                manifest.entries += _entries(lines, numbers)
+                lines, numbers = [], []
         raise ArchiveError("manifest ends before its entry list does")
 
     @classmethod
@@ -113,6 +115,28 @@ class Manifest:
             raise ArchiveError("manifest has no entry list")
         return cls(str(body.get("root", "")), str(body.get("created", "")),
                    [e if isinstance(e, Entry) else Entry.from_dict(e) for e in entries])
+
+
+def _entries(lines: list[bytes], numbers: list[int]) -> list[Entry]:
+    """The entries of a batch of manifest lines, parsed by one call of json's C decoder (one call a
+    line took a second for 100,000 entries, before tar could start); a bad line is named."""
+    try:
+        rows = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list) or len(rows) != len(lines):
+        rows = []
+        for number, text in zip(numbers, lines, strict=True):
+            try:
+                rows.append(json.loads(text))
+            except ValueError as exc:
+                raise ArchiveError(f"manifest line {number} is not JSON: {exc}") from None
+    entries = []
+    for number, data in zip(numbers, rows, strict=True):
+        if not isinstance(data, dict):
+            raise ArchiveError(f"manifest line {number} is not an entry: {str(data)[:80]!r}")
+        entries.append(Entry.from_dict(data))
+    return entries
 
 
 def _entry_hook(data: dict[str, Any]) -> Any:

@@ -287,7 +287,7 @@ def _manifest(entries: int) -> archives.Manifest:
     return made
 
 
-@pytest.mark.parametrize("entries", [0, 1, 3])
+@pytest.mark.parametrize("entries", [0, 1, 3, 4500])  # 4500: across the batches of lines parsed at once
 def test_the_manifest_is_read_line_by_line_as_written_and_the_older_indented_layout_still_loads(entries):
     made = _manifest(entries)
     assert archives.Manifest.read(io.BytesIO(made.to_json())) == made
@@ -299,6 +299,10 @@ def test_the_manifest_is_read_line_by_line_as_written_and_the_older_indented_lay
 @pytest.mark.parametrize("damage, message", [
     (lambda raw: raw.replace(b'"mode": "0644"', b'"mode": "0x"', 1), "malformed"),
     (lambda raw: raw.replace(b'"size": 1,', b'"size": 1', 1), "line 4 is not JSON"),
+    (lambda raw: raw.replace(b'{"path": "2024/', b'["2024/', 1), "line 3 is not JSON"),
+    (lambda raw: raw.replace(b'{"path": "2024",', b'"a string", {"path": "2024",', 1), "line 2 is not JSON"),
+    (lambda raw: raw.replace(b'{"path": "2024", "type": "dir", "mode": "0755"}', b'"2024"', 1),
+     "line 2 is not an entry"),
     (lambda raw: raw.rsplit(b"]}", 1)[0], "ends before its entry list"),
     (lambda raw: raw + b'{"path": "extra"}\n', "data after its end"),
     (lambda raw: raw.replace(b'mks-archive/1', b'mks-archive/9', 1), "format is not"),
