@@ -13,7 +13,7 @@ run that did not pass is reported and left out. Medians per drill, the ratio aft
 wall time's are printed and written as JSON.
 
     .venv/bin/python bench/drill_times.py --before /work/wt-old --after . --runs 3 \
-        [--marker quarterly] [--json bench/out/drill_times.json]
+        [--marker quarterly] [--keyword 'database-crash or ...'] [--json bench/out/drill_times.json]
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ from typing import Any
 DRILL = re.compile(r"\[([^\]]+)\]$")
 
 
-def one_run(checkout: Path, marker: str) -> tuple[bool, float, dict[str, dict[str, float]], str]:
+def one_run(checkout: Path, marker: str,
+            keyword: str = "") -> tuple[bool, float, dict[str, dict[str, float]], str]:
     """(passed, wall seconds, {drill: {recovery, downtime}}, pytest's last line)."""
     reports = Path(tempfile.mkdtemp(prefix="drill-times-"))
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "scenarios", "-m", marker,
-            "--drill-forecast=off", f"--drill-reports={reports}", "-n", "0"]
+            "--drill-forecast=off", f"--drill-reports={reports}", "-n", "0",
+            *(["-k", keyword] if keyword else [])]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     started = time.monotonic()
     done = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=1800)
@@ -68,6 +70,7 @@ def main() -> int:
     parser.add_argument("--after", type=Path, default=Path("."), help="the newer checkout (default: here)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--marker", default="quarterly")
+    parser.add_argument("--keyword", default="", help="only the drills pytest -k selects")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     sides = {"before": args.before.resolve(), "after": args.after.resolve()}
@@ -75,7 +78,7 @@ def main() -> int:
     for n in range(args.runs):
         order = list(sides) if n % 2 == 0 else list(reversed(sides))
         for name in order:
-            passed, seconds, times, last = one_run(sides[name], args.marker)
+            passed, seconds, times, last = one_run(sides[name], args.marker, args.keyword)
             results[name].append({"passed": passed, "seconds": seconds, "times": times, "last": last})
             verdict = "passed" if passed else "FAILED"
             print(f"run {n + 1}: {name} {verdict} in {seconds} s: {last}", flush=True)
