@@ -29,7 +29,7 @@ peak resident memory during each restore (`peak_rss_mb`: VmHWM, reset through /p
 before each side; `peak_rss_growth_mb`: that less its size at the side's start, which keeps what the
 sides before it left; the child processes, pg_restore and pigz, are not in it) are printed and written as
 JSON. Whatever each side leaves (the renamed old database, safety copies, the extracted folders) is
-removed between runs, outside the timed span.
+removed between runs, outside the timed span, and `sync` runs before each side.
 
     PYTHONPATH=. .venv/bin/python bench/restore_throughput.py --runs 3 [--scale 0.02] [--file-kb 1000]
         [--tables 4 [--table-mb 220]] [--sides up_bare,up_harness,...] [--json FILE]
@@ -333,6 +333,10 @@ def main() -> int:
             if n % 2:
                 run_order.reverse()
             for side in run_order:
+                # the writeback of what the side before wrote, and the discards of what it removed (this
+                # disk is mounted with `discard`), finish outside the next side's timed span: unsynced,
+                # a side right after a 1 GB removal took up to 3x as long as the same side elsewhere
+                os.sync()
                 reset_peak_rss()
                 before = peak_rss_mb("VmRSS")
                 if side in restores:
