@@ -377,9 +377,7 @@ def verify_archive(path: str | Path, expected_root: str) -> Manifest:
                 return check_members(path, reader_type(stream), expected_root)
         except UnusualHeader:
             continue
-        except Truncated as exc:
-            raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        except (Truncated, tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
     raise AssertionError("TarfileMembers raises no UnusualHeader")
 

@@ -134,19 +134,10 @@ def _stage(path: Path, staging: Path, expected_root: str, run_as: RunAs | None, 
                 raise ArchiveError(f"{path}: tar could not extract it: {detail[0]}") from None
         for name, mode in fixes:
             os.chmod(f"{staging}/{name}", mode, follow_symlinks=False)
-    except UnusualHeader:
-        remove_tree(staging)
-        raise
-    except Truncated as exc:
+    except (Truncated, tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         remove_tree(staging)
         raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
-    except ArchiveError:
-        remove_tree(staging)
-        raise
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        remove_tree(staging)
-        raise ArchiveError(f"{path}: truncated or corrupt archive ({exc})") from None
-    except BaseException:
+    except BaseException:  # an ArchiveError (UnusualHeader too: the caller reads again) as it is
         remove_tree(staging)
         raise
     return manifest

@@ -22,9 +22,9 @@ import tarfile
 from typing import IO, Any
 
 from recovery.manifest import ArchiveError
+from recovery.tar_stream import CHUNK
 
 BLOCK = 512
-CHUNK = 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK)
 GNU_MAGIC = b"ustar  \x00"
 POSIX_MAGIC = b"ustar\x0000"
