@@ -8,9 +8,8 @@ Each run is a subprocess, in the checkout's own folder (its code imported from t
 timed from start to exit; the checkouts alternate (the order flips every run) so that the machine's
 other load falls on both alike. Every drill's recovery and downtime seconds are read from the run's
 records/*.json (recovery_seconds, probe.downtime_seconds: what its REC report says; older checkouts have
-no metrics.prom). A
-run that did not pass is reported and left out. Medians per drill, the ratio after / before, and the
-wall time's are printed and written as JSON.
+no metrics.prom). A run that did not pass is reported and left out. Medians per drill, the ratio
+after / before, and the wall time's are printed and written as JSON.
 
     .venv/bin/python bench/drill_times.py --before /work/wt-old --after . --runs 3 \
         [--marker quarterly] [--keyword 'database-crash or ...'] [--json bench/out/drill_times.json]
