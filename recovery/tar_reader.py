@@ -94,8 +94,8 @@ class TarReader:
         self._source = source
         self._buf = b""
         self._pos = 0
-        self._left = 0  # the current member's data and padding not read yet
         self._size = 0  # the current member's data not read yet
+        self._padding = 0  # and the padding after it
 
     # ---- the buffer ---------------------------------------------------------------------------
     def _refill(self, want: int) -> None:
@@ -142,8 +142,8 @@ class TarReader:
 
     def next(self) -> tarfile.TarInfo | None:
         """The next member, or None at the end of the archive."""
-        self._skip(self._left)
-        self._left = self._size = 0
+        self._skip(self._size + self._padding)
+        self._size = self._padding = 0
         renames: dict[str, str] = {}
         while True:
             block = self._header()
@@ -182,7 +182,7 @@ class TarReader:
         member.linkname = renames.get("linkname") or _text(block[157:257])
         if kind == tarfile.DIRTYPE:
             member.name = member.name.rstrip("/")
-        self._size, self._left = size, _padded(size)
+        self._size, self._padding = size, _padded(size) - size
         return member
 
     # ---- data ---------------------------------------------------------------------------------
@@ -191,13 +191,20 @@ class TarReader:
         digest = hashlib.sha256()
         for piece in self._pieces(self._size):
             digest.update(piece)
-        self._left -= self._size
         self._size = 0
         return digest.hexdigest()
 
     def extractfile(self, member: tarfile.TarInfo) -> io.BufferedReader:
         """A reader of the current member's data (the manifest's, read line by line), as tarfile's."""
         return io.BufferedReader(_Data(self), CHUNK)
+
+    def readinto(self, buffer: Any) -> int:
+        """Into buffer, the current member's data that is left, as much as fits."""
+        count = min(len(buffer), self._size)
+        if count:
+            buffer[:count] = self._take(count)
+            self._size -= count
+        return count
 
     def read_to_end(self) -> None:
         """The stream after the archive's end, read (and so handed on, and its gzip CRC checked)."""
@@ -214,11 +221,4 @@ class _Data(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        reader = self.reader
-        count = min(len(buffer), reader._size)
-        if count:
-            data = reader._take(count)
-            buffer[:count] = data
-            reader._size -= count
-            reader._left -= count
-        return count
+        return self.reader.readinto(buffer)
