@@ -27,6 +27,8 @@ SPAWNED = re.compile(
 )
 LOG_SCAN_BYTES = 2_000_000
 READY_TIMEOUT = 60.0  # a started service that listens must accept connections within this
+SETTLE_TIMEOUT = 60.0  # a start or stop under way must end within this before a job waiting on it fails
+TRANSIENT = ("activating", "deactivating")
 
 
 class ServiceError(RecoveryError):
@@ -98,6 +100,25 @@ def wait_active(manager: ServiceManager, name: str, timeout: float = 30.0) -> Se
     return found
 
 
+def wait_settled(manager: ServiceManager, name: str, transient: tuple[str, ...] = TRANSIENT,
+                 timeout: float = SETTLE_TIMEOUT) -> ServiceStatus:
+    """The service's status once it has left the transient states (a start or a stop under way).
+
+    A job on a service that is starting waits for that start to end, as systemd queues a job behind
+    the unit's start job: a reload of a program supervisord still counts as STARTING would otherwise
+    be refused, a start would return before the service counts as started, and a check made right
+    after would find it "activating".
+    """
+    def settled() -> ServiceStatus | Observation:
+        status = manager.status(name)
+        return Observation(False, status.detail) if status.active_state in transient else status
+
+    found = wait_until(f"{name} to finish {' or '.join(transient)}", settled, timeout=timeout,
+                       interval=0.05, error=ServiceError, log_tail=lambda: manager.log_tail(name))
+    assert isinstance(found, ServiceStatus)
+    return found
+
+
 class SupervisorServiceManager:
     """ServiceManager over supervisord's XML-RPC socket.
 
@@ -153,9 +174,32 @@ class SupervisorServiceManager:
         return self.status(name).is_active
 
     def start(self, name: str) -> None:
-        if self.status(name).active_state in ("active", "activating"):
+        status = self.status(name)
+        if status.active_state == "active":
             return
-        self._call(name, "startProcess", name, True)
+        if status.active_state == "activating":  # a start under way is this start: wait for its end
+            self._wait_started(name)
+            return
+        if status.active_state == "deactivating":  # supervisord cannot spawn a program still stopping
+            wait_settled(self, name, ("deactivating",))
+        self._start_process(name)
+
+    def _start_process(self, name: str) -> None:
+        try:
+            self._call(name, "startProcess", name, True)
+        except ServiceError as exc:
+            if "ALREADY_STARTED" not in str(exc):
+                raise
+            # supervisord spawned it itself (autorestart) after the state this start was decided on
+            self._wait_started(name)
+            return
+        self._wait_ready(name)
+
+    def _wait_started(self, name: str) -> None:
+        status = wait_settled(self, name, ("activating",))
+        if not status.is_active:
+            raise ServiceError(f"{name} failed to start ({status.detail})\n--- {name} log ---\n"
+                               f"{self.log_tail(name)}")
         self._wait_ready(name)
 
     def _wait_ready(self, name: str) -> None:
@@ -182,7 +226,10 @@ class SupervisorServiceManager:
             self._call(name, "startProcess", name, False)
 
     def stop(self, name: str) -> None:
-        if self.status(name).active_state in ("inactive", "failed"):
+        status = self.status(name)
+        if status.active_state == "deactivating":  # a stop under way: stopProcess would say NOT_RUNNING
+            status = wait_settled(self, name, ("deactivating",))
+        if status.active_state in ("inactive", "failed"):
             return
         try:
             self._call(name, "stopProcess", name, True)
@@ -201,12 +248,12 @@ class SupervisorServiceManager:
 
     def restart(self, name: str) -> None:
         self.stop(name)
-        self._call(name, "startProcess", name, True)
-        self._wait_ready(name)
+        self._start_process(name)
 
     def reload(self, name: str) -> None:
-        if not self.is_active(name):
-            raise ServiceError(f"cannot reload {name}: it is not active ({self.status(name).detail})")
+        status = wait_settled(self, name)
+        if not status.is_active:
+            raise ServiceError(f"cannot reload {name}: it is not active ({status.detail})")
         self._call(name, "signalProcess", name, self.reload_signals[name])
 
     def main_pid(self, name: str) -> int | None:

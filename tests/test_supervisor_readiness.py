@@ -1,8 +1,12 @@
-"""A supervised start that counts only when the service listens (supervisord's startsecs is a timer).
+"""A supervised start that counts only when the service listens (supervisord's startsecs is a timer),
+and a job on a service that is still starting that waits for that start (as systemd queues a job
+behind a start job) instead of acting on, or refusing, a half-started service.
 
-A real supervisord with two small programs written here: one that fails while "loading" later than
+A real supervisord with small programs written here: one that fails while "loading" later than
 its startsecs (what the backend with a wrong database password does on a busy host), one that
-listens only after a while. Their startsecs is 0 so that the timer alone would call both started.
+listens only after a while (their startsecs is 0 so that the timer alone would call both started),
+one that is slow to count as RUNNING (a large startsecs) and says when it is reloaded, and one that
+exits at once.
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ from fixtures.stack.ports import PortLease
 from fixtures.stack.sandbox import create_sandbox, kill_processes_in, remove_sandbox
 from fixtures.stack.supervisor import Program, Supervisor
 from recovery.service_manager import ServiceError, SupervisorServiceManager
+from recovery.waiting import Observation, wait_until
 
 FAILS_LATE = ("import sys, time; time.sleep(0.8);"
               " print('authentication failed: check database.password'); sys.exit(3)")
 LISTENS_LATE = ("import socket, sys, time; time.sleep(0.8);"
                 " s = socket.create_server(('127.0.0.1', int(sys.argv[1]))); time.sleep(600)")
+RELOADS_ON_HUP = ("import signal, sys, time;"
+                  " signal.signal(signal.SIGHUP, lambda *_: print('reloaded', flush=True));"
+                  " print('loaded', flush=True); time.sleep(600)")
+SLOW_START_SECONDS = 3  # supervisord calls it RUNNING only this long after the spawn
 
 
 @pytest.fixture
@@ -34,6 +43,10 @@ def manager(stack_settings) -> Iterator[tuple[SupervisorServiceManager, int, int
                 ready_port=late_fail),
         Program("listens-late", [sys.executable, "-c", LISTENS_LATE, str(late_listen)], autorestart=False,
                 start_seconds=0, ready_port=late_listen),
+        Program("slow-to-run", [sys.executable, "-c", RELOADS_ON_HUP], autorestart=False,
+                start_seconds=SLOW_START_SECONDS),
+        Program("exits-at-once", [sys.executable, "-c", "raise SystemExit(4)"], autorestart=False,
+                start_seconds=SLOW_START_SECONDS, start_retries=0),
     ]
     supervisor = Supervisor(sandbox, programs)
     try:
@@ -61,3 +74,36 @@ def test_a_start_returns_once_the_service_listens(manager):
     with socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
     assert services.status("listens-late").is_active
+
+
+def _starting(services: SupervisorServiceManager, name: str) -> None:
+    services.start_nowait(name)
+    state = services.status(name).manager_state
+    assert state == "STARTING", f"the race needs {name} still STARTING right after its spawn, found {state}"
+
+
+def test_a_reload_right_after_a_start_waits_for_the_start_and_then_reloads(manager):
+    services, _, _ = manager
+    _starting(services, "slow-to-run")
+    pid = services.main_pid("slow-to-run")
+    services.reload("slow-to-run")  # refused with "it is not active (STARTING)" before the fix
+    status = services.status("slow-to-run")
+    assert (status.manager_state, status.pid) == ("RUNNING", pid), status
+    log = services.log_file("slow-to-run")
+    wait_until("the reload to reach the program", lambda: Observation(
+        "reloaded" in log.read_text(), log.read_text()[-200:]), timeout=10, interval=0.05)
+
+
+def test_a_start_of_a_service_that_is_starting_returns_once_it_runs(manager):
+    services, _, _ = manager
+    _starting(services, "slow-to-run")
+    services.start("slow-to-run")  # returned at once, still STARTING, before the fix
+    assert services.status("slow-to-run").manager_state == "RUNNING"
+
+
+def test_a_reload_of_a_service_whose_start_fails_is_refused_with_its_state(manager):
+    services, _, _ = manager
+    services.start_nowait("exits-at-once")
+    with pytest.raises(ServiceError) as refused:
+        services.reload("exits-at-once")
+    assert "cannot reload exits-at-once: it is not active (FATAL" in str(refused.value), refused.value
