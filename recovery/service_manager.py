@@ -6,7 +6,6 @@ the services of a sandbox with the same meaning (an automatic restart like syste
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import xmlrpc.client
@@ -18,7 +17,7 @@ from typing import Protocol
 
 from recovery.commands import run
 from recovery.errors import RecoveryError
-from recovery.waiting import Observation, WaitTimeout, wait_until
+from recovery.waiting import Observation, wait_until
 
 # supervisord's main log line for each process it starts (supervisor/process.py, level info)
 SPAWNED = re.compile(
@@ -155,20 +154,49 @@ class SupervisorServiceManager:
             raise ServiceError(f"supervisord at {self.socket} does not answer: {exc}") from None
 
     def status(self, name: str) -> ServiceStatus:
+        return self._status(name, self._info(name))
+
+    def _info(self, name: str) -> dict[str, object]:
         info = self._call(name, "getProcessInfo", name)
         assert isinstance(info, dict)
-        state = info["statename"]
+        return info
+
+    @staticmethod
+    def _status(name: str, info: dict[str, object]) -> ServiceStatus:
+        state = str(info["statename"])
         active = _ACTIVE_STATE.get(state, "failed")
         if state == "EXITED" and info.get("exitstatus") != 0:
             active = "failed"
         return ServiceStatus(
             name=name,
             active_state=active,
-            pid=info["pid"] or None,
+            pid=int(info["pid"]) or None,  # type: ignore[call-overload]
             detail=f"{state} {info.get('description', '')}".strip(),
-            log_file=info.get("stdout_logfile") or None,
+            log_file=str(info.get("stdout_logfile") or "") or None,
             manager_state=state,
         )
+
+    def _decided(self, name: str) -> ServiceStatus:
+        """The status, once supervisord has decided whether an EXITED program restarts (autorestart).
+
+        It decides in its event loop's next round, and runs at least one round between two requests:
+        EXITED twice with the same start time is a program that stays exited; a new start time is one
+        restarted (and exited again, in a crash loop) in between, so it is asked again.
+        """
+        def decided() -> ServiceStatus | Observation:
+            first = self._info(name)
+            if first["statename"] != "EXITED":
+                return self._status(name, first)
+            again = self._info(name)
+            if again["statename"] != "EXITED" or again.get("start") == first.get("start"):
+                return self._status(name, again)
+            return Observation(False, "EXITED, restarted and EXITED again")
+
+        found = wait_until(f"supervisord to decide on {name} after its exit", decided,
+                           timeout=SETTLE_TIMEOUT, interval=0.0, error=ServiceError,
+                           log_tail=lambda: self.log_tail(name))
+        assert isinstance(found, ServiceStatus)
+        return found
 
     def is_active(self, name: str) -> bool:
         return self.status(name).is_active
@@ -226,25 +254,43 @@ class SupervisorServiceManager:
             self._call(name, "startProcess", name, False)
 
     def stop(self, name: str) -> None:
-        status = self.status(name)
-        if status.active_state == "deactivating":  # a stop under way: stopProcess would say NOT_RUNNING
-            status = wait_settled(self, name, ("deactivating",))
-        if status.active_state in ("inactive", "failed"):
-            return
+        """Stopped, and not to be restarted by supervisord: a program that has just exited is restarted
+        in supervisord's next round when it autorestarts (systemd's stop cancels that restart)."""
+        def stopped() -> Observation:
+            status = self._decided(name)
+            if status.active_state == "deactivating":  # a stop under way: stopProcess says NOT_RUNNING
+                return Observation(False, status.detail)
+            if status.active_state in ("inactive", "failed"):
+                return Observation(True, status.detail)
+            if status.manager_state == "STARTING" and status.pid and not self._has_exec(status.pid):
+                return Observation(False, f"pid {status.pid} has not exec'd {name} yet")
+            try:
+                self._call(name, "stopProcess", name, True)
+            except ServiceError as exc:
+                if "NOT_RUNNING" not in str(exc):
+                    raise
+                return Observation(False, f"{name} exited as it was being stopped")  # look again
+            return Observation(True, "STOPPED")
+
+        wait_until(f"{name} to stop", stopped, timeout=SETTLE_TIMEOUT, interval=0.05, error=ServiceError,
+                   log_tail=lambda: self.log_tail(name))
+
+    def _has_exec(self, pid: int) -> bool:
+        """Whether supervisord's child runs its program yet. Between its fork and its exec it is a copy
+        of supervisord, whose SIGTERM handler only takes note: a stop sent then is lost, and stopping
+        takes the program's stopwaitsecs and a SIGKILL."""
         try:
-            self._call(name, "stopProcess", name, True)
-            return
-        except ServiceError as exc:
-            if "NOT_RUNNING" not in str(exc):
-                raise
-        # it exited between the status and the stop (a crash): supervisord decides on its next round
-        # whether to start it again (autorestart), and then that new process is the one to stop
-        with contextlib.suppress(WaitTimeout):  # still EXITED after that: nothing to stop
-            wait_until(f"supervisord to decide on {name} after its exit",
-                       lambda: Observation(self.status(name).manager_state != "EXITED", "EXITED"),
-                       timeout=2.0, interval=0.05)
-        if self.status(name).active_state not in ("inactive", "failed"):
-            self._call(name, "stopProcess", name, True)
+            child = Path(f"/proc/{pid}/cmdline").read_bytes()
+            supervisord = Path(f"/proc/{self._call_supervisor('getPID')}/cmdline").read_bytes()
+        except OSError:  # gone: nothing left to wait for
+            return True
+        return child != supervisord
+
+    def _call_supervisor(self, action: str) -> object:
+        try:
+            return getattr(self.rpc().supervisor, action)()
+        except (OSError, xmlrpc.client.Error) as exc:
+            raise ServiceError(f"supervisord at {self.socket} does not answer: {exc}") from None
 
     def restart(self, name: str) -> None:
         self.stop(name)

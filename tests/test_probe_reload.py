@@ -5,6 +5,7 @@ sent on one as the close arrives fails ("Server disconnected without sending a r
 retries it on a new connection, so it is no downtime; a probe that kept its connection alive counted
 it as a failed request (the nginx-config drill's "failed_requests == 0" failed once in 20 quarterly
 runs). Kept-alive clients run beside the probes to show the race is there while the probes miss it.
+Every probe sends a request between two reloads, however busy the host.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 
 from fixtures.engine.probes import AvailabilityProbe
 from recovery import health
+from recovery.waiting import Observation, wait_until
 
 RELOADS = 100
 PROBES = 8
@@ -43,10 +45,22 @@ def test_the_probe_sees_no_failure_across_graceful_reloads(stack):
     controls = [threading.Thread(target=keep_alive_client, daemon=True) for _ in range(2)]
     for thread in controls:
         thread.start()
+    def every_probe_sent_one_since(marks: list[int]) -> None:
+        # a busy host slows the probes: each reload waits for every probe to have tried once since
+        # the last, instead of assuming a pause is long enough for that
+        def sent() -> Observation:
+            behind = sum(len(probe.samples) <= mark for probe, mark in zip(probes, marks, strict=True))
+            return Observation(behind == 0, f"{behind} of {PROBES} probes have sent nothing since")
+
+        wait_until("every probe to send a request", sent, timeout=30, interval=0.01)
+
     try:
+        every_probe_sent_one_since([0] * PROBES)
         for _ in range(RELOADS):
+            marks = [len(probe.samples) for probe in probes]
             stack.services.reload("nginx")
-            time.sleep(random.uniform(0.03, 0.09))
+            time.sleep(random.uniform(0.03, 0.09))  # where the reload falls among the requests
+            every_probe_sent_one_since(marks)
     finally:
         stop.set()
         summaries = [probe.stop() for probe in probes]

@@ -5,15 +5,19 @@ behind a start job) instead of acting on, or refusing, a half-started service.
 A real supervisord with small programs written here: one that fails while "loading" later than
 its startsecs (what the backend with a wrong database password does on a busy host), one that
 listens only after a while (their startsecs is 0 so that the timer alone would call both started),
-one that is slow to count as RUNNING (a large startsecs) and says when it is reloaded, and one that
-exits at once.
+one that is slow to count as RUNNING (a large startsecs) and says when it is reloaded, one that
+exits at once, and one that supervisord restarts when it exits (Restart=always).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +38,7 @@ SLOW_START_SECONDS = 3  # supervisord calls it RUNNING only this long after the 
 
 
 @pytest.fixture
-def manager(stack_settings) -> Iterator[tuple[SupervisorServiceManager, int, int]]:
+def supervised(stack_settings) -> Iterator[tuple[Supervisor, int, int]]:
     sandbox = create_sandbox(stack_settings.base_dir, "readiness", stack_settings.service_account())
     lease = PortLease(stack_settings.base_dir)
     late_fail, late_listen = lease.take(), lease.take()
@@ -45,18 +49,25 @@ def manager(stack_settings) -> Iterator[tuple[SupervisorServiceManager, int, int
                 start_seconds=0, ready_port=late_listen),
         Program("slow-to-run", [sys.executable, "-c", RELOADS_ON_HUP], autorestart=False,
                 start_seconds=SLOW_START_SECONDS),
+        Program("crashes", [sys.executable, "-c", "import time; time.sleep(600)"], autorestart=True),
         Program("exits-at-once", [sys.executable, "-c", "raise SystemExit(4)"], autorestart=False,
                 start_seconds=SLOW_START_SECONDS, start_retries=0),
     ]
     supervisor = Supervisor(sandbox, programs)
     try:
         supervisor.start()
-        yield supervisor.manager(), late_fail, late_listen
+        yield supervisor, late_fail, late_listen
     finally:
         supervisor.shutdown()
         kill_processes_in(sandbox.root)
         remove_sandbox(sandbox.root)
         lease.release()
+
+
+@pytest.fixture
+def manager(supervised) -> tuple[SupervisorServiceManager, int, int]:
+    supervisor, late_fail, late_listen = supervised
+    return supervisor.manager(), late_fail, late_listen
 
 
 def test_a_service_that_fails_after_its_startsecs_is_not_started(manager):
@@ -107,3 +118,72 @@ def test_a_reload_of_a_service_whose_start_fails_is_refused_with_its_state(manag
     with pytest.raises(ServiceError) as refused:
         services.reload("exits-at-once")
     assert "cannot reload exits-at-once: it is not active (FATAL" in str(refused.value), refused.value
+
+
+
+def _proc(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_text().strip()
+
+
+def _reading_a_socket(thread_id: int) -> Observation:
+    wchan = _proc(os.getpid(), f"task/{thread_id}/wchan")
+    return Observation(wchan == "unix_stream_read_generic", f"thread {thread_id} waits in {wchan!r}")
+
+
+def _held_in_its_poll(pid: int) -> Observation:
+    """SIGSTOP supervisord while it waits in its event loop's poll, not in the middle of a round (one
+    that went on to reap a child killed meanwhile would start it again before any request is read)."""
+    waits_in = _proc(pid, "wchan")
+    if "poll" not in waits_in:
+        return Observation(False, f"supervisord is in {waits_in!r}")
+    syscall = _proc(pid, "syscall").split()[0]
+    os.kill(pid, signal.SIGSTOP)
+    wait_until("supervisord to stop", lambda: Observation(_proc(pid, "stat").split()[2] == "T", "not yet"),
+               timeout=10, interval=0.01)
+    if _proc(pid, "syscall").split()[0] == syscall:
+        return Observation(True, "held in its poll")
+    os.kill(pid, signal.SIGCONT)
+    return Observation(False, "stopped outside its poll")
+
+
+def test_a_stop_right_after_a_crash_leaves_the_service_stopped(supervised):
+    """supervisord restarts an exited autorestart program in its event loop's next round: a stop whose
+    first request was answered in the round between the exit and that restart saw EXITED and returned,
+    and the program was started again right after it. Made certain here: supervisord is held
+    (SIGSTOP) in its poll while the program is killed and the stop's first request is sent, so that
+    it reads that request in the round after the one that reaps the program."""
+    supervisor, _, _ = supervised
+    assert supervisor.process is not None
+    supervisord = supervisor.process.pid
+    services = supervisor.manager()
+    services.start("crashes")
+    crashed = services.main_pid("crashes")
+    assert crashed is not None
+    threads: list[int] = []
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        threads.append(threading.get_native_id())
+        try:
+            services.stop("crashes")
+        except BaseException as exc:
+            errors.append(exc)
+
+    stopping = threading.Thread(target=stop, daemon=True)
+    wait_until("supervisord to be held in its poll", lambda: _held_in_its_poll(supervisord), timeout=30,
+               interval=0.01)
+    try:
+        os.kill(crashed, signal.SIGKILL)
+        stopping.start()
+        wait_until("the stop's first request to be sent", lambda: bool(threads) and _reading_a_socket(
+            threads[0]), timeout=10, interval=0.01)
+    finally:
+        os.kill(supervisord, signal.SIGCONT)
+    stopping.join(timeout=90)
+    assert not stopping.is_alive() and not errors, errors
+    services.status("crashes")  # a round of supervisord's loop has run since the stop
+    status = services.status("crashes")
+    assert status.manager_state == "STOPPED", f"stopped, then started again: {status.detail}"
+    # the restart it stopped was just spawned: a SIGTERM before its exec is lost (supervisord's own
+    # handler takes it), and the stop then ends in a SIGKILL after stopwaitsecs
+    assert "stopped: crashes (terminated by SIGKILL)" not in supervisor.log_file.read_text()
