@@ -379,7 +379,8 @@ def run_pg_restore(step: Step, target: Target, chosen: VerifiedBackup, role: res
         uses_list = ["-L", str(listing)]
         step.note("skipped_toc_entries", [entry for entry, _ in chosen.header.extensions])
     try:
-        step.run([db.tool("pg_restore"), *parallel, "-U", role.name, "-d", role.database, "--no-owner",
+        # -v: only then does pg_restore say which TOC entry failed (a line per entry besides)
+        step.run([db.tool("pg_restore"), "-v", *parallel, "-U", role.name, "-d", role.database, "--no-owner",
                   "--exit-on-error", *options, *uses_list, str(chosen.path)], timeout=3600,
                  run_as=target.service_account(), env=role.env(target))
     except CommandError as exc:
