@@ -317,8 +317,9 @@ def check_space(step: Step, target: Target, chosen: VerifiedBackup, safety_dump:
 RESTORE_PLAN = (
     ("select_backup", "最新バックアップ確認", "newest valid db_*.dump, .sql or .sql.gz (or the named one), "
      "recent enough; free space for the side database and the safety dump"),
-    ("pg_restore", "リストア実行", "CREATE DATABASE {side}; pg_restore -j (or psql for plain SQL) into it; "
-     "GRANT lines"),
+    ("pg_restore", "リストア実行", "a restore role (no superuser) owning CREATE DATABASE {side}, the "
+     "declared extensions; pg_restore -j --no-owner (or psql for plain SQL) into it as that role; "
+     "everything to the app's owner, the role dropped; GRANT lines"),
     ("verify_side", "リストア確認", "row counts as in the dump, its foreign keys, amcheck"),
     ("stop_backend", "データベース停止 (バックエンド停止)", "stop the backend"),
     ("swap", "データベース入れ替え",

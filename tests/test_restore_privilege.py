@@ -30,6 +30,7 @@ from fixtures.stack.local import LocalStack
 from fixtures.stack.postgres import APP_DB
 from recovery import backups
 from recovery.commands import run
+from recovery.database import backup_database, restore_database
 from recovery.integrity import compare, fingerprint
 
 pytestmark = pytest.mark.stack
@@ -251,3 +252,30 @@ def test_an_honest_dump_still_restores_and_the_app_owns_it(hostile_stack, plain_
         assert owners == [(target.database.user,)]
         assert database_owner == (target.database.user,)
         assert not [r for r in live_state(hostile_stack)["roles"] if "restorer" in r[0]]  # type: ignore[attr-defined]
+
+
+def test_an_app_with_schemas_of_its_own_restores_as_the_restore_role_and_its_owner_owns_it(stack_factory):
+    """kiroku (three schemas): its custom and its plain dump restore beside, as the restore's role,
+    and every schema and table ends owned by the app's role as before."""
+    stack = stack_factory("kiroku", app=ROOT / "fixtures" / "apps" / "kiroku" / "profile.yml")
+    target = stack.target()
+
+    def owners() -> list[tuple[str, str]]:
+        with stack.pg.connect(APP_DB) as conn:
+            return conn.execute(
+                "SELECT n.nspname || '.' || coalesce(c.relname, ''), pg_get_userbyid(coalesce(c.relowner,"
+                " n.nspowner)) FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid"
+                " WHERE n.nspname IN ('auth', 'public', 'audit') ORDER BY 1").fetchall()
+
+    before, owned = fingerprint(target), owners()
+    assert {owner for _, owner in owned} <= {target.database.user, "pg_database_owner"}
+    backup_dir = Path(target.paths.backup_dir)
+    plain = backup_dir / dump_name(".sql")
+    plain.write_bytes(pg_dump(stack, "-Fp"))
+    backup_database(target)
+    journal = restore_database(target, level="RTO-24")
+    assert journal.status == "succeeded"
+    assert journal.steps[2].details["role"].startswith(f"{APP_DB}_restorer_")
+    assert compare(before, fingerprint(target)) == [] and owners() == owned
+    assert restore_database(target, level="RTO-1", backup=plain).status == "succeeded"
+    assert compare(before, fingerprint(target)) == [] and owners() == owned
