@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recovery import restore_role
 from recovery.archives import sha256_file
 from recovery.commands import run
 from recovery.errors import CommandError, RecoveryError
@@ -83,6 +84,8 @@ class DumpHeader:
     toc_entries: int
     tables: tuple[str, ...] = ()  # tables with a TABLE DATA entry
     foreign_keys: tuple[str, ...] = ()  # FK CONSTRAINT names
+    extensions: tuple[tuple[str, str], ...] = ()  # (TOC entry line, extension name) of EXTENSION entries
+    listing: str = field(default="", compare=False, repr=False)  # the whole `pg_restore --list` text
 
 
 _HEADER_FIELD = re.compile(r"^;\s+([A-Za-z ]+):\s*(.*)$")
@@ -94,6 +97,7 @@ def parse_list(text: str) -> DumpHeader:
     created: dt.datetime | None = None
     tables: list[str] = []
     fks: list[str] = []
+    extensions: list[tuple[str, str]] = []
     for line in text.splitlines():
         if line.startswith("; Archive created at "):
             raw = line.removeprefix("; Archive created at ").strip()
@@ -111,6 +115,8 @@ def parse_list(text: str) -> DumpHeader:
             tables.append(parts[5])
         elif len(parts) >= 7 and parts[2:4] == ["FK", "CONSTRAINT"]:
             fks.append(parts[6])
+        elif len(parts) >= 5 and parts[2] == "EXTENSION":
+            extensions.append((line.strip(), parts[4]))
     if "dbname" not in fields:
         raise BackupError("not a PostgreSQL archive listing: no dbname in the header")
     try:
@@ -125,6 +131,8 @@ def parse_list(text: str) -> DumpHeader:
         toc_entries=entries,
         tables=tuple(tables),
         foreign_keys=tuple(sorted(fks)),
+        extensions=tuple(extensions),
+        listing=text,
     )
 
 
@@ -195,6 +203,12 @@ def verify_dump(path: Path, target: Target, *, max_age: dt.timedelta | None = No
     header = list_header(path, target)
     if header.dbname not in dump_databases(path, target):
         raise BackupError(f"{path}: a dump of database {header.dbname!r}, not {target.database.name!r}")
+    declared = restore_role.extensions(target)
+    for entry, name in header.extensions:
+        if name not in declared:
+            raise BackupError(f"{path}: TOC entry {entry!r} creates extension {name}, which the target does "
+                              f"not declare (app.extensions: {', '.join(declared)}): a restore creates "
+                              "only those, never the dump")
     manifest = read_manifest(path)
     counts = manifest.get("row_counts") if manifest else None
     return _dated(VerifiedBackup(path, header, _created(path, header), digest, checked,
@@ -305,6 +319,7 @@ class _PlainScan:
     """What one read of a plain dump found: its tables' row counts, foreign keys, header facts."""
 
     path: Path
+    declared: tuple[str, ...] = ()  # the extensions the harness creates
     rows: dict[str, int] = field(default_factory=dict)
     foreign_keys: list[str] = field(default_factory=list)
     created: dt.datetime | None = None
@@ -336,6 +351,10 @@ class _PlainScan:
             self.rows.setdefault(self.copying, 0)
         elif (fk := _FK.match(line)) is not None:
             self.foreign_keys.append(fk[1].decode(errors="replace").replace('"', ""))
+        elif (extension := restore_role.extension_line(line)) is not None and extension not in self.declared:
+            raise BackupError(f"{self.path}: line {self.number} creates extension {extension}, which the "
+                              f"target does not declare (app.extensions: {', '.join(self.declared)}): a "
+                              "restore creates only those, never the dump")
         elif not self.head and line.strip():
             raise BackupError(f"{self.path}: SQL before any '-- PostgreSQL database dump' header "
                               f"(line {self.number}): not a pg_dump plain-format dump")
@@ -377,7 +396,7 @@ def _verify_plain(path: Path, target: Target, *, max_age: dt.timedelta | None,
         raise BackupError(f"{path}: not gzip (no gzip magic){hint}")
     if not compressed and magic == GZIP_MAGIC:
         raise BackupError(f"{path}: gzip-compressed, but named .sql: name it .sql.gz")
-    scan, digest = _PlainScan(path), hashlib.sha256()
+    scan, digest = _PlainScan(path, restore_role.extensions(target)), hashlib.sha256()
     with open(path, "rb") as raw:
         hashed = Hashing(raw, digest)
         try:
@@ -425,3 +444,22 @@ class Hashing:
 
     def __iter__(self) -> Any:
         return iter(self.readline, b"")
+
+
+def plain_statement(path: Path, number: int, limit: int = 160) -> str:
+    """The statement of a plain dump (.sql or .sql.gz) that ends at line `number`, shortened: what a
+    refusal quotes. Its start is taken to be the line after the last blank or comment line before it
+    (pg_dump separates its statements so)."""
+    lines: list[str] = []
+    try:
+        with open(path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+            for count, line in enumerate(stream, start=1):  # type: ignore[arg-type]
+                text = line.decode(errors="replace").strip()
+                lines = [] if not text or text.startswith("--") else [*lines[-20:], text]
+                if count == number:
+                    break
+    except (OSError, EOFError, zlib.error):
+        return "?"
+    said = " ".join(lines)
+    return said if len(said) <= limit else said[:limit] + "…"

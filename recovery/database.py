@@ -19,13 +19,14 @@ import os
 import re
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from recovery import backups, health, safety_copies
+from recovery import backups, health, restore_role, safety_copies
 from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action, option
 from recovery.archives import CHUNK, sha256_file
 from recovery.backups import BackupError, VerifiedBackup
@@ -316,8 +317,9 @@ def check_space(step: Step, target: Target, chosen: VerifiedBackup, safety_dump:
 RESTORE_PLAN = (
     ("select_backup", "最新バックアップ確認", "newest valid db_*.dump, .sql or .sql.gz (or the named one), "
      "recent enough; free space for the side database and the safety dump"),
-    ("pg_restore", "リストア実行", "CREATE DATABASE {side}; pg_restore -j (or psql for plain SQL) into it; "
-     "GRANT lines"),
+    ("pg_restore", "リストア実行", "a restore role (no superuser) owning CREATE DATABASE {side}, the "
+     "declared extensions; pg_restore -j --no-owner (or psql for plain SQL) into it as that role; "
+     "everything to the app's owner, the role dropped; GRANT lines"),
     ("verify_side", "リストア確認", "row counts as in the dump, its foreign keys, amcheck"),
     ("stop_backend", "データベース停止 (バックエンド停止)", "stop the backend"),
     ("swap", "データベース入れ替え",
@@ -331,28 +333,21 @@ RESTORE_PLAN = (
 
 
 def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, side: str, jobs: int) -> None:
-    db = target.database
-    user = ident(db.user)
+    user = ident(target.database.user)
     try:
-        with journal.step("create_side", "リストア先データベース作成") as step:
-            psql(step, target, f"CREATE DATABASE {side} OWNER {user};")
-            step.note("database", side)
-        with journal.step("pg_restore", "リストア実行") as step:
-            # as the superuser, keeping the dump's owners: extensions such as amcheck need it
-            if chosen.header.format == "PLAIN":
-                feed_psql(step, target, chosen, side)
-            else:
-                # no --single-transaction, so that -j works: a failure drops the side database
-                parallel = ["-j", str(jobs)] if jobs > 1 else []
-                step.note("jobs", jobs)
-                try:
-                    step.run([db.tool("pg_restore"), *parallel, "-U", db.superuser, "-d", side,
-                              "--exit-on-error", str(chosen.path)], timeout=3600,
-                             run_as=target.service_account(), env=db.env())
-                except CommandError as exc:
-                    raise RestoreError(f"pg_restore into {side} failed: {first_errors(exc)}") from exc
-            for grant in GRANTS:
-                psql(step, target, grant.format(user=user) + ";", dbname=side)
+        with contextlib.ExitStack() as stack:
+            with journal.step("create_side", "リストア先データベース作成") as step:
+                role = stack.enter_context(restore_role.restorer(step, target, side))
+                step.note("database", side)
+            with journal.step("pg_restore", "リストア実行") as step:
+                # as the restore's own role, which may do nothing a superuser alone may do
+                step.note("role", role.name)
+                if chosen.header.format == "PLAIN":
+                    feed_psql(step, target, chosen, role)
+                else:
+                    run_pg_restore(step, target, chosen, role, jobs)
+                restore_role.hand_over(step, target, role)
+                psql(step, target, " ".join(grant.format(user=user) + ";" for grant in GRANTS), dbname=side)
         with journal.step("verify_side", "リストア確認") as step:
             problems = verify_restored(target, side, chosen, step)
             if problems:
@@ -360,7 +355,73 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
     except BaseException:
         with journal.step("drop_side", "失敗したリストア先の削除") as step:
             psql(step, target, f"DROP DATABASE IF EXISTS {side} WITH (FORCE);")
+            restore_role.drop(step, target, restore_role.role_name(side))
         raise
+
+
+def run_pg_restore(step: Step, target: Target, chosen: VerifiedBackup, role: restore_role.Restorer,
+                   jobs: int, *options: str) -> None:
+    """pg_restore -j as the restore's role, --no-owner (the role owns what it makes; hand_over gives it
+    to the app's owner); the TOC entries of the extensions the harness created are left out (-L)."""
+    db = target.database
+    # no --single-transaction, so that -j works: a failure drops the side database
+    parallel = ["-j", str(jobs)] if jobs > 1 else []
+    step.note("jobs", jobs)
+    skip = {entry.split(";", 1)[0] for entry, _ in chosen.header.extensions}
+    uses_list: list[str] = []
+    if skip:
+        listing = role.passfile.with_name(f".{role.name}.list")
+        listing.write_text("".join(f";{line}\n" if line.split(";", 1)[0] in skip or _extension_comment(line)
+                                   else f"{line}\n" for line in chosen.header.listing.splitlines()),
+                           encoding="utf-8")
+        account = target.service_account()
+        if account is not None and not account.is_current:
+            os.chown(listing, account.uid, account.gid)
+        uses_list = ["-L", str(listing)]
+        step.note("skipped_toc_entries", [entry for entry, _ in chosen.header.extensions])
+    try:
+        # -v: only then does pg_restore say which TOC entry failed (a line per entry besides)
+        step.run([db.tool("pg_restore"), "-v", *parallel, "-U", role.name, "-d", role.database, "--no-owner",
+                  "--exit-on-error", *options, *uses_list, str(chosen.path)], timeout=3600,
+                 run_as=target.service_account(), env=role.env(target))
+    except CommandError as exc:
+        raise RestoreError(f"pg_restore into {role.database} as {role.name} failed: {toc_failure(exc)}"
+                           f"{REFUSED}") from exc
+    finally:
+        if uses_list:
+            Path(uses_list[1]).unlink(missing_ok=True)
+
+
+def _extension_comment(line: str) -> bool:
+    parts = line.split(";", 1)[-1].split()
+    return parts[2:5] == ["COMMENT", "-", "EXTENSION"]
+
+
+REFUSED = ("; refused: a backup runs as a role that is no superuser and owns only the side database, "
+           "so it reaches no program, server file, role, other database or server setting")
+
+
+def toc_failure(exc: CommandError) -> str:
+    """pg_restore's failure: the TOC entry, the server's error, the statement."""
+    text = exc.stderr or exc.stdout
+    entry = re.search(r"from TOC entry (.+)$", text, re.MULTILINE)
+    error = re.search(r"(?:ERROR|FATAL):\s+(.+)$", text, re.MULTILINE)
+    statement = re.search(r"^Command was: (.+)$", text, re.MULTILINE)
+    if entry is None and error is None:
+        return first_errors(exc)
+    said = ": ".join(p for p in (f"TOC entry {entry[1].strip()}" if entry else "",
+                                 error[1].strip() if error else "") if p)
+    return said + (f" (statement: {statement[1].strip()[:160]})" if statement else "")
+
+
+def plain_failure(exc: CommandError, path: Path) -> str:
+    """psql's failure in a plain dump: the line, the server's error, the line's text."""
+    match = re.search(r"^psql:[^\n]*?:(\d+): (?:ERROR|FATAL):\s+(.+)$", exc.stderr or exc.stdout,
+                      re.MULTILINE)
+    if match is None:
+        return first_errors(exc)
+    number = int(match[1])
+    return f"line {number}: {match[2].strip()} (statement: {backups.plain_statement(path, number)})"
 
 
 def first_errors(exc: CommandError, keep: int = 3) -> str:
@@ -371,10 +432,13 @@ def first_errors(exc: CommandError, keep: int = 3) -> str:
     return "; ".join(unique) if unique else exc.reason
 
 
-def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> None:
-    """A plain-SQL dump through psql with ON_ERROR_STOP into `side`, fed from here through a pipe
-    (decompressed on the way for .sql.gz) and hashed again, so psql ran exactly the verified bytes."""
-    db = target.database
+def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, role: restore_role.Restorer) -> None:
+    """A plain-SQL dump through psql with ON_ERROR_STOP into the role's side database, fed from here
+    through a pipe (decompressed on the way for .sql.gz) and hashed again, so psql ran exactly the
+    verified bytes, less the lines restore_role.plain_filter leaves out (each an empty line instead, so
+    that psql's line numbers are the file's)."""
+    db, side = target.database, role.database
+    declared = restore_role.extensions(target)
     read_end, write_end = os.pipe()
     fed: dict[str, str] = {}
 
@@ -384,8 +448,7 @@ def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> 
             with open(chosen.path, "rb") as raw, os.fdopen(write_end, "wb") as out:
                 hashed = backups.Hashing(raw, digest)
                 source = gzip.GzipFile(fileobj=hashed, mode="rb") if chosen.path.suffix == ".gz" else hashed
-                while chunk := source.read(CHUNK):
-                    out.write(chunk)
+                out.writelines(filtered(source, declared))
         except BrokenPipeError:
             fed["error"] = "psql stopped reading its input"
         except (OSError, EOFError, zlib.error) as exc:
@@ -395,11 +458,12 @@ def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> 
     feeder = threading.Thread(target=feed, name="psql-feed", daemon=True)
     feeder.start()
     try:
-        step.run([db.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-U", db.superuser,
-                  "-d", side, "-f", "-"], timeout=3600, run_as=target.service_account(), env=db.env(),
+        step.run([db.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-U", role.name,
+                  "-d", side, "-f", "-"], timeout=3600, run_as=target.service_account(), env=role.env(target),
                  stdin=read_end)
     except CommandError as exc:
-        raise RestoreError(f"psql into {side} stopped at the first error: {first_errors(exc)}") from exc
+        raise RestoreError(f"{chosen.path.name} refused: psql into {side} as {role.name} stopped at "
+                           f"{plain_failure(exc, chosen.path)}{REFUSED}") from exc
     finally:
         os.close(read_end)
         feeder.join()
@@ -408,6 +472,22 @@ def feed_psql(step: Step, target: Target, chosen: VerifiedBackup, side: str) -> 
         raise RestoreError(f"{chosen.path}: {fed['error']}")
     if fed.get("sha256") != chosen.sha256:
         raise RestoreError(f"{chosen.path} changed after it was verified (sha256 {fed.get('sha256')})")
+
+
+def filtered(source: Any, declared: tuple[str, ...]) -> Iterator[bytes]:
+    """A plain dump's lines, those restore_role.plain_filter leaves out made empty; COPY data as is."""
+    copying, at_start = False, True
+    for line in iter(lambda: source.readline(CHUNK), b""):
+        starts, at_start = at_start, line.endswith(b"\n")
+        if not starts or not at_start:  # a piece of a line longer than CHUNK: passed on as it is
+            pass
+        elif copying:
+            copying = line not in (b"\\.\n", b"\\.\r\n")
+        elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+            copying = True
+        elif restore_role.plain_filter(line.rstrip(b"\r\n"), declared):
+            line = b"\n"
+        yield line
 
 
 def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: Step) -> list[str]:

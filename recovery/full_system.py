@@ -35,12 +35,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recovery import backups, database, health, integrity
+from recovery import backups, database, health, integrity, restore_role
 from recovery.actions import LEVEL_OPTION, action, option
 from recovery.archives import ArchiveError, choose_backup, extract_verified, sha256_file, timestamp
 from recovery.config_files import check_config, restore_config, restore_from_git, target_root
 from recovery.errors import RecoveryError
-from recovery.journal import ActionFailed, Journal, StepRecord, now_iso
+from recovery.journal import ActionFailed, Journal, Step, StepRecord, now_iso
 from recovery.postgres import ident, psql
 from recovery.target import Target, ensure_dir, load_target
 from recovery.uploads import folder_prefixes, restore_uploads, verify_uploads_archive
@@ -164,13 +164,12 @@ def prepare(journal: Journal, target: Target, dump: Path) -> None:
             step.note("database", f"{live} exists")
         else:
             # the runbook's createdb; with the dump's schema, so the safety copy and swap have a subject
-            psql(step, target, f"CREATE DATABASE {live} OWNER {user};")
             if backups.is_plain(dump):  # its schema and data come in one script, restored beside it
+                psql(step, target, f"CREATE DATABASE {live} OWNER {user};")
                 step.note("database", f"{live} was missing: created empty ({dump.name} is plain SQL)")
             else:
-                step.run([db.tool("pg_restore"), "-U", db.superuser, "-d", live, "--schema-only",
-                          "--exit-on-error", "--single-transaction", str(dump)], timeout=600,
-                         run_as=target.service_account(), env=db.env())
+                # the dump's schema, run as a restore role of its own as every dump is (restore_role)
+                schema_only(step, target, backups.verify_dump(dump, target), live)
                 step.note("database", f"{live} was missing: created with the schema of {dump.name}")
         uploads = Path(target.paths.uploads_dir)
         if uploads.is_dir():
@@ -178,6 +177,19 @@ def prepare(journal: Journal, target: Target, dump: Path) -> None:
         else:
             ensure_dir(uploads, target, mode=0o755)
             step.note("uploads_dir", f"{uploads} was missing: created empty")
+
+
+def schema_only(step: Step, target: Target, chosen: backups.VerifiedBackup, live: str) -> None:
+    role = restore_role.role_name(f"{live}_restore_{timestamp()}")
+    try:
+        with restore_role.restorer(step, target, live, role) as restorer:
+            database.run_pg_restore(step, target, chosen, restorer, 1, "--schema-only",
+                                    "--single-transaction")
+            restore_role.hand_over(step, target, restorer)
+    except BaseException:
+        psql(step, target, f"DROP DATABASE IF EXISTS {live} WITH (FORCE);")
+        restore_role.drop(step, target, role)
+        raise
 
 
 def start_and_check(journal: Journal, target: Target, health_timeout: float,

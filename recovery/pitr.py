@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from recovery import backups
+from recovery import backups, server_settings
 from recovery.actions import action, aware_time, option
 from recovery.database import query_answers, start_backend, wait_answering
 from recovery.errors import RecoveryError
@@ -291,6 +291,13 @@ def point_in_time_restore(journal: Journal, target: Target, target_time: dt.date
         _check_covered(when, chosen, covered)
     with journal.step("restore_base", "ベースバックアップ展開") as step:
         _extract(step, target, Path(chosen.path), fresh)
+        # before the recovery settings are appended: those are the harness's too
+        untrusted = server_settings.guard(fresh, data_dir, target)
+        step.note("untrusted_settings", untrusted)
+        if untrusted:
+            step.note("warning", "the base backup set programs, libraries, files or includes in its "
+                                 "configuration; left out, the live server's own apply: "
+                                 + ", ".join(untrusted))
         files = recovery_settings(target.database.major, restore_command(wal), when)
         for name, content in files.items():
             _write_setting(fresh / name, content, append=name == "postgresql.auto.conf", target=target)
@@ -301,7 +308,8 @@ def point_in_time_restore(journal: Journal, target: Target, target_time: dt.date
 
 PITR_PLAN = (
     ("preflight", "WALアーカイブ確認", "base backup ending before the target; archive covers it, no gap"),
-    ("restore_base", "ベースバックアップ展開", "extract the base backup into {fresh}; recovery settings"),
+    ("restore_base", "ベースバックアップ展開", "extract the base backup into {fresh}; its settings that run "
+     "programs, load libraries or name files replaced by the live server's; recovery settings"),
     ("stop", "PostgreSQL停止", "stop backend and PostgreSQL; {data} -> {safety}; {fresh} -> {data}"),
     ("recover", "PostgreSQL起動・リカバリ完了確認", "start; wait for promotion"),
     ("verify", "リカバリ後の確認", "archive_mode off; recovery settings reset"),

@@ -111,6 +111,8 @@ class AppTarget:
     config_env_var: str | None = None  # the variable that names the config file for the app
     workdir: str = "."  # inside the backend checkout: where the app's commands run
     check_command: list[str] = field(default_factory=list)  # the app's config check; {python}
+    # created by the harness in a restore's side database before the dump runs (never by the dump)
+    extensions: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
