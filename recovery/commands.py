@@ -2,6 +2,11 @@
 
 When the harness runs as root, PostgreSQL and the services run as an unprivileged user; `run_as`
 names that user and the command is started with its uid, gid and groups.
+
+A tool (pg_dump, tar, git) inherits the caller's environment, as it would from an operator's shell. A
+service or an app's own command (`inherit_env=False`) gets only what a service manager gives a unit:
+`declared_environment`, never the caller's variables (a test runner's PYTEST_CURRENT_TEST switches
+some apps into a test mode).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import IO
 from recovery.errors import CommandError
 
 log = logging.getLogger(__name__)
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default PATH
+SYSTEM_LANG = "C.UTF-8"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,26 @@ class RunAs:
         return self.uid == os.getuid()
 
 
+def declared_environment(run_as: RunAs | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A unit's environment: PATH, LANG, the account's HOME, USER and LOGNAME, then what the unit
+    declares (`env`, which may replace any of them); nothing of the caller's own environment."""
+    account = run_as or RunAs.current()
+    declared = {"PATH": SYSTEM_PATH, "LANG": SYSTEM_LANG, "HOME": account.home, "USER": account.name,
+                "LOGNAME": account.name}
+    declared.update(env or {})
+    return declared
+
+
+def _environment(run_as: RunAs | None, env: Mapping[str, str] | None, inherit: bool) -> dict[str, str]:
+    if not inherit:
+        return declared_environment(run_as, env)
+    full_env = dict(os.environ)
+    if run_as is not None and not run_as.is_current:
+        full_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
+    full_env.update(env or {})
+    return full_env
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -73,20 +101,18 @@ def run(
     input_text: str | None = None,
     check: bool = True,
     stdin: int | None = None,
+    inherit_env: bool = True,
 ) -> CommandResult:
     """Run argv and wait at most `timeout` seconds; raise CommandError unless it succeeds (when check).
 
-    `stdin` is a file descriptor to read from instead of `input_text` (a pipe fed by the caller).
+    `stdin` is a file descriptor to read from instead of `input_text` (a pipe fed by the caller);
+    `inherit_env=False`: only the declared environment (see declared_environment) and `env`.
     """
     args = [os.fspath(a) for a in argv]
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     kwargs = _identity_kwargs(run_as)
-    full_env = dict(os.environ)
-    if run_as is not None and not run_as.is_current:
-        full_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
-    if env:
-        full_env.update(env)
+    full_env = _environment(run_as, env, inherit_env)
     started = time.monotonic()
     log.debug("run %s", args)
     try:
@@ -188,12 +214,12 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     stdout_path: str | os.PathLike[str] | None = None,
+    inherit_env: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running process (a supervisor); the caller owns it and must stop it."""
+    """Start a long-running process (a supervisor); the caller owns it and must stop it.
+    `inherit_env=False`: only the declared environment and `env` (a service's)."""
     args = [os.fspath(a) for a in argv]
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    full_env = dict(os.environ, **(env or {})) if inherit_env else declared_environment(run_as, env)
     out = open(stdout_path, "ab") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(

@@ -78,10 +78,11 @@ class Step:
         check: bool = True,
         input_text: str | None = None,
         stdin: int | None = None,
+        inherit_env: bool = True,
     ) -> CommandResult:
         try:
             result = run(argv, timeout=timeout, run_as=run_as, env=env, cwd=cwd, check=check,
-                         input_text=input_text, stdin=stdin)
+                         input_text=input_text, stdin=stdin, inherit_env=inherit_env)
         except CommandError as exc:
             self.record.commands.append(
                 self.journal.command_record(exc.argv, exc.returncode, 0.0, exc.stdout, exc.stderr)
