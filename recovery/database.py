@@ -33,6 +33,7 @@ from recovery.errors import CommandError, RecoveryError
 from recovery.integrity import app_tables, connect, fingerprint, label
 from recovery.journal import Journal, Step
 from recovery.postgres import ident, psql
+from recovery.progress import Counter, Progress
 from recovery.target import Target, ensure_dir
 from recovery.waiting import Observation, WaitTimeout, wait_until
 
@@ -345,10 +346,20 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
                 # no --single-transaction, so that -j works: a failure drops the side database
                 parallel = ["-j", str(jobs)] if jobs > 1 else []
                 step.note("jobs", jobs)
+                restored = Counter()
+
+                def entry_done(line: str) -> None:
+                    if RESTORED.match(line):
+                        restored.add()
+
                 try:
-                    step.run([db.tool("pg_restore"), *parallel, "-U", db.superuser, "-d", side,
-                              "--exit-on-error", str(chosen.path)], timeout=3600,
-                             run_as=target.service_account(), env=db.env())
+                    with Progress(f"pg_restore {chosen.path.name}: TOC entries", restored,
+                                  total=chosen.header.toc_entries or None, unit="entries"):
+                        step.run([db.tool("pg_restore"), *parallel, "--verbose", "-U", db.superuser, "-d",
+                                  side, "--exit-on-error", str(chosen.path)], timeout=3600,
+                                 run_as=target.service_account(), env=db.env(),
+                                 stderr_line=entry_done)
+                    step.note("toc_entries_restored", restored.value)
                 except CommandError as exc:
                     raise RestoreError(f"pg_restore into {side} failed: {first_errors(exc)}") from exc
             for grant in GRANTS:
@@ -363,10 +374,15 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
         raise
 
 
+# a TOC entry done, in pg_restore --verbose's words (serial: creating/processing data; -j: finished item)
+RESTORED = re.compile(r"pg_restore: (creating |processing data for |processing item |finished item )")
+
+
 def first_errors(exc: CommandError, keep: int = 3) -> str:
     """The first error lines of a failed pg_restore or psql: with -j, the workers that stop after the
-    first failure add lines of their own, and the first is the cause."""
-    lines = [line.strip() for line in (exc.stderr or exc.stdout).splitlines() if "error" in line.lower()]
+    first failure add lines of their own, and the first is the cause. (--verbose's lines name tables,
+    which may be called error_logs: an error line has "error:".)"""
+    lines = [line.strip() for line in (exc.stderr or exc.stdout).splitlines() if "error:" in line.lower()]
     unique = list(dict.fromkeys(lines))[:keep]
     return "; ".join(unique) if unique else exc.reason
 
