@@ -38,6 +38,7 @@ from recovery.archives import sha256_file
 from recovery.commands import run
 from recovery.database import backup_database
 from recovery.journal import tail
+from reports.model import CheckResult
 
 log = logging.getLogger(__name__)
 
@@ -556,7 +557,7 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
     except Exception as exc:  # run_drill ends in a record; this is the gate's safety net
         return DrilledResult(drill.name, fault.label, "failed", ctx.blocks, [],
                              [f"the drill could not run: {_first(exc)}"])
-    checks = [f"{c.name}: {'ok' if c.passed else 'FAILED'} ({c.detail})" for c in record.checks]
+    checks = [check_line(c) for c in record.checks]
     checks += [f"oracle {o.name}: {'ok' if o.ok else 'FAILED'} ({o.detail})" for o in ctx.oracles]
     if record.canary is not None:
         lost = record.canary.lost_rows
@@ -594,3 +595,9 @@ def _few(names: list[str], limit: int = 3) -> str:
 def _first(exc: Exception) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def check_line(check: CheckResult) -> str:
+    """A drill check as the gate shows it: a check that does not apply is skipped, never FAILED."""
+    state = "skipped" if check.skipped else "ok" if check.passed else "FAILED"
+    return f"{check.name}: {state} ({check.detail})"

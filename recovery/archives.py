@@ -31,6 +31,7 @@ from typing import IO, Any
 from recovery.commands import input_to, output_of
 from recovery.errors import CommandError
 from recovery.manifest import FORMAT, MANIFEST_NAME, ArchiveError, Entry, Manifest  # noqa: F401 (FORMAT: tests')
+from recovery.progress import Progress
 from recovery.staging import DIR_MODE, Staging, StagingError, file_mode  # noqa: F401 (DIR_MODE, file_mode: the restores')
 from recovery.tar_reader import TarReader, Truncated, UnusualHeader
 from recovery.tar_stream import TarfileMembers, below_any, data_sha256, member_data, next_member, read_to_end
@@ -244,23 +245,28 @@ def decompressor() -> str:
 def decompressed(path: Path) -> Iterator[IO[bytes]]:
     """The archive's tar bytes for one sequential read: decompressed by pigz in its own process where
     it is installed (it checks the gzip CRC; a non-zero exit is a corrupt archive), else by Python's
-    gzip."""
+    gzip. How far the archive is read shows as progress (recovery.progress): pigz reads the file
+    through a descriptor shared with this process, whose offset says how far it is."""
     if not path.is_file():
         raise ArchiveError(f"{path}: no such archive")
-    with open(path, "rb") as handle:
+    with open(path, "rb", buffering=0) as handle:  # unbuffered: its offset is what was read
         if handle.read(2) != b"\x1f\x8b":
             raise ArchiveError(f"{path}: not a readable tar.gz (no gzip magic)")
-    pigz = shutil.which("pigz")
-    if pigz is None:
-        with gzip.open(path, "rb") as stream:
-            yield stream
-        return
-    try:
-        with output_of([pigz, "-dc", str(path)], timeout=600) as stream:
-            yield stream
-    except CommandError as exc:
-        detail = (exc.stderr or exc.reason).strip().splitlines()[-1:] or [exc.reason]
-        raise ArchiveError(f"{path}: truncated or corrupt archive (pigz: {detail[0]})") from None
+        fd = handle.fileno()
+        os.lseek(fd, 0, os.SEEK_SET)
+        size = os.fstat(fd).st_size
+        with Progress(f"{path.name} read", lambda: os.lseek(fd, 0, os.SEEK_CUR), total=size):
+            pigz = shutil.which("pigz")
+            if pigz is None:
+                with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+                    yield stream
+                return
+            try:
+                with output_of([pigz, "-dc"], timeout=600, stdin=fd) as stream:
+                    yield stream
+            except CommandError as exc:
+                detail = (exc.stderr or exc.reason).strip().splitlines()[-1:] or [exc.reason]
+                raise ArchiveError(f"{path}: truncated or corrupt archive (pigz: {detail[0]})") from None
 
 
 @contextlib.contextmanager

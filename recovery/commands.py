@@ -2,6 +2,11 @@
 
 When the harness runs as root, PostgreSQL and the services run as an unprivileged user; `run_as`
 names that user and the command is started with its uid, gid and groups.
+
+A tool (pg_dump, tar, git) inherits the caller's environment, as it would from an operator's shell. A
+service or an app's own command (`inherit_env=False`) gets only what a service manager gives a unit:
+`declared_environment`, never the caller's variables (a test runner's PYTEST_CURRENT_TEST switches
+some apps into a test mode).
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ import logging
 import os
 import pwd
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from recovery.errors import CommandError
 
 log = logging.getLogger(__name__)
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default PATH
+SYSTEM_LANG = "C.UTF-8"
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,26 @@ class RunAs:
         return self.uid == os.getuid()
 
 
+def declared_environment(run_as: RunAs | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A unit's environment: PATH, LANG, the account's HOME, USER and LOGNAME, then what the unit
+    declares (`env`, which may replace any of them); nothing of the caller's own environment."""
+    account = run_as or RunAs.current()
+    declared = {"PATH": SYSTEM_PATH, "LANG": SYSTEM_LANG, "HOME": account.home, "USER": account.name,
+                "LOGNAME": account.name}
+    declared.update(env or {})
+    return declared
+
+
+def _environment(run_as: RunAs | None, env: Mapping[str, str] | None, inherit: bool) -> dict[str, str]:
+    if not inherit:
+        return declared_environment(run_as, env)
+    full_env = dict(os.environ)
+    if run_as is not None and not run_as.is_current:
+        full_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
+    full_env.update(env or {})
+    return full_env
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -73,24 +102,37 @@ def run(
     input_text: str | None = None,
     check: bool = True,
     stdin: int | None = None,
+    inherit_env: bool = True,
+    stderr_line: Callable[[str], None] | None = None,
 ) -> CommandResult:
     """Run argv and wait at most `timeout` seconds; raise CommandError unless it succeeds (when check).
 
-    `stdin` is a file descriptor to read from instead of `input_text` (a pipe fed by the caller).
+    `stdin` is a file descriptor to read from instead of `input_text` (a pipe fed by the caller);
+    `inherit_env=False`: only the declared environment (see declared_environment) and `env`;
+    `stderr_line` sees each line of stderr as it comes (a verbose tool's progress).
     """
     args = [os.fspath(a) for a in argv]
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     kwargs = _identity_kwargs(run_as)
-    full_env = dict(os.environ)
-    if run_as is not None and not run_as.is_current:
-        full_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
-    if env:
-        full_env.update(env)
+    full_env = _environment(run_as, env, inherit_env)
     started = time.monotonic()
     log.debug("run %s", args)
+    if stderr_line is not None:
+        proc = _run_watched(args, timeout, stdin, full_env, cwd, stderr_line, kwargs)
+    else:
+        proc = _run_captured(args, timeout, input_text, stdin, full_env, cwd, kwargs)
+    result = CommandResult(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    if check and proc.returncode != 0:
+        raise CommandError(args, proc.returncode, proc.stdout, proc.stderr, f"exit status {proc.returncode}")
+    return result
+
+
+def _run_captured(args: list[str], timeout: float, input_text: str | None, stdin: int | None,
+                  env: dict[str, str], cwd: str | os.PathLike[str] | None,
+                  kwargs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(
+        return subprocess.run(
             args,
             input=input_text,
             stdin=stdin,
@@ -98,10 +140,10 @@ def run(
             text=True,
             errors="replace",
             timeout=timeout,
-            env=full_env,
+            env=env,
             cwd=cwd,
             check=False,
-            **kwargs,
+            **kwargs,  # type: ignore[call-overload]
         )
     except subprocess.TimeoutExpired as exc:
         raise CommandError(
@@ -109,21 +151,60 @@ def run(
         ) from None
     except OSError as exc:
         raise CommandError(args, None, "", str(exc), "could not start") from None
-    result = CommandResult(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-    if check and proc.returncode != 0:
-        raise CommandError(args, proc.returncode, proc.stdout, proc.stderr, f"exit status {proc.returncode}")
-    return result
+
+
+def _run_watched(args: list[str], timeout: float, stdin: int | None, env: dict[str, str],
+                 cwd: str | os.PathLike[str] | None, stderr_line: Callable[[str], None],
+                 kwargs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """subprocess.run's capture, with each stderr line handed to stderr_line as it comes; killed at
+    the timeout."""
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                env=env, cwd=cwd, **kwargs)  # type: ignore[call-overload]
+    except OSError as exc:
+        raise CommandError(args, None, "", str(exc), "could not start") from None
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    err: list[str] = []
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            err.append(line)
+            stderr_line(line.rstrip("\n"))
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    if expired.is_set():
+        raise CommandError(args, None, "".join(out), "".join(err), f"timed out after {timeout:g}s")
+    return subprocess.CompletedProcess(args, proc.returncode, "".join(out), "".join(err))
 
 
 @contextlib.contextmanager
-def output_of(argv: Sequence[str | os.PathLike[str]], *, timeout: float) -> Iterator[IO[bytes]]:
+def output_of(argv: Sequence[str | os.PathLike[str]], *, timeout: float,
+              stdin: int | None = None) -> Iterator[IO[bytes]]:
     """Run argv with its stdout as a binary stream for the caller to read (a decompressor). When the
     caller is done, the rest is drained and the exit status checked (CommandError); when the caller
-    fails, the command is killed. `timeout` bounds the wait for its exit after the caller's read."""
+    fails, the command is killed. `timeout` bounds the wait for its exit after the caller's read.
+    `stdin`: a file descriptor it reads (an open file: its offset shows how far the command is)."""
     args = [os.fspath(a) for a in argv]
     try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
         raise CommandError(args, None, "", str(exc), "could not start") from None
     assert proc.stdout is not None and proc.stderr is not None
@@ -188,12 +269,12 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     stdout_path: str | os.PathLike[str] | None = None,
+    inherit_env: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running process (a supervisor); the caller owns it and must stop it."""
+    """Start a long-running process (a supervisor); the caller owns it and must stop it.
+    `inherit_env=False`: only the declared environment and `env` (a service's)."""
     args = [os.fspath(a) for a in argv]
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    full_env = dict(os.environ, **(env or {})) if inherit_env else declared_environment(run_as, env)
     out = open(stdout_path, "ab") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(

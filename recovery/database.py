@@ -34,6 +34,7 @@ from recovery.errors import CommandError, RecoveryError
 from recovery.integrity import app_tables, connect, fingerprint, label
 from recovery.journal import Journal, Step
 from recovery.postgres import ident, psql
+from recovery.progress import Counter, Progress
 from recovery.target import Target, ensure_dir
 from recovery.waiting import Observation, WaitTimeout, wait_until
 
@@ -379,11 +380,20 @@ def run_pg_restore(step: Step, target: Target, chosen: VerifiedBackup, role: res
             os.chown(listing, account.uid, account.gid)
         uses_list = ["-L", str(listing)]
         step.note("skipped_toc_entries", [entry for entry, _ in chosen.header.extensions])
+    restored = Counter()
+
+    def entry_done(line: str) -> None:
+        if RESTORED.match(line):
+            restored.add()
+
     try:
         # -v: only then does pg_restore say which TOC entry failed (a line per entry besides)
-        step.run([db.tool("pg_restore"), "-v", *parallel, "-U", role.name, "-d", role.database, "--no-owner",
-                  "--exit-on-error", *options, *uses_list, str(chosen.path)], timeout=3600,
-                 run_as=target.service_account(), env=role.env(target))
+        with Progress(f"pg_restore {chosen.path.name}: TOC entries", restored,
+                      total=chosen.header.toc_entries or None, unit="entries"):
+            step.run([db.tool("pg_restore"), "-v", *parallel, "-U", role.name, "-d", role.database,
+                      "--no-owner", "--exit-on-error", *options, *uses_list, str(chosen.path)], timeout=3600,
+                     run_as=target.service_account(), env=role.env(target), stderr_line=entry_done)
+        step.note("toc_entries_restored", restored.value)
     except CommandError as exc:
         raise RestoreError(f"pg_restore into {role.database} as {role.name} failed: {toc_failure(exc)}"
                            f"{REFUSED}") from exc
@@ -424,10 +434,15 @@ def plain_failure(exc: CommandError, path: Path) -> str:
     return f"line {number}: {match[2].strip()} (statement: {backups.plain_statement(path, number)})"
 
 
+# a TOC entry done, in pg_restore --verbose's words (serial: creating/processing data; -j: finished item)
+RESTORED = re.compile(r"pg_restore: (creating |processing data for |processing item |finished item )")
+
+
 def first_errors(exc: CommandError, keep: int = 3) -> str:
     """The first error lines of a failed pg_restore or psql: with -j, the workers that stop after the
-    first failure add lines of their own, and the first is the cause."""
-    lines = [line.strip() for line in (exc.stderr or exc.stdout).splitlines() if "error" in line.lower()]
+    first failure add lines of their own, and the first is the cause. (--verbose's lines name tables,
+    which may be called error_logs: an error line has "error:".)"""
+    lines = [line.strip() for line in (exc.stderr or exc.stdout).splitlines() if "error:" in line.lower()]
     unique = list(dict.fromkeys(lines))[:keep]
     return "; ".join(unique) if unique else exc.reason
 

@@ -461,9 +461,18 @@ POST_CHECKS_PLAN = tuple((name, POST_CHECKS_TITLE, what) for name, what in (
     ("upload", "upload a document; its sha256 comes back"),
     ("download", "the uploaded document reads back the same"),
 ))
+UPLOAD_STEPS = ("upload", "download")
 
 
-@action("post-checks", POST_CHECKS_TITLE, plan=POST_CHECKS_PLAN, cli="post-checks",
+def _plan_post_checks(journal: Journal, target: Target, *args: object, **kwargs: object) -> None:
+    """The checks that will run: no upload steps for an app without an upload endpoint."""
+    upload = bool(target.app.upload_path and target.app.download_path)
+    for name, title, what in POST_CHECKS_PLAN:
+        if upload or name not in UPLOAD_STEPS:
+            journal.plan(name, title, what=what)
+
+
+@action("post-checks", POST_CHECKS_TITLE, plan=_plan_post_checks, cli="post-checks",
         options=(option("--username", default="admin"),
                  option("--password-file", required=True, metavar="FILE", keyword="password",
                         convert=secret_file,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,10 +78,12 @@ class Step:
         check: bool = True,
         input_text: str | None = None,
         stdin: int | None = None,
+        inherit_env: bool = True,
+        stderr_line: Callable[[str], None] | None = None,
     ) -> CommandResult:
         try:
             result = run(argv, timeout=timeout, run_as=run_as, env=env, cwd=cwd, check=check,
-                         input_text=input_text, stdin=stdin)
+                         input_text=input_text, stdin=stdin, inherit_env=inherit_env, stderr_line=stderr_line)
         except CommandError as exc:
             self.record.commands.append(
                 self.journal.command_record(exc.argv, exc.returncode, 0.0, exc.stdout, exc.stderr)

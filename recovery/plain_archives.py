@@ -1,10 +1,13 @@
 """Plain `tar -czf` archives of a folder: the backups people already have, made without our manifest.
 
-Such an archive names its members either relative to the folder itself (`tar -czf x -C uploads .`,
-with or without `./`) or relative to / (`tar -czf x /opt/mks/uploads`, which GNU tar stores as
-`opt/mks/uploads/...`). The layout is told from the members: a member at or below the folder's path
-makes it root-relative, and then every member must be that folder, below it, or one of the
-directories above it (which are not restored).
+Such an archive names its members relative to the folder itself (`tar -czf x -C uploads .`, with or
+without `./`), to its parent (`tar -czf x -C /opt/mks uploads`: `uploads/...`), to a folder further up,
+or to / (`tar -czf x /opt/mks/uploads`, which GNU tar stores as `opt/mks/uploads/...`). The layout is
+told from the members: a first member `./` makes it folder-relative; a member at or below a tail of
+the folder's path (`opt/mks/uploads`, `mks/uploads`, `uploads`; the longest that fits) fixes that
+tail as the archive's root, and then every member must be that folder, below it, or one of the
+directories above it (which are not restored): anything else is refused, never written one folder
+too deep.
 
 There is no manifest to check the contents against, so the check is what the archive itself carries:
 every member's name, type and link target is checked, and the whole gzip stream is read so that its
@@ -36,17 +39,25 @@ class _Layout:
     prefixes: tuple[str, ...]  # the folder's path relative to /, e.g. "opt/mks/uploads"
     prefix: str | None = None  # None: not decided yet; "": relative to the folder
 
+    def __post_init__(self) -> None:
+        # every tail of the folder's paths, longest first: "opt/mks/uploads", "mks/uploads", "uploads"
+        split = [prefix.split("/") for prefix in self.prefixes]
+        tails = {"/".join(parts[n:]) for parts in split for n in range(len(parts))}
+        self.prefixes = tuple(sorted(tails - {""}, key=lambda t: (-t.count("/"), t)))
+
     def place(self, member: tarfile.TarInfo) -> str | None:
         """The member's path inside the folder; None for the folder itself and the ones above it."""
         if member.name.startswith("/"):
             raise ArchiveError(f"{self.path}: member with an absolute path: {member.name}")
         name = _strip_dot(member.name)
         if name == "":
-            return None  # "./": the folder itself
+            if self.prefix is None:
+                self.prefix = ""  # "./" (tar -C folder .): relative to the folder itself
+            return None
         relative = safe_relative(name).as_posix()
         if self.prefix is None:
             for prefix in self.prefixes:
-                if relative == prefix or relative.startswith(prefix + "/"):
+                if (relative == prefix and member.isdir()) or relative.startswith(prefix + "/"):
                     self.prefix = prefix
                     break
                 if member.isdir() and prefix.startswith(relative + "/"):

@@ -444,7 +444,7 @@ def check_service_config(journal: Journal, target: Target) -> None:
             env.update({k: str(v) for k, v in values.items()})
         if app.check_command:
             result = step.run([part.format(python=python) for part in app.check_command], timeout=60,
-                              run_as=target.service_account(), env=env, cwd=workdir)
+                              run_as=target.service_account(), env=env, cwd=workdir, inherit_env=False)
             step.note("check_config", result.stdout.strip())
         else:
             step.note("check_config", "the app has no config check command (app.check_command)")

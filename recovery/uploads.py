@@ -161,7 +161,8 @@ RESTORE_PLAN = (
     ("stage", "リストア実行", "the staging folder select wrote (GNU tar as the service account, fed the "
      "bytes checked and hashed here; without GNU tar or for a plain archive, written here)"),
     ("swap", "アップロードディレクトリ入れ替え", "rename the live folder aside, staging into place"),
-    ("check", "ファイル確認", "file count and bytes against the manifest (the old folder back if not)"),
+    ("check", "ファイル確認", "every file (count, bytes), folder and link of the archive's listing at its "
+     "place in the restored folder (the old folder back if not)"),
     ("safety-copy", "現在のアップロードディレクトリバックアップ",
      "the renamed old folder kept as .uploads.old-<ts> until safety-copies-remove (with "
      "--safety-archive: uploads_pre_restore_<ts>.tar.gz of it, then removed)"),
@@ -270,14 +271,22 @@ def swap_back(live: Path, old: Path, aside: Path) -> None:
 
 
 def _missing_or_different(directory: Path, manifest: Manifest) -> list[str]:
+    """What of the archive's listing is not at its place in the restored folder: a file missing or of
+    another size, a folder or a link missing or of another kind (or target)."""
     problems = []
     base = os.fspath(directory)
-    for entry in manifest.files:
+    for entry in manifest.entries:
         try:
             info = os.lstat(f"{base}/{entry.path}")
         except FileNotFoundError:
             problems.append(f"{entry.path}: missing")
             continue
-        if not stat.S_ISREG(info.st_mode) or info.st_size != entry.size:
+        if entry.type == "dir":
+            if not stat.S_ISDIR(info.st_mode):
+                problems.append(f"{entry.path}: not a folder")
+        elif entry.type == "symlink":
+            if not stat.S_ISLNK(info.st_mode) or os.readlink(f"{base}/{entry.path}") != entry.target:
+                problems.append(f"{entry.path}: not the link to {entry.target}")
+        elif not stat.S_ISREG(info.st_mode) or info.st_size != entry.size:
             problems.append(f"{entry.path}: {info.st_size} bytes, expected {entry.size}")
     return problems

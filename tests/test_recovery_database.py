@@ -61,6 +61,7 @@ def test_checks_backup_and_restore_bring_back_the_backed_up_data(stack):
     journal = restore_database(target, level="RTO-24", safety_dump=True)
     assert journal.status == "succeeded", journal.to_json()
     assert Path(step_detail(journal, "select_backup", "backup")) == dump
+    assert step_detail(journal, "pg_restore", "toc_entries_restored") > 0, "pg_restore's progress was seen"
     assert compare(backed_up, fingerprint(target)) == []
     ts = step_detail(journal, "swap", "previous_database").removeprefix("mks_db_pre_")
     assert f"mks_db_pre_{ts}" in databases(stack)

@@ -65,8 +65,14 @@ LAYOUTS = {
     "relative to /": lambda src: ("-C", "/", str(src).lstrip("/")),
     "relative to /, with ./": lambda src: ("-C", "/", "./" + str(src).lstrip("/")),
     "absolute path given (tar strips the /)": lambda src: (str(src),),
+    "relative to the folder's parent": lambda src: ("-C", str(src.parent), src.name),
+    "relative to the folder's parent, with ./": lambda src: ("-C", str(src.parent), "./" + src.name),
+    "relative to a folder further up": lambda src: ("-C", str(src.parent.parent),
+                                                    f"{src.parent.name}/{src.name}"),
 }
-ROOT_RELATIVE = {"relative to /", "relative to /, with ./", "absolute path given (tar strips the /)"}
+ROOT_RELATIVE = {"relative to /", "relative to /, with ./", "absolute path given (tar strips the /)",
+                 "relative to the folder's parent", "relative to the folder's parent, with ./",
+                 "relative to a folder further up"}
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -139,6 +145,9 @@ BAD = {
     "member twice": (lambda p, _: handmade(p, [_member("f"), _member("./f")]), "appears twice"),
     "outside the folder in a root-relative archive": (
         lambda p, up: handmade(p, [_member(str(up).lstrip("/") + "/ok"), _member("etc/cron.d/evil")]),
+        "lies outside the folder"),
+    "outside the folder in a parent-relative archive": (
+        lambda p, up: handmade(p, [_member(f"{up.name}/ok"), _member("cron.d/evil")]),
         "lies outside the folder"),
     "truncated": (lambda p, up: _made_by_tar_then(p, up, lambda b: b[: len(b) * 2 // 3]),
                   "truncated or corrupt"),
@@ -219,3 +228,28 @@ def test_the_plain_backups_drill_fails_when_the_uploads_are_not_restored(stack, 
     assert record.verdict == "failed"
     assert "data differs from the baseline" in record.failure_reason
     assert "missing files" in record.failure_reason
+
+
+def test_a_restore_that_does_not_put_the_archive_s_listing_in_place_fails_and_puts_the_old_folder_back(
+        tmp_path, monkeypatch):
+    """成功 only when every file, folder and link of the archive is at its place after the swap."""
+    from recovery import uploads as uploads_module
+
+    target, uploads, backup_dir = live_folder(tmp_path / "root")
+    source = tmp_path / "src"
+    source.mkdir()
+    fill(source)
+    (source / "empty-folder").mkdir()
+    tar(backup_dir / NAME, "-C", str(source), ".")
+    before = listing(uploads)
+    swap_in = uploads_module.swap_in
+
+    def swap_losing_a_folder(staging: Path, live: Path, old: Path) -> None:
+        (staging / "empty-folder").rmdir()  # as a wrong place would: the listing is not where it belongs
+        swap_in(staging, live, old)
+
+    monkeypatch.setattr(uploads_module, "swap_in", swap_losing_a_folder)
+    with pytest.raises(ActionFailed, match="empty-folder: missing") as failure:
+        restore_uploads(target)
+    assert failure.value.journal.failed_step().name == "check"
+    assert listing(uploads) == before
