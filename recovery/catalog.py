@@ -8,7 +8,9 @@
   its policies, grants, extensions and their versions. Only what the restored copy lost or weakened is
   a failure; what it has more (the live database was damaged by the fault) is not;
 - collation versions: the one each collation and the database recorded against the system's;
-- `pg_amcheck --heapallindexed` on the whole database, within a size budget.
+
+Every function here takes a connection; recovery.restore_checks runs them (and pg_amcheck) on a restored
+copy, recovery.integrity's fingerprint carries the catalog, sequences and collations of a database.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from recovery.errors import CommandError, RecoveryError
-from recovery.integrity import app_tables, connect, label
-from recovery.journal import Step
-from recovery.target import Target
+from recovery.errors import RecoveryError
 
 Catalog = dict[str, dict[str, Any]]
+
+
+def label(name: str) -> str:
+    """A name in messages: without the schema when it is public (as recovery.integrity names tables)."""
+    return name.removeprefix("public.")
 
 _USER_SCHEMA = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'"
                 " AND n.nspname NOT LIKE 'pg_temp%'")
@@ -113,11 +117,6 @@ def snapshot(conn: psycopg.Connection) -> Catalog:
     return {kind: {str(k): v for k, v in conn.execute(query).fetchall()} for kind, query in _QUERIES.items()}
 
 
-def snapshot_of(target: Target, dbname: str) -> Catalog:
-    with connect(target, dbname) as conn:
-        return snapshot(conn)
-
-
 def save(catalog: Catalog, path: Path) -> Path:
     text = json.dumps(catalog, indent=1, sort_keys=True, ensure_ascii=False)
     path.write_text(text + "\n", encoding="utf-8")
@@ -199,56 +198,3 @@ def collation_problems(conn: psycopg.Connection) -> list[str]:
         " WHERE datname = current_database() AND datcollversion IS NOT NULL ORDER BY 1").fetchall()
     return [f"collation {name}: version {recorded} recorded, the system has {actual} (REINDEX what uses "
             "it, then ALTER ... REFRESH VERSION)" for name, recorded, actual in rows if recorded != actual]
-
-
-def heap_check(step: Step, target: Target, dbname: str) -> list[str]:
-    """pg_amcheck --heapallindexed (heap and every btree index, every tuple found in its indexes) when
-    the database is within target.database.heapcheck_max_bytes; the amcheck extension is installed by
-    pg_amcheck itself when the dump did not bring it."""
-    db = target.database
-    with connect(target, dbname) as conn:
-        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
-    step.note("heapcheck_bytes", size)
-    if size > db.heapcheck_max_bytes:
-        step.note("heapcheck", f"skipped: {size} bytes, above the budget of {db.heapcheck_max_bytes} "
-                               "(database.heapcheck_max_bytes)")
-        return []
-    try:
-        step.run([db.tool("pg_amcheck"), "-U", db.superuser, "-d", dbname, "--heapallindexed",
-                  "--install-missing", "--no-strict-names"], timeout=3600, run_as=target.service_account(),
-                 env=db.env())
-    except CommandError as exc:
-        lines = [line.strip() for line in (exc.stdout + "\n" + exc.stderr).splitlines() if line.strip()]
-        return [f"pg_amcheck: {line}" for line in lines[:5]] or [f"pg_amcheck: {exc.reason}"]
-    step.note("heapcheck", "pg_amcheck --heapallindexed: no corruption")
-    return []
-
-
-def reference_for(target: Target) -> tuple[Catalog | None, str]:
-    """The catalog to compare a restored copy with: the file the target names, else the live database's
-    (read before the swap); None when there is neither (the live database is gone), and why."""
-    if target.database.catalog_reference:
-        path = Path(target.database.catalog_reference)
-        return load(path), str(path)
-    try:
-        return snapshot_of(target, target.database.name), f"the live database {target.database.name}"
-    except psycopg.Error as exc:
-        why = str(exc).strip()[:120]
-        return None, f"none: the live database {target.database.name} cannot be read ({why})"
-
-
-def verify(step: Step, target: Target, dbname: str, dump_foreign_keys: tuple[str, ...]) -> list[str]:
-    """Every check of this module on the restored database `dbname`, as named failures."""
-    try:
-        with connect(target, dbname) as conn:
-            problems = missing_foreign_keys(conn, dump_foreign_keys)
-            problems += sequence_problems(conn, app_tables(target))
-            problems += collation_problems(conn)
-            restored = snapshot(conn)
-        reference, source = reference_for(target)
-    except (psycopg.Error, RecoveryError) as exc:
-        return [f"catalog checks could not run: {str(exc).strip()[:300]}"]
-    step.note("catalog_reference", source)
-    if reference is not None:
-        problems += compare_catalogs(reference, restored)
-    return problems + heap_check(step, target, dbname)

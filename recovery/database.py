@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from recovery import backups, catalog, health, safety_copies
+from recovery import backups, health, restore_checks, safety_copies
 from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action, option
 from recovery.archives import CHUNK, sha256_file
 from recovery.backups import BackupError, VerifiedBackup
@@ -426,7 +426,7 @@ def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: S
         problems.append(f"{label(app_tables(target)[0])}: no rows restored (the app's first table always has "
                         "some)")
     # foreign keys per schema of the dump, sequences, the catalog against the live one, pg_amcheck
-    problems += catalog.verify(step, target, dbname, chosen.header.schema_foreign_keys)
+    problems += restore_checks.verify(step, target, dbname, chosen.header.schema_foreign_keys)
     if found.orphans:
         problems.append(f"{found.orphans} orphan {found.relation[0]}")
     return problems

@@ -10,7 +10,7 @@ import pytest
 
 from fixtures.apps.seeding import seed_stack
 from fixtures.stack.local import LocalStack
-from recovery import catalog
+from recovery import catalog, restore_checks
 from recovery.commands import run
 from recovery.database import backup_database, restore_database, wait_answering
 from recovery.integrity import compare, connect, fingerprint
@@ -80,13 +80,13 @@ def test_a_restore_is_refused_when_its_sequence_is_behind_or_it_lost_row_level_s
         try:
             with pytest.raises(ActionFailed) as caught:
                 restore_database(target, backup=old)
+            assert compare(live, fingerprint(target)) == []  # the live database as it was
         finally:
             conn.execute("ALTER TABLE projects DISABLE ROW LEVEL SECURITY")
     message = str(caught.value)
     assert "sequence documents_id_seq gives 2 next, at or below max(documents.id)" in message, message
     assert "row-level security off on projects after restore" in message, message
     assert caught.value.journal.failed_step().name == "verify_side"
-    assert compare(live, fingerprint(target)) == []
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_pg_amcheck_finds_a_damaged_index_page(stack, scratch):
     target = stack.target()
     journal = Journal("heap_check", "pg_amcheck", target.name)
     with journal.step("good", "pg_amcheck") as step:
-        assert catalog.heap_check(step, target, scratch) == []
+        assert restore_checks.heap_check(step, target, scratch) == []
     with stack.pg.connect(scratch) as conn:
         relative = conn.execute("SELECT pg_relation_filepath('documents_pkey')").fetchone()[0]
         conn.execute("CHECKPOINT")
@@ -185,6 +185,23 @@ def test_pg_amcheck_finds_a_damaged_index_page(stack, scratch):
     services.start(target.services.database)
     wait_answering(target, 30)
     with journal.step("damaged", "pg_amcheck") as step:
-        problems = catalog.heap_check(step, target, scratch)
+        problems = restore_checks.heap_check(step, target, scratch)
     assert problems and all(p.startswith("pg_amcheck: ") for p in problems), problems
     assert any("documents_pkey" in p for p in problems), problems
+
+
+def test_the_fingerprint_carries_the_catalog_so_drills_compare_it_with_the_baseline(stack):
+    target = stack.target()
+    baseline = fingerprint(target)
+    assert baseline.problems() == [] and baseline.catalog
+    with stack.pg.connect("mks_db") as conn:
+        conn.execute("ALTER TABLE documents DISABLE ROW LEVEL SECURITY")
+        conn.execute("SELECT setval('projects_id_seq', 1)")
+        try:
+            after = fingerprint(target)
+        finally:
+            conn.execute("ALTER TABLE documents ENABLE ROW LEVEL SECURITY")
+            conn.execute("SELECT setval('projects_id_seq', (SELECT max(id) FROM projects))")
+    assert compare(baseline, after) == ["row-level security off on documents after restore"]
+    assert [p.split(",")[0] for p in after.problems()] == ["sequence projects_id_seq gives 2 next"]
+    assert compare(baseline, fingerprint(target)) == [] and fingerprint(target).problems() == []
