@@ -11,10 +11,13 @@ import pytest
 from fixtures.apps.seeding import seed_stack
 from fixtures.stack.local import LocalStack
 from recovery import catalog, restore_checks
+from recovery.__main__ import main as recovery_main
 from recovery.commands import run
 from recovery.database import backup_database, restore_database, wait_answering
 from recovery.integrity import compare, connect, fingerprint
 from recovery.journal import ActionFailed, Journal
+from reports import signing
+from reports.__main__ import main as reports_main
 
 pytestmark = pytest.mark.stack
 
@@ -68,6 +71,20 @@ def test_a_good_restore_passes_every_check_with_a_schema_the_profile_does_not_li
     with connect(target) as conn:
         assert "audit.access_logs_user_id_fkey" in catalog.foreign_keys(conn, ["audit"])
 
+
+def test_db_restore_on_the_command_line_stamps_the_backup_it_proved(stack, dump, tmp_path, capsys):
+    target_file = tmp_path / "target.yml"
+    target_file.write_text(stack.target().to_yaml())
+    private, public = signing.keygen(tmp_path / "keys" / "run.key")
+    stamp = dump.with_name(dump.name + ".verified.json")
+    stamp.unlink(missing_ok=True)
+    assert recovery_main(["--target", str(target_file), "--stamp-key", str(private), "db-restore",
+                          "--backup", str(dump)]) == 0
+    assert f"verified_stamp: {stamp}" in capsys.readouterr().out
+    assert reports_main(["verify-backup", str(dump), "--public-key", str(public)]) == 0
+    assert "verify_side" in capsys.readouterr().out
+    assert recovery_main(["--target", str(target_file), "--stamp-key", str(tmp_path / "none.key"),
+                          "db-restore"]) == 2  # an unreadable key: refused before anything is touched
 
 def test_a_restore_is_refused_when_its_sequence_is_behind_or_it_lost_row_level_security(stack):
     target = stack.target()
