@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from recovery import (
@@ -24,6 +25,7 @@ from recovery import (
     pitr,
     safety_copies,
     services,
+    stamps,
     uploads,
     webserver,
 )
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, metavar="FILE", help="the target file (YAML)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
     parser.add_argument("--json", action="store_true", help="print the journal as JSON")
+    parser.add_argument("--stamp-key", metavar="FILE", default=None,
+                        help="Ed25519 private key (PEM) that signs the <backup>.verified.json a succeeded "
+                             "db-restore or uploads-restore writes (default: a key made for that stamp)")
     commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action in ACTIONS:
         sub = commands.add_parser(action.cli, help=action.help, description=action.help)
@@ -105,6 +110,18 @@ def run_action(action: Action, target: Target, args: argparse.Namespace) -> tupl
     return journal, EXIT_FAILED if journal.status == "failed" else EXIT_OK, ""
 
 
+def _stamp(journal: Journal, key: Any) -> str:
+    """The proven backup's stamp, as a note of the journal; a stamp that cannot be written is said so
+    (the restore itself is done)."""
+    try:
+        path = stamps.stamp_journal(journal, key=key)
+    except (RecoveryError, OSError) as exc:
+        return f"warning: the backup was restored but not stamped: {exc}"
+    if path is not None and journal.steps:
+        journal.steps[-1].details["verified_stamp"] = str(path)
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -118,7 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mks-recovery: target error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     action = next(a for a in ACTIONS if a.cli == args.action)
+    try:
+        key = stamps.load_key(Path(args.stamp_key)) if args.stamp_key else None
+    except RecoveryError as exc:
+        print(f"mks-recovery: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     journal, status, message = run_action(action, target, args)
+    if journal is not None and status == EXIT_OK and not args.dry_run:
+        message = _stamp(journal, key) or message
     if journal is not None:
         if args.json:
             print(journal.to_json())

@@ -86,6 +86,9 @@ class DumpHeader:
     foreign_keys: tuple[str, ...] = ()  # FK CONSTRAINT names
     extensions: tuple[tuple[str, str], ...] = ()  # (TOC entry line, extension name) of EXTENSION entries
     listing: str = field(default="", compare=False, repr=False)  # the whole `pg_restore --list` text
+    # the same, schema-qualified ("audit.access_logs_user_id_fkey"): the restored copy's are compared
+    # per schema of the dump, whatever schemas the profile's tables are in
+    schema_foreign_keys: tuple[str, ...] = ()
 
 
 _HEADER_FIELD = re.compile(r"^;\s+([A-Za-z ]+):\s*(.*)$")
@@ -96,7 +99,7 @@ def parse_list(text: str) -> DumpHeader:
     fields: dict[str, str] = {}
     created: dt.datetime | None = None
     tables: list[str] = []
-    fks: list[str] = []
+    fks: list[tuple[str, str]] = []
     extensions: list[tuple[str, str]] = []
     for line in text.splitlines():
         if line.startswith("; Archive created at "):
@@ -114,7 +117,7 @@ def parse_list(text: str) -> DumpHeader:
         if len(parts) >= 6 and parts[2:4] == ["TABLE", "DATA"]:
             tables.append(parts[5])
         elif len(parts) >= 7 and parts[2:4] == ["FK", "CONSTRAINT"]:
-            fks.append(parts[6])
+            fks.append((parts[4], parts[6]))
         elif len(parts) >= 5 and parts[2] == "EXTENSION":
             extensions.append((line.strip(), parts[4]))
     if "dbname" not in fields:
@@ -130,7 +133,8 @@ def parse_list(text: str) -> DumpHeader:
         server_version=fields.get("Dumped from database version", "?"),
         toc_entries=entries,
         tables=tuple(tables),
-        foreign_keys=tuple(sorted(fks)),
+        foreign_keys=tuple(sorted(name for _, name in fks)),
+        schema_foreign_keys=tuple(sorted(f"{schema}.{name}" for schema, name in fks)),
         extensions=tuple(extensions),
         listing=text,
     )
@@ -310,6 +314,7 @@ CLUSTER_HEAD = b"-- PostgreSQL database cluster dump"
 PLAIN_META = (b"\\restrict ", b"\\unrestrict ")
 _COPY = re.compile(rb"^COPY (\S+) \(.*\) FROM stdin;$")
 _FK = re.compile(rb"^\s+ADD CONSTRAINT (\S+) FOREIGN KEY ")
+_ALTER = re.compile(rb"^ALTER TABLE (?:ONLY )?(\S+)$")
 _STARTED = re.compile(rb"^-- Started on (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s*(\S*)")
 _VERSION = re.compile(rb"^-- Dumped from database version (.+)$")
 
@@ -322,6 +327,8 @@ class _PlainScan:
     declared: tuple[str, ...] = ()  # the extensions the harness creates
     rows: dict[str, int] = field(default_factory=dict)
     foreign_keys: list[str] = field(default_factory=list)
+    schema_foreign_keys: list[str] = field(default_factory=list)
+    altered: str = "public"  # the schema of the last ALTER TABLE line (an FK's line follows it)
     created: dt.datetime | None = None
     version: str = "?"
     head: bool = False
@@ -350,11 +357,16 @@ class _PlainScan:
             self.copying = table.removeprefix("public.")
             self.rows.setdefault(self.copying, 0)
         elif (fk := _FK.match(line)) is not None:
-            self.foreign_keys.append(fk[1].decode(errors="replace").replace('"', ""))
+            name = fk[1].decode(errors="replace").replace('"', "")
+            self.foreign_keys.append(name)
+            self.schema_foreign_keys.append(f"{self.altered}.{name}")
         elif (extension := restore_role.extension_line(line)) is not None and extension not in self.declared:
             raise BackupError(f"{self.path}: line {self.number} creates extension {extension}, which the "
                               f"target does not declare (app.extensions: {', '.join(self.declared)}): a "
                               "restore creates only those, never the dump")
+        elif (altered := _ALTER.match(line)) is not None:
+            table = altered[1].decode(errors="replace")
+            self.altered = table.split(".", 1)[0].replace('"', "") if "." in table else "public"
         elif not self.head and line.strip():
             raise BackupError(f"{self.path}: SQL before any '-- PostgreSQL database dump' header "
                               f"(line {self.number}): not a pg_dump plain-format dump")
@@ -420,7 +432,8 @@ def _verify_plain(path: Path, target: Target, *, max_age: dt.timedelta | None,
                           f"a dump of another database?")
     checked = _check_sidecar(path, digest.hexdigest())
     header = DumpHeader(dbname="", created_at=scan.created, format="PLAIN", server_version=scan.version,
-                        toc_entries=0, tables=tuple(scan.rows), foreign_keys=tuple(sorted(scan.foreign_keys)))
+                        toc_entries=0, tables=tuple(scan.rows), foreign_keys=tuple(sorted(scan.foreign_keys)),
+                        schema_foreign_keys=tuple(sorted(scan.schema_foreign_keys)))
     counts = {t: scan.rows[t] for t in present}
     return _dated(VerifiedBackup(path, header, _created(path, header), digest.hexdigest(), checked, counts),
                   max_age, now)

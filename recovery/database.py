@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from recovery import backups, health, restore_role, safety_copies
+from recovery import backups, health, restore_checks, restore_role, safety_copies
 from recovery.actions import BACKUP_OPTION, LEVEL_OPTION, action, option
 from recovery.archives import CHUNK, sha256_file
 from recovery.backups import BackupError, VerifiedBackup
@@ -321,7 +321,8 @@ RESTORE_PLAN = (
     ("pg_restore", "リストア実行", "a restore role (no superuser) owning CREATE DATABASE {side}, the "
      "declared extensions; pg_restore -j --no-owner (or psql for plain SQL) into it as that role; "
      "everything to the app's owner, the role dropped; GRANT lines"),
-    ("verify_side", "リストア確認", "row counts as in the dump, its foreign keys, amcheck"),
+    ("verify_side", "リストア確認", "row counts as in the dump, its foreign keys (per schema), sequences, "
+     "the catalog against the live one, collation versions, amcheck, pg_amcheck --heapallindexed"),
     ("stop_backend", "データベース停止 (バックエンド停止)", "stop the backend"),
     ("swap", "データベース入れ替え",
      "terminate connections; {live} -> {old} (the safety copy); {side} -> {live}"),
@@ -506,7 +507,7 @@ def filtered(source: Any, declared: tuple[str, ...]) -> Iterator[bytes]:
 
 
 def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: Step) -> list[str]:
-    """Counts as the dump had them, its foreign keys present, amcheck clean."""
+    """Counts as the dump had them, its foreign keys present, amcheck clean, and recovery.catalog's checks."""
     found = fingerprint(target, dbname, check_files=False, checksums=False)
     step.note("row_counts", dict(found.row_counts))
     step.note("foreign_keys", list(found.foreign_keys))
@@ -519,8 +520,8 @@ def verify_restored(target: Target, dbname: str, chosen: VerifiedBackup, step: S
     elif counts.get(label(app_tables(target)[0]), 0) == 0:  # a dump made elsewhere, without our manifest
         problems.append(f"{label(app_tables(target)[0])}: no rows restored (the app's first table always has "
                         "some)")
-    missing = sorted(set(chosen.header.foreign_keys) - set(found.foreign_keys))
-    problems += [f"foreign key missing after restore: {name}" for name in missing]
+    # foreign keys per schema of the dump, sequences, the catalog against the live one, pg_amcheck
+    problems += restore_checks.verify(step, target, dbname, chosen.header.schema_foreign_keys)
     if found.orphans:
         problems.append(f"{found.orphans} orphan {found.relation[0]}")
     return problems

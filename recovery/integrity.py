@@ -1,7 +1,8 @@
 """復旧後の確認: the data's fingerprint, its comparison, and the functional and performance checks.
 
 A fingerprint is computed in SQL (counts, constraints, children per parent of the app's relation, row
-checksums, amcheck) plus a pass over the app's file store (the files its rows name, or a data directory).
+checksums, amcheck, recovery.catalog's catalog, sequences and collation versions) plus a pass over the
+app's file store (the files its rows name, or a data directory).
 Two fingerprints are equal exactly when nothing the runbook's 3. データ整合性確認 looks at has changed.
 """
 
@@ -25,7 +26,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from recovery import health
+from recovery import catalog, health
 from recovery.actions import action, option, secret_file
 from recovery.archives import sha256_file
 from recovery.errors import RecoveryError
@@ -60,6 +61,9 @@ class Fingerprint:
     indexes_checked: tuple[str, ...]
     index_errors: tuple[str, ...]
     relation: tuple[str, str] = ("child", "parent")  # how the relation's tables are named in messages
+    catalog: str = ""  # recovery.catalog's snapshot, as JSON ("" in records made before it was taken)
+    sequence_problems: tuple[str, ...] = ()  # owned sequences at or below their column's max
+    collation_problems: tuple[str, ...] = ()  # recorded collation versions that are not the system's
 
     def count(self, table: str) -> int:
         return dict(self.row_counts)[label(table)]
@@ -73,7 +77,7 @@ class Fingerprint:
         out += [f"file missing: {name}" for name in self.missing_files]
         out += [f"file differs: {entry}" for entry in self.mismatched_files]
         out += [f"amcheck: {entry}" for entry in self.index_errors]
-        return out
+        return out + list(self.sequence_problems) + list(self.collation_problems)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +119,8 @@ def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool 
             "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t::text)), '') FROM {} t").format(
             _table(t))).fetchone()[0])) for t in tables) if checksums else ()  # type: ignore[index]
         indexes, index_errors = _amcheck(conn, tables)
+        facts = (json.dumps(catalog.snapshot(conn), sort_keys=True),
+                 tuple(catalog.sequence_problems(conn, tables)), tuple(catalog.collation_problems(conn)))
         rows = conn.execute(app.files.rows).fetchall() \
             if check_files and app.files.kind == "uploads" and app.files.rows else []
     if check_files and app.files.kind == "data_dir":
@@ -125,7 +131,7 @@ def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool 
     missing, mismatched = _check_files(Path(target.paths.uploads_dir), rows)
     names = (label(app.relation.child), label(app.relation.parent)) if app.relation else ("child", "parent")
     return Fingerprint(name, counts, fks, orphans, per_parent, sums, len(rows), missing, mismatched,
-                       indexes, index_errors, names)
+                       indexes, index_errors, names, *facts)
 
 
 def label(table: str) -> str:
@@ -255,6 +261,8 @@ def compare(before: Fingerprint, after: Fingerprint) -> list[str]:
         new = sorted(set(a_list) - set(b_list))
         if new:
             diffs.append(f"{label} now: {', '.join(new[:10])}" + (" ..." if len(new) > 10 else ""))
+    if before.catalog and after.catalog:  # what the catalog lost or weakened: a constraint, RLS, a grant...
+        diffs += catalog.compare_catalogs(json.loads(before.catalog), json.loads(after.catalog))
     if set(before.indexes_checked) != set(after.indexes_checked):
         diffs.append(f"indexes differ: {sorted(before.indexes_checked)} -> {sorted(after.indexes_checked)}")
     return diffs

@@ -4,6 +4,8 @@ records into REC reports.
 python -m reports verify DIR... [--public-key FILE]  # a run folder, a MANIFEST.sha256, a reports folder
 python -m reports keygen FILE                        # FILE (private, 0600) and FILE.pub
 python -m reports render RECORD.json... [--reports DIR] [--lang en] [--runbook FILE]
+python -m reports verify-backup FILE... [--public-key FILE]  # a backup's .verified.json stamp
+python -m reports backup-metrics DIR [--history FILE]      # Prometheus text per backup set
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports import manifest, signing
+from reports import backup_stamps, manifest, signing
 from reports.i18n import LANGS
 from reports.numbering import ReportError
 from reports.session import RECORDS_DIR, RunOptions, finish_run, new_run_id, render_one
@@ -38,6 +40,17 @@ def verify(locations: list[Path], public_key: Path | None = None) -> int:
                 lines[-1] = "  FAILED"
             print("\n".join(lines))
             failed |= not result.ok or bad
+    return 1 if failed else 0
+
+
+def verify_backup(files: list[Path], public_key: Path | None = None) -> int:
+    """Exit 0 when every file's stamp is present, whole, signed (by the pinned key) and its own."""
+    pinned = signing.load_public(public_key) if public_key else None
+    failed = False
+    for path in files:
+        result = backup_stamps.check(path, pinned)
+        print(f"{result.state.upper():>8}  {result.detail}", file=sys.stdout if result.ok else sys.stderr)
+        failed |= not result.ok
     return 1 if failed else 0
 
 
@@ -100,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--public-key", type=Path, default=None, help="pin the signer's public key (PEM)")
     make_key = sub.add_parser("keygen", help="make an Ed25519 signing key: FILE (0600) and FILE.pub")
     make_key.add_argument("file", type=Path)
+    stamp = sub.add_parser("verify-backup", help="check a backup's verified stamp (<backup>.verified.json)")
+    stamp.add_argument("files", nargs="+", type=Path, help="backups or their .verified.json stamps")
+    stamp.add_argument("--public-key", type=Path, default=None, help="pin the signer's public key (PEM)")
+    metrics = sub.add_parser("backup-metrics", help="Prometheus text per backup set of a backup folder")
+    metrics.add_argument("folder", type=Path)
+    metrics.add_argument("--history", type=Path, default=None, help="the drill history (history.sqlite)")
+    metrics.add_argument("--public-key", type=Path, default=None, help="count only stamps of this key")
     make = sub.add_parser("render", help="render drill records (JSON) into REC reports")
     make.add_argument("records", nargs="+", type=Path)
     make.add_argument("--reports", type=Path, default=None, help="reports folder (default: beside records/)")
@@ -111,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return verify(args.locations, args.public_key)
+        if args.command == "verify-backup":
+            return verify_backup(args.files, args.public_key)
+        if args.command == "backup-metrics":
+            pinned = signing.load_public(args.public_key) if args.public_key else None
+            sys.stdout.write(backup_stamps.metrics_text(args.folder, args.history, pinned=pinned))
+            return 0
         if args.command == "keygen":
             return keygen(args.file)
         return render(args.records, args.reports, args.lang, args.runbook, args.index, args.signing_key)

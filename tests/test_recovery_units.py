@@ -11,6 +11,7 @@ import pytest
 
 from recovery.backups import (
     BackupError,
+    _PlainScan,
     candidates,
     choose,
     max_age_for,
@@ -71,6 +72,21 @@ def test_the_dump_header_gives_database_time_tables_and_foreign_keys():
     with pytest.raises(BackupError, match="no dbname"):
         parse_list("CREATE TABLE users (id int);\n")
 
+
+
+def test_the_dump_header_and_a_plain_dump_name_each_foreign_key_with_its_schema():
+    """A restore compares foreign keys per schema of the dump, not only in the profile's tables' schemas."""
+    audit = "3215; 2606 16430 FK CONSTRAINT audit access_logs access_logs_user_id_fkey mks_user\n"
+    header = parse_list(LISTING + audit)
+    assert header.schema_foreign_keys == (
+        "audit.access_logs_user_id_fkey", "public.documents_project_id_fkey", "public.projects_owner_id_fkey")
+    scan = _PlainScan(Path("db.sql"))
+    for line in (b"-- PostgreSQL database dump\n", b"ALTER TABLE ONLY audit.access_logs\n",
+                 b"    ADD CONSTRAINT access_logs_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);\n",
+                 b"ALTER TABLE ONLY public.documents\n",
+                 b"    ADD CONSTRAINT documents_project_id_fkey FOREIGN KEY (project_id) REFERENCES x;\n"):
+        scan.line(line)
+    assert scan.schema_foreign_keys == ["audit.access_logs_user_id_fkey", "public.documents_project_id_fkey"]
 
 def test_level_max_age_follows_the_runbook_table():
     assert max_age_for("RTO-1") is None
