@@ -22,6 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gate import run_gate
+from gate.report import section_lines
+
 USAGE_ERROR, FAILED_EXIT = 2, 1
 
 
@@ -106,14 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {written}")
             real = [r for r in report.survivors if not r.mutant.equivalent]
             return FAILED_EXIT if real else 0
-        from gate import run_gate
-
         result = run_gate(str(path.resolve()), make, reports, only=only)
-    from gate.report import section_lines
-
-    print("\n".join(section_lines(result)))  # type: ignore[arg-type]
-    print(f"Runbook gate: {result.verdict}")  # type: ignore[attr-defined]
-    return 0 if result.passed else FAILED_EXIT  # type: ignore[attr-defined]
+    print("\n".join(section_lines(result)))
+    print(f"Runbook gate: {result.verdict}")
+    return 0 if result.passed else FAILED_EXIT
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Bad backups that need more than a truncated file: an uploads archive whose members escape the uploads
 folder, and a WAL archive missing a segment that the recovery target needs.
 
-Each is a variant of its procedure's drill (gate.drilled.Variant): it ends safe (the procedure refused,
+Each is a variant of its procedure's drill (gate.types.Variant): it ends safe (the procedure refused,
 and what was live is still there, nothing written outside the folder it restores) or with the harm
 named in plain words.
 """
@@ -19,14 +19,14 @@ from fixtures.engine.faults import Details, FaultDidNotBite
 from fixtures.stack import Stack
 from gate import appdata
 from gate.drilled import (
+    AFTER_TARGET_MARK,
     BETWEEN_FILE,
-    Context,
-    OracleResult,
-    _first,
     folder_manifest,
     prepare_database,
     prepare_uploads,
+    server_fatal,
 )
+from gate.types import Context, OracleResult, first_error
 from recovery import integrity
 from recovery.waiting import wait_until
 
@@ -98,7 +98,7 @@ def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
             kept = appdata.count(conn, table)
     except Exception as exc:
         found, kept = {}, -1
-        ctx.notes["why"] = _first(exc)
+        ctx.notes["why"] = first_error(exc)
     empty = appdata.empty_tables(found, run_.target)
     safe = kept >= left and not empty
     why = ctx.notes.get("why") or (f"{kept} {rows} left of {left}" if kept < left else
@@ -202,8 +202,6 @@ def prepare_pitr_missing_wal(run_: DrillRun, ctx: Context) -> None:
 
 def not_promoted_short(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """Harm: a server that accepts writes while a commit before the target is missing."""
-    from gate.drilled import server_fatal
-
     name = f"bad backup ({ctx.notes['bad']})"
     try:
         with integrity.connect(run_.target, "mks_db") as conn:
@@ -223,8 +221,6 @@ def not_promoted_short(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 def original_cluster_serves(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """After a refused recovery the cluster as it was before the procedure serves again: the commit
     before the target (still in its own WAL), the mistake and the commit after the target as they were."""
-    from gate.drilled import AFTER_TARGET_MARK
-
     name = "the cluster before the procedure serves again"
     details = run_.fault_details
     table = details["table"]  # what the mistake deleted from: the relation's child, or the gate's marks
@@ -236,8 +232,8 @@ def original_cluster_serves(run_: DrillRun, ctx: Context) -> list[OracleResult]:
             rows = appdata.count(conn, table, but=AFTER_TARGET_MARK)
     except Exception as exc:
         return [OracleResult(name, False, "PostgreSQL does not serve mks_db after the procedure: "
-                             f"{_first(exc)} (left down: the cluster before the recovery was not started "
-                             "again)")]
+                             f"{first_error(exc)} (left down: the cluster before the recovery was not "
+                             "started again)")]
     expected = details["documents_before"] - details["deleted"]
     label = integrity.label(table)
     wrong = [what for what, bad in (

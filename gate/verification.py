@@ -19,18 +19,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fixtures.apps.profile import REFERENCE_PROFILE, load_profile
 from fixtures.stack import Stack
 from gate import appdata
 from gate.parser import Section
-from gate.runner import FAILED, BlockOutcome, run_session
+from gate.runner import DISPLAY_ONLY, FAILED, BlockOutcome, run_session
+from gate.stacks import Stacks
+from gate.types import ProcedureOutcome
 from recovery import integrity
 from recovery.target import AppTarget
-
-if TYPE_CHECKING:
-    from gate.orchestrator import Gate, ProcedureOutcome
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +126,6 @@ class Verdict:
 
 
 def judge(section: str, state: str, missed: str, blocks: list[BlockOutcome]) -> Verdict:
-    from gate.mutants import DISPLAY_ONLY
-
     ran = [c for b in blocks for c in b.commands if c.ran is not None]
     failed = [c for c in ran if c.status == FAILED]
     if failed:
@@ -165,12 +161,13 @@ def _name(section: Section, names: tuple[str, ...]) -> str | None:
     return next((n for n in names if section.path[-1].split(". ", 1)[-1] == n), None)
 
 
-def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Verdict]:
+def check_verifications(stacks: Stacks, runbook_sections: list[Section],
+                        outcomes: list[ProcedureOutcome]) -> list[Verdict]:
     """Every verification section against its wrong state; verdicts land in their procedure's outcome."""
     verdicts = []
-    app = gate.app or load_profile(REFERENCE_PROFILE).to_app_target()  # no stack made: the default app
+    app = stacks.app or load_profile(REFERENCE_PROFILE).to_app_target()  # no stack made: the default app
     for state in WRONG_STATES:
-        sections = verification_sections(outcomes, gate.runbook.sections, state.sections)
+        sections = verification_sections(outcomes, runbook_sections, state.sections)
         if not sections:
             continue
         name, why = state.title(app), state.skipped(app)
@@ -178,7 +175,7 @@ def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Ve
             verdicts += [Verdict(s.key, name, SKIPPED, why) for s in sections]
             continue
         try:
-            verdicts += _against(gate, state, name, sections)
+            verdicts += _against(stacks, state, name, sections)
         except Exception as exc:  # the gate's own trouble: said, not raised
             log.exception("verification against %s", name)
             verdicts += [Verdict(s.key, name, CANNOT_FAIL, f"could not be checked: {exc}")
@@ -192,22 +189,15 @@ def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Ve
     return verdicts
 
 
-def _against(gate: Gate, state: WrongState, name: str, sections: list[Section]) -> list[Verdict]:
-    stack = gate._new_stack(f"verify-{len(gate.events)}", gate.seed_scale)
-    try:
+def _against(stacks: Stacks, state: WrongState, name: str, sections: list[Section]) -> list[Verdict]:
+    with stacks.borrowed(f"verify-{len(stacks.events)}") as stack:
         if state.needs_backups:
-            gate._ensure_backups(stack, force=True)
+            stacks.ensure_backups(stack, force=True)
         missed = state.make(stack)
-        gate.events.append(f"stack {stack.name}: {missed}")
+        stacks.events.append(f"stack {stack.name}: {missed}")
         out = []
         for section in sections:
-            gate.sessions += 1
-            session = gate._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password})
-            blocks = run_session([section], session, f"verify-{gate.sessions}")
+            session = stacks.next_session("verify")
+            blocks = run_session([section], stacks.check_session(stack), session)
             out.append(judge(section.key, name, missed, blocks))
         return out
-    finally:
-        try:
-            stack.down()
-        except Exception as exc:  # the stack factory tears it down at the end anyway
-            log.info("stack %s did not go down: %s", stack.name, exc)
