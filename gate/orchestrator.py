@@ -39,7 +39,8 @@ from recovery.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SERVICES", "Gate", "Health", "ProcedureOutcome", "procedures", "stack_kind", "summarise"]
+__all__ = ["SERVICES", "Gate", "Health", "ProcedureOutcome", "procedures", "selected", "stack_kind",
+           "summarise"]
 MAIN, NEW, PITR = "main", "new", "pitr"
 MAX_MAIN_STACKS = 3
 DRILL_STACKS = itertools.count(1)
@@ -52,6 +53,13 @@ def procedures(runbook: Runbook) -> list[tuple[str, list[Section]]]:
         if section.shell_blocks:
             groups.setdefault(section.path[:3], []).append(section)
     return [(" > ".join(key[1:] or key), sections) for key, sections in groups.items()]
+
+
+def selected(runbook: Runbook, texts: list[str]) -> list[str]:
+    """The procedures `--section TEXT` selects: TEXT in the procedure's title or in one of its sections'
+    (`--section リストア確認` selects the restore it verifies, and so the check of its verification)."""
+    return [title for title, sections in procedures(runbook)
+            if any(text in title or any(text in s.key for s in sections) for text in texts)]
 
 
 def stack_kind(title: str) -> str:

@@ -75,8 +75,9 @@ class Stacks:
         return f"{prefix}-{self.sessions}"
 
     def session(self, stack: Stack, old: Stack | None = None, extra_env: dict[str, str] | None = None,
-                timeout: float | None = None) -> SessionEnv:
-        """The environment of a bash session on `stack` (old: the old server of a migration)."""
+                timeout: float | None = None, backend_port: int | None = None) -> SessionEnv:
+        """The environment of a bash session on `stack` (old: the old server of a migration; backend_port:
+        where the runbook's localhost:5100 goes, the stack's backend by default)."""
         target = stack.target()
         root = stack.root
         work = root / "run/gate"
@@ -86,7 +87,8 @@ class Stacks:
         stack.sandbox.give(bin_dir, recursive=True)
         # certbot renews as root on a real host; in the sandbox the block's account renews its own certificate
         stack.sandbox.give(stack.sandbox.path("/etc/letsencrypt"), recursive=True)
-        info = SandboxInfo(root=root, backend_port=stack.backend_port, pg_major=target.database.major,
+        info = SandboxInfo(root=root, backend_port=backend_port or stack.backend_port,
+                           pg_major=target.database.major,
                            service_account=stack.sandbox.service_account.name,
                            renew_command=" ".join(target.renew_command),
                            old_root=old.root if old is not None else None)
@@ -103,11 +105,11 @@ class Stacks:
         return SessionEnv(info, bin_dir, work, home, run_as, env, self.secrets,
                           timeout_per_block=timeout if timeout is not None else self.timeout_per_block)
 
-    def check_session(self, stack: Stack, env: dict[str, str] | None = None,
-                      timeout: float | None = None) -> SessionEnv:
+    def check_session(self, stack: Stack, env: dict[str, str] | None = None, timeout: float | None = None,
+                      backend_port: int | None = None) -> SessionEnv:
         """A session on a stack of its own (a drill, a check): the admin's password for a login check."""
         return self.session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password, **(env or {})},
-                            timeout)
+                            timeout, backend_port)
 
     def ensure_backups(self, stack: Stack, force: bool = False) -> None:
         """Backups as the (separate) backup procedure makes them, unless they still match the data."""

@@ -66,6 +66,9 @@ EXPECTED_DEFECTS = (
      "ファイル確認 exits 0 with a file the backup does not have"),
     ("データ整合性確認 against an orphaned document: only prints numbers for a person",
      "データ整合性確認 prints counts per table and project and exits 0 with an orphaned document"),
+    ("パフォーマンス確認 against slow responses: this check cannot fail",
+     "パフォーマンス確認 times one request with `time curl` and no threshold: it exits 0 with every answer "
+     "5 s late (its psql fails with the database stopped, so it catches that, not this)"),
     # found by running the scripts under their faults and the test procedure without production (scripted.py)
     ("variant backend running, its database down: reported success (exit 0, `Service is running`) while the "
      "system is not healthy", "auto-recovery.sh says 'Service is running' while the backend answers 503: it "
