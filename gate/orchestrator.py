@@ -26,7 +26,7 @@ from typing import Any
 
 from fixtures.engine.drill import Drill, DrillSettings
 from fixtures.stack import Stack
-from gate import appdata, drilled, plans, scripted
+from gate import appdata, drilled, migration, plans, scripted
 from gate.parser import Runbook, Section
 from gate.runner import SessionEnv, redact, run_session
 from gate.stacks import SERVICES, Stacks, down
@@ -194,6 +194,10 @@ class Gate:
                                    round(time.monotonic() - started, 1))
         if kind == PITR and health.ok:
             self._check_new_timeline(stack, health)
+        if kind == NEW and self.drilled and self.variants:
+            outcome.mode = "healthy system, then under bad backups of the old server"
+            migration.check_migration(self.pool, outcome, sections)
+            outcome.seconds = round(time.monotonic() - started, 1)
         if kind == MAIN and not health.ok:
             self._repair_main(stack)
         return outcome
@@ -248,14 +252,8 @@ class Gate:
     # ---- preconditions -----------------------------------------------------------------------
     def _new_server(self) -> Stack:
         """A stack standing for the new server after OS and packages: no MKS role, no MKS database."""
-        stack = self.pool.new(NEW, None)
-        stack.services.stop("mks-backend")
-        with stack.pg.connect() as conn:
-            conn.execute("DROP DATABASE mks_db")
-            conn.execute("DROP ROLE mks_user")
-        self.stacks[NEW] = stack
-        self.events.append(f"stack {stack.name}: as a new server: no mks_db, no mks_user, backend stopped")
-        return stack
+        self.stacks[NEW] = self.pool.new_server(NEW)
+        return self.stacks[NEW]
 
     def _prepare_pitr(self, stack: Stack) -> tuple[Any, str]:
         """A base backup, the target time, then a commit after it, archived (so the target is reachable)."""

@@ -71,9 +71,16 @@ def script_plans() -> dict[str, tuple[Plan, Drill]]:
                                   (truth,))))
     full_oracles = (truth, drilled.newest_backup_restored, drilled.files_are_the_backup,
                     drilled.backend_restarted, drilled.services_running)
+    lost, refused = bad.RowsAndFilesLost(), scripted.refusal_reported
+    kept = (bad.database_kept_safe, bad.uploads_kept_safe, refused)
     full = Plan(FULL_RECOVERY.name, scripted.prepare_full, None, full_oracles,
                 variants=(Variant("database damaged, stale uploads, PostgreSQL stopped",
-                                  scripted.prepare_full, scripted.DamagedThenServerDown(), full_oracles),))
+                                  scripted.prepare_full, scripted.DamagedThenServerDown(), full_oracles),
+                          Variant("truncated newest dump", bad.prepare_full_bad_dump, lost, kept),
+                          Variant("truncated newest uploads archive", bad.prepare_full_bad_archive, lost,
+                                  kept),
+                          Variant("newest uploads archive with members escaping the folder",
+                                  bad.prepare_full_escaping, lost, (*kept, bad.nothing_written_outside))))
     return {scripted.AUTO: (auto, _auto_drill()), scripted.FULL: (full, FULL_RECOVERY)}
 
 

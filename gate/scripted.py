@@ -145,15 +145,18 @@ def healthy_left_alone(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 def refusal_reported(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """A procedure that refuses under a bad backup says so: one of its commands exits non-zero (one that
     puts the old state back and then exits 0 leaves the operator believing the recovery was done)."""
-    failed = [c for b in ctx.blocks for c in b.commands if c.status == FAILED]
+    return [refusal_said(ctx.blocks)]
+
+
+def refusal_said(blocks: list[BlockOutcome]) -> OracleResult:
+    failed = [c for b in blocks for c in b.commands if c.status == FAILED]
     if failed:
         c = failed[0]
         said = f"exit {c.exit_code}" if c.exit_code is not None else c.reason
-        return [OracleResult("the refusal is reported", True,
-                             f"line {c.line} `{c.original.splitlines()[0][:60]}` fails ({said})")]
-    return [OracleResult("the refusal is reported", False,
-                         "every command exited 0: the procedure did not say that the recovery did not "
-                         "happen")]
+        return OracleResult("the refusal is reported", True,
+                            f"line {c.line} `{c.original.splitlines()[0][:60]}` fails ({said})")
+    return OracleResult("the refusal is reported", False,
+                        "every command exited 0: the procedure did not say that the recovery did not happen")
 
 
 def prepare_nothing(run_: DrillRun, ctx: Context) -> None:

@@ -61,6 +61,16 @@ class Stacks:
         self.events.append(f"stack {stack.name} up and seeded in {time.monotonic() - started:.1f}s")
         return stack
 
+    def new_server(self, name: str) -> Stack:
+        """A stack standing for a new server after OS and packages: no MKS role, no MKS database."""
+        stack = self.new(name, None)
+        stack.services.stop("mks-backend")
+        with stack.pg.connect() as conn:
+            conn.execute("DROP DATABASE mks_db")
+            conn.execute("DROP ROLE mks_user")
+        self.events.append(f"stack {stack.name}: as a new server: no mks_db, no mks_user, backend stopped")
+        return stack
+
     @contextmanager
     def borrowed(self, name: str, keep_amcheck: bool = False) -> Iterator[Stack]:
         """A seeded stack for one check, torn down after it."""
