@@ -5,17 +5,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the package's own modules import GateError from here
-    from fixtures.stack import Stack
-    from gate.report import GateResult
+from fixtures.stack import Stack
+from gate.coverage import coverage
+from gate.orchestrator import Gate
+from gate.parser import parse_file
+from gate.report import GateResult, judge, write_reports
+from gate.types import GateError
 
-
-class GateError(Exception):
-    """The gate itself could not do its work (not a runbook defect: those are results)."""
+__all__ = ["GateError", "GateResult", "run_gate"]
 
 
 def run_gate(runbook_path: str, make_stack: Callable[..., Stack], reports_dir: Path | None = None,
@@ -23,15 +24,8 @@ def run_gate(runbook_path: str, make_stack: Callable[..., Stack], reports_dir: P
              only: Callable[[str], bool] | None = None, drilled: bool = True) -> GateResult:
     """Parse, run every procedure on sandbox stacks from `make_stack`, judge, and write the reports.
 
-    Returns a gate.report.GateResult; the reports land in reports_dir (Markdown, HTML, JSON).
+    The reports land in reports_dir (Markdown, HTML, JSON).
     """
-    import time
-
-    from gate.coverage import coverage
-    from gate.orchestrator import Gate
-    from gate.parser import parse_file
-    from gate.report import judge, write_reports
-
     started = time.monotonic()
     runbook = parse_file(runbook_path)
     gate = Gate(runbook, make_stack, seed_scale=seed_scale,

@@ -22,6 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gate import run_gate
+from gate.orchestrator import selected
+from gate.parser import parse_file
+from gate.report import section_lines
+
 USAGE_ERROR, FAILED_EXIT = 2, 1
 
 
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", action="store_true", help="the mutation self-test of the gate")
     parser.add_argument("--limit", type=int, default=None, help="with --mutants: at most this many")
     parser.add_argument("--section", "--only", dest="section", action="append", default=[], metavar="TEXT",
-                        help="only the procedures whose title contains TEXT (repeatable; default: all)")
+                        help="only the procedures whose title, or one of whose sections' titles, contains "
+                        "TEXT, with the checks of their verification sections (repeatable; default: all)")
     parser.add_argument("--reports", default="reports/out", help="reports folder (default: reports/out)")
     parser.add_argument("--base-dir", default=None, help="sandbox base folder")
     parser.add_argument("--service-user", default=None, help="account for the servers when run as root")
@@ -91,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         except ProfileError as exc:
             print(f"python -m gate: --drill-app: {exc}", file=sys.stderr)
             return USAGE_ERROR
-    only = (lambda title: any(text in title for text in args.section)) if args.section else None
+    only = None
+    if args.section:
+        titles = selected(parse_file(str(path)), args.section)
+        if not titles:
+            print(f"python -m gate: --section {' / '.join(args.section)}: no procedure or section of "
+                  f"{args.runbook} matches", file=sys.stderr)
+            return USAGE_ERROR
+        only = titles.__contains__
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
@@ -106,14 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {written}")
             real = [r for r in report.survivors if not r.mutant.equivalent]
             return FAILED_EXIT if real else 0
-        from gate import run_gate
-
         result = run_gate(str(path.resolve()), make, reports, only=only)
-    from gate.report import section_lines
-
-    print("\n".join(section_lines(result)))  # type: ignore[arg-type]
-    print(f"Runbook gate: {result.verdict}")  # type: ignore[attr-defined]
-    return 0 if result.passed else FAILED_EXIT  # type: ignore[attr-defined]
+    print("\n".join(section_lines(result)))
+    print(f"Runbook gate: {result.verdict}")
+    return 0 if result.passed else FAILED_EXIT
 
 
 if __name__ == "__main__":

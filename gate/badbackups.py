@@ -1,7 +1,7 @@
 """Bad backups that need more than a truncated file: an uploads archive whose members escape the uploads
 folder, and a WAL archive missing a segment that the recovery target needs.
 
-Each is a variant of its procedure's drill (gate.drilled.Variant): it ends safe (the procedure refused,
+Each is a variant of its procedure's drill (gate.types.Variant): it ends safe (the procedure refused,
 and what was live is still there, nothing written outside the folder it restores) or with the harm
 named in plain words.
 """
@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fixtures.engine.drill import DrillRun
-from fixtures.engine.faults import Details, FaultDidNotBite
+from fixtures.engine.faults import DeleteRowsByMistake, Details, FaultDidNotBite
 from fixtures.stack import Stack
 from gate import appdata
 from gate.drilled import (
+    AFTER_TARGET_MARK,
     BETWEEN_FILE,
-    Context,
-    OracleResult,
-    _first,
     folder_manifest,
     prepare_database,
     prepare_uploads,
+    server_fatal,
 )
+from gate.types import Context, OracleResult, first_error
 from recovery import integrity
 from recovery.waiting import wait_until
 
@@ -47,7 +47,7 @@ BEFORE_TARGET_MARK = "gate: committed after the base backup, before the target (
 # newest backup is bad. Safe: the procedure refused, or restored the older valid backup, and what was
 # live is still there. Harm is named in plain words.
 
-def _truncate(path: Path) -> None:
+def truncate(path: Path) -> None:
     """Cut a file at 60%: a custom-format dump keeps its table of contents (pg_restore --list reads it)."""
     size = path.stat().st_size
     with open(path, "r+b") as handle:
@@ -57,14 +57,14 @@ def _truncate(path: Path) -> None:
 def prepare_database_bad_newest(run_: DrillRun, ctx: Context) -> None:
     prepare_database(run_, ctx)
     newest = Path(run_.target.paths.backup_dir) / ctx.notes["backups"][-1]
-    _truncate(newest)
+    truncate(newest)
     ctx.notes["bad"] = f"{newest.name} truncated, its table of contents intact"
 
 
 def prepare_uploads_bad_newest(run_: DrillRun, ctx: Context) -> None:
     prepare_uploads(run_, ctx)
     newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
-    _truncate(newest)
+    truncate(newest)
     ctx.notes["bad"] = f"{newest.name} truncated"
 
 
@@ -98,7 +98,7 @@ def database_kept_safe(run_: DrillRun, ctx: Context) -> list[OracleResult]:
             kept = appdata.count(conn, table)
     except Exception as exc:
         found, kept = {}, -1
-        ctx.notes["why"] = _first(exc)
+        ctx.notes["why"] = first_error(exc)
     empty = appdata.empty_tables(found, run_.target)
     safe = kept >= left and not empty
     why = ctx.notes.get("why") or (f"{kept} {rows} left of {left}" if kept < left else
@@ -133,6 +133,11 @@ def prepare_uploads_escaping(run_: DrillRun, ctx: Context) -> None:
     `-C /` does not refuse the absolute one once its leading / is stripped)."""
     prepare_uploads(run_, ctx)
     newest = Path(run_.target.paths.backup_dir) / ctx.notes["archives"][-1]
+    ctx.notes["bad"] = add_escaping_members(newest)
+
+
+def add_escaping_members(newest: Path) -> str:
+    """The archive rewritten in place with the escaping members after its own; what was done, in words."""
     buffer = io.BytesIO()
     with tarfile.open(newest) as source, tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for member in source:
@@ -145,10 +150,10 @@ def prepare_uploads_escaping(run_: DrillRun, ctx: Context) -> None:
     with open(newest, "r+b") as handle:  # the same file: its owner and mode stay the backup's
         handle.truncate(0)
         handle.write(buffer.getvalue())
-    ctx.notes["bad"] = f"{newest.name} with a ../ member, an absolute member and a link out"
+    return f"{newest.name} with a ../ member, an absolute member and a link out"
 
 
-def _escaped(root: Path, uploads: Path) -> list[str]:
+def escaped(root: Path, uploads: Path) -> list[str]:
     """Where the escaping members landed outside the uploads folder, and links out of it."""
     inside = uploads.resolve()
     found = [f"/{Path(d, n).relative_to(root)}" for d, _, files in os.walk(root) for n in files
@@ -164,7 +169,7 @@ def _escaped(root: Path, uploads: Path) -> list[str]:
 
 def nothing_written_outside(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     uploads = Path(run_.target.paths.uploads_dir)
-    found = _escaped(run_.stack.root, uploads)
+    found = escaped(run_.stack.root, uploads)
     if found:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         return [OracleResult("nothing written outside the uploads folder", False,
@@ -202,8 +207,6 @@ def prepare_pitr_missing_wal(run_: DrillRun, ctx: Context) -> None:
 
 def not_promoted_short(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """Harm: a server that accepts writes while a commit before the target is missing."""
-    from gate.drilled import server_fatal
-
     name = f"bad backup ({ctx.notes['bad']})"
     try:
         with integrity.connect(run_.target, "mks_db") as conn:
@@ -223,8 +226,6 @@ def not_promoted_short(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 def original_cluster_serves(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """After a refused recovery the cluster as it was before the procedure serves again: the commit
     before the target (still in its own WAL), the mistake and the commit after the target as they were."""
-    from gate.drilled import AFTER_TARGET_MARK
-
     name = "the cluster before the procedure serves again"
     details = run_.fault_details
     table = details["table"]  # what the mistake deleted from: the relation's child, or the gate's marks
@@ -236,8 +237,8 @@ def original_cluster_serves(run_: DrillRun, ctx: Context) -> list[OracleResult]:
             rows = appdata.count(conn, table, but=AFTER_TARGET_MARK)
     except Exception as exc:
         return [OracleResult(name, False, "PostgreSQL does not serve mks_db after the procedure: "
-                             f"{_first(exc)} (left down: the cluster before the recovery was not started "
-                             "again)")]
+                             f"{first_error(exc)} (left down: the cluster before the recovery was not "
+                             "started again)")]
     expected = details["documents_before"] - details["deleted"]
     label = integrity.label(table)
     wrong = [what for what, bad in (
@@ -248,3 +249,36 @@ def original_cluster_serves(run_: DrillRun, ctx: Context) -> list[OracleResult]:
         (f"{label}: {rows}, {expected} before the procedure", rows != expected)) if bad]
     return [OracleResult(name, not wrong, "; ".join(wrong) or
                          f"the data as before the procedure ({label}: {rows}, the commit after the target)")]
+
+
+# ---- the full-recovery script: the database and the uploads at once ----------------------------
+
+@dataclass
+class RowsAndFilesLost:
+    """Rows deleted by mistake and a few uploaded files lost: both live, both at stake under a bad backup."""
+
+    name: str = "rows-and-files-lost"
+    label: str = "データの一部削除とアップロードファイルの一部消失"
+
+    def inject(self, stack: Stack) -> Details:
+        rows = DeleteRowsByMistake().inject(stack)
+        return {**rows, **RemoveSomeUploads().inject(stack), "rows": rows}
+
+    def confirm(self, stack: Stack, details: Details) -> str:
+        return f"{DeleteRowsByMistake().confirm(stack, details['rows'])}; " \
+               f"{RemoveSomeUploads().confirm(stack, details)}"
+
+
+def prepare_full_bad_dump(run_: DrillRun, ctx: Context) -> None:
+    prepare_database_bad_newest(run_, ctx)
+    prepare_uploads(run_, ctx)
+
+
+def prepare_full_bad_archive(run_: DrillRun, ctx: Context) -> None:
+    prepare_database(run_, ctx)
+    prepare_uploads_bad_newest(run_, ctx)
+
+
+def prepare_full_escaping(run_: DrillRun, ctx: Context) -> None:
+    prepare_database(run_, ctx)
+    prepare_uploads_escaping(run_, ctx)

@@ -93,7 +93,7 @@ def catalogue(scenarios: Path) -> list[tuple[str, str, list[str]]]:
                 name, _, _, schedule, section = (_evaluate(a, constants) for a in node.args[:5])
             except ValueError:
                 continue
-            found.append((name, schedule, _patterns(section)))
+            found.append((name, schedule, section_patterns(section)))
     return found
 
 
@@ -113,7 +113,7 @@ def _evaluate(node: ast.expr, constants: dict[str, object]) -> str:
     raise ValueError("not a constant string")
 
 
-def _patterns(section: str) -> list[str]:
+def section_patterns(section: str) -> list[str]:
     """"A > B > x / y" -> ["A > B > x", "A > B > y"]; "A / y" -> ["A", "y"]."""
     head, _, last = section.rpartition(" > ")
     return [f"{head} > {alt.strip()}" if head else alt.strip() for alt in last.split(" / ")]

@@ -28,11 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.engine.drill import Drill, DrillFailed, DrillRun, DrillSettings, run_drill
-from fixtures.engine.faults import DeleteRowsByMistake, Details, FaultDidNotBite, WipeUploads, made_before
+from fixtures.engine.faults import (
+    DeleteRowsByMistake,
+    Details,
+    DropDatabase,
+    FaultDidNotBite,
+    WipeUploads,
+    made_before,
+)
 from fixtures.stack import Stack
 from gate import appdata
 from gate.parser import Section
 from gate.runner import FAILED, BlockOutcome, run_session
+from gate.types import Context, OracleResult, Plan, Variant, first_error
 from recovery import integrity
 from recovery.archives import sha256_file
 from recovery.commands import run
@@ -47,35 +55,6 @@ BETWEEN_MARK = "gate: written between the older and the newest backup"
 AFTER_TARGET_MARK = "gate: committed after the recovery target time"
 BETWEEN_FILE = "gate-between-backups.txt"
 STALE_FILES = {"stale-partial-restore.bin": 0o750, ".stale-hidden": 0o640}
-
-
-@dataclass
-class OracleResult:
-    name: str
-    ok: bool
-    detail: str
-
-
-Oracle = Callable[[DrillRun, "Context"], list[OracleResult]]
-
-
-@dataclass
-class Context:
-    """What a plan's prepare learns and its oracles need (one per drilled run)."""
-
-    notes: dict[str, Any] = field(default_factory=dict)
-    blocks: list[BlockOutcome] = field(default_factory=list)
-    oracles: list[OracleResult] = field(default_factory=list)
-
-
-@dataclass
-class Plan:
-    drill: str  # name in scenarios.drills.CATALOGUE
-    prepare: Callable[[DrillRun, Context], None] | None = None  # None: the drill's own
-    fault: Any = None  # None: the drill's own
-    oracles: tuple[Oracle, ...] = ()
-    env: Callable[[DrillRun], dict[str, str]] | None = None  # extra environment of the blocks
-    variants: tuple[Any, ...] = ()  # Variant: the same procedure with a bad backup
 
 
 # ---- the harness's amcheck (production's database has none) ------------------------------------
@@ -117,7 +96,7 @@ def newest_backup_restored(run_: DrillRun, ctx: Context) -> list[OracleResult]:
         with integrity.connect(run_.target, "mks_db") as conn:
             found = appdata.marked(conn, BETWEEN_MARK)
     except Exception as exc:
-        return [OracleResult("newest backup restored", False, f"mks_db cannot be read: {_first(exc)}")]
+        return [OracleResult("newest backup restored", False, f"mks_db cannot be read: {first_error(exc)}")]
     ok = found == 1
     older, newest = ctx.notes["backups"][0], ctx.notes["backups"][-1]
     detail = (f"the row written after {older} and before {newest} is back" if ok else
@@ -135,8 +114,6 @@ class DropDatabaseAfterFailedAttempt:
     label: str = "データベース消失 (前回のリストア試行の mks_db_restore が残存)"
 
     def inject(self, stack: Stack) -> Details:
-        from fixtures.engine.faults import DropDatabase
-
         details = DropDatabase().inject(stack)
         with stack.pg.connect("postgres") as conn:
             conn.execute("DROP DATABASE IF EXISTS mks_db_restore")
@@ -146,8 +123,6 @@ class DropDatabaseAfterFailedAttempt:
         return {**details, "leftover": "mks_db_restore"}
 
     def confirm(self, stack: Stack, details: Details) -> str:
-        from fixtures.engine.faults import DropDatabase
-
         return DropDatabase().confirm(stack, details) + "; an earlier attempt's mks_db_restore is left"
 
 
@@ -356,7 +331,8 @@ def recovery_settings_removed(run_: DrillRun, ctx: Context) -> list[OracleResult
                 (list(RECOVERY_SETTINGS),)).fetchall()]
             live = conn.execute("SHOW restore_command").fetchone()
     except Exception as exc:
-        return [OracleResult("recovery settings removed", False, f"the server cannot be read: {_first(exc)}")]
+        return [OracleResult("recovery settings removed", False,
+                             f"the server cannot be read: {first_error(exc)}")]
     if live and live[0]:
         in_files.append(f"the server still has restore_command = '{live[0]}' (not reloaded)")
     return [OracleResult("recovery settings removed", not in_files,
@@ -389,7 +365,7 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
             timeline = int(conn.execute("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
                            .fetchone()[0], 16) if not in_recovery else 0  # type: ignore[index]
     except Exception as exc:
-        return [OracleResult("point in time", False, f"mks_db cannot be read: {_first(exc)}")]
+        return [OracleResult("point in time", False, f"mks_db cannot be read: {first_error(exc)}")]
     out.append(OracleResult("rows deleted by mistake are back", documents == details["documents_before"],
                             f"{integrity.label(details['table'])}: {details['documents_before']} before the "
                             f"mistake, {details['documents_before'] - details['deleted']} after it, "
@@ -405,17 +381,8 @@ def point_in_time(run_: DrillRun, ctx: Context) -> list[OracleResult]:
             conn.execute("DROP TABLE gate_write_probe")
         out.append(OracleResult("accepts writes", True, "a table was created and dropped"))
     except Exception as exc:
-        out.append(OracleResult("accepts writes", False, _first(exc)))
+        out.append(OracleResult("accepts writes", False, first_error(exc)))
     return out
-
-
-@dataclass
-class Variant:
-    name: str
-    prepare: Callable[[DrillRun, Context], None]
-    fault: Any
-    judges: tuple[Oracle, ...]
-    env: Callable[[DrillRun], dict[str, str]] | None = None
 
 
 # ---- every drill -------------------------------------------------------------------------------
@@ -455,60 +422,6 @@ def backend_restarted(run_: DrillRun, ctx: Context) -> list[OracleResult]:
                          "the data under it was replaced")]
 
 
-def plans() -> tuple[Plan, ...]:
-    from gate import badbackups as bad
-    from gate.scripted import refusal_reported
-
-    return (
-        Plan("database-restore", prepare_database, DropDatabaseAfterFailedAttempt(),
-             (newest_backup_restored, backend_restarted, services_running),
-             variants=(Variant("truncated newest dump", bad.prepare_database_bad_newest,
-                               DeleteRowsByMistake(), (bad.database_kept_safe,)),
-                       Variant("live database damaged, newest dump valid", prepare_database,
-                               DeleteRowsByMistake(),
-                               (newest_backup_restored, live_database_copied, services_running)))),
-        Plan("uploads-restore", prepare_uploads, WipeUploadsLeaveStale(),
-             (files_are_the_backup, uploads_kept_before, backend_restarted, services_running),
-             variants=(Variant("truncated newest uploads archive", bad.prepare_uploads_bad_newest,
-                               bad.RemoveSomeUploads(), (bad.uploads_kept_safe,)),
-                       Variant("newest uploads archive with members escaping the folder",
-                               bad.prepare_uploads_escaping, bad.RemoveSomeUploads(),
-                               (bad.uploads_kept_safe, bad.nothing_written_outside)))),
-        Plan("point-in-time-recovery", prepare_pitr, MistakeThenMore(),
-             (point_in_time, recovery_settings_removed, data_directory_kept, backend_restarted,
-              services_running), env=pitr_env,
-             variants=(Variant("a WAL segment the target needs is missing", bad.prepare_pitr_missing_wal,
-                               MistakeThenMore(), (bad.not_promoted_short, bad.original_cluster_serves,
-                                                   services_running, refusal_reported), env=pitr_env),)),
-    )
-
-
-def catalogue() -> dict[str, Drill]:
-    from scenarios.drills import CATALOGUE
-
-    return {d.name: d for d in CATALOGUE}
-
-
-def covers(drill: Drill, title: str) -> bool:
-    """The drill's runbook_section is the procedure, or one of its subsections."""
-    from gate.coverage import _patterns
-
-    return any(p == title or p.startswith(title + " > ") for p in _patterns(drill.runbook_section))
-
-
-def plan_for(title: str) -> tuple[Plan, Drill] | None:
-    drills = catalogue()
-    for plan in plans():
-        drill = drills.get(plan.drill)
-        if drill is not None and covers(drill, title):
-            return plan, drill
-    return None
-
-
-def drills_covering(title: str) -> list[str]:
-    return [d.name for d in catalogue().values() if covers(d, title)]
-
-
 @dataclass
 class DrilledResult:
     drill: str
@@ -545,7 +458,7 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
                 ctx.oracles += oracle(run_, ctx)
             except Exception as exc:
                 ctx.oracles.append(OracleResult(oracle.__name__, False,
-                                                f"the check itself failed: {_first(exc)}"))
+                                                f"the check itself failed: {first_error(exc)}"))
 
     fault = plan.fault or drill.fault
     gate_drill = replace(drill, name=f"gate-{drill.name}", fault=fault, prepare=prepare, recover=recover,
@@ -556,7 +469,7 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
         record = failed.record
     except Exception as exc:  # run_drill ends in a record; this is the gate's safety net
         return DrilledResult(drill.name, fault.label, "failed", ctx.blocks, [],
-                             [f"the drill could not run: {_first(exc)}"])
+                             [f"the drill could not run: {first_error(exc)}"])
     checks = [check_line(c) for c in record.checks]
     checks += [f"oracle {o.name}: {'ok' if o.ok else 'FAILED'} ({o.detail})" for o in ctx.oracles]
     if record.canary is not None:
@@ -590,11 +503,6 @@ def run_variant(variant: Variant, drill: Drill, sections: list[Section], stack: 
 def _few(names: list[str], limit: int = 3) -> str:
     shown = ", ".join(names[:limit])
     return f"{len(names)} ({shown}{', ...' if len(names) > limit else ''})"
-
-
-def _first(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def check_line(check: CheckResult) -> str:

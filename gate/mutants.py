@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate import drilled, scripted
-from gate.orchestrator import Gate, ProcedureOutcome, procedures
+from gate.orchestrator import Gate, procedures
 from gate.parser import Runbook, parse
-from gate.runner import FAILED
+from gate.plans import drill_plan_for, plan_for
+from gate.runner import DISPLAY_ONLY, FAILED
+from gate.types import ProcedureOutcome
 
 # (kind, pattern, replacement): applied to one line at a time; None deletes the line
 OPERATORS: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
@@ -37,13 +38,6 @@ OPERATORS: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
     ("ON_ERROR_STOP dropped", re.compile(r" -v ON_ERROR_STOP=1\b"), ""),
     ("curl -f dropped", re.compile(r"(\bcurl\s+-)f(\w*)"), r"\1\2"),
 )
-# commands that only show something: deleting one cannot change what the procedure does
-DISPLAY_ONLY = re.compile(
-    r"^\s*(?:sudo\s+(?:-u\s+\S+\s+)?)?(?:(?:ls|echo|cat|du|grep|tail|head|printf|ps|journalctl)\b"
-    r"|systemctl\s+status\b|find\s+\S+\s+-type\s+f\s*\|"
-    r"|psql\b[^|]*-c\s+\"(?:\\d|SELECT\b(?![^\"]*pg_(?:reload_conf|switch_wal|terminate))))")
-
-
 FALLBACK = re.compile(r'^\s*\w+="\$\{\w+:-\$\(')
 # Survivors that cannot change what a procedure leaves, each with why (kind, the line as written, why).
 # A mutant matched here still counts as killed when the gate kills it; only a survivor is excused.
@@ -182,7 +176,7 @@ class MutationReport:
 
 def drilled_procedures(runbook: Runbook) -> list[tuple[str, list[Any]]]:
     return [(title, sections) for title, sections in procedures(runbook)
-            if drilled.plan_for(title) or scripted.plan_for(title)]
+            if plan_for(title)]
 
 
 # a script's line that only opens, closes or continues a compound command: deleting it is a syntax error
@@ -270,7 +264,7 @@ def run_mutants(runbook_path: str, make_stack: Callable[..., Any], reports_dir: 
     started = time.monotonic()
     report = MutationReport(runbook_path)
     book = parse(text, runbook_path)
-    report.not_drilled = [t for t, _ in procedures(book) if not drilled.plan_for(t)]
+    report.not_drilled = [t for t, _ in procedures(book) if not drill_plan_for(t)]
     chosen: Iterable[Mutant] = [m for m in make_mutants(text, runbook_path) if select is None or select(m)]
     for mutant in list(chosen)[:limit]:
         if time.monotonic() - started > budget_seconds:

@@ -21,52 +21,29 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fixtures.engine.drill import Drill, DrillSettings
 from fixtures.stack import Stack
-from gate import GateError, appdata, drilled, scripted
-from gate.mapping import SandboxInfo
+from gate import appdata, drilled, migration, plans, scripted
 from gate.parser import Runbook, Section
-from gate.runner import FAILED, BlockOutcome, SessionEnv, redact, run_session
-from gate.shims import PROJECT_DIR, ShimSpec, shell_env, write_shims
+from gate.runner import SessionEnv, redact, run_session
+from gate.stacks import SERVICES, Stacks, down
+from gate.types import GateError, Health, OracleResult, Plan, ProcedureOutcome, Variant
+from gate.verification import check_verifications
 from recovery import integrity, pitr
-from recovery.commands import run
-from recovery.database import backup_database
 from recovery.services import wait_healthy
 from recovery.target import AppTarget
 from recovery.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("postgresql", "mks-backend", "nginx")
+__all__ = ["SERVICES", "Gate", "Health", "ProcedureOutcome", "procedures", "selected", "stack_kind",
+           "summarise"]
 MAIN, NEW, PITR = "main", "new", "pitr"
 MAX_MAIN_STACKS = 3
 DRILL_STACKS = itertools.count(1)
-
-
-@dataclass
-class Health:
-    ok: bool
-    checks: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ProcedureOutcome:
-    title: str
-    stack: str
-    sections: list[str]
-    blocks: list[BlockOutcome]
-    health: Health
-    seconds: float
-    mode: str = "healthy system (not drilled: no fault defined)"
-
-    @property
-    def ok(self) -> bool:
-        return self.health.ok and all(b.status != FAILED for b in self.blocks)
 
 
 def procedures(runbook: Runbook) -> list[tuple[str, list[Section]]]:
@@ -76,6 +53,13 @@ def procedures(runbook: Runbook) -> list[tuple[str, list[Section]]]:
         if section.shell_blocks:
             groups.setdefault(section.path[:3], []).append(section)
     return [(" > ".join(key[1:] or key), sections) for key, sections in groups.items()]
+
+
+def selected(runbook: Runbook, texts: list[str]) -> list[str]:
+    """The procedures `--section TEXT` selects: TEXT in the procedure's title or in one of its sections'
+    (`--section リストア確認` selects the restore it verifies, and so the check of its verification)."""
+    return [title for title, sections in procedures(runbook)
+            if any(text in title or any(text in s.key for s in sections) for text in texts)]
 
 
 def stack_kind(title: str) -> str:
@@ -98,42 +82,33 @@ class Gate:
         self.drill_stacks = 0
         self.variants = variants  # the data procedures also under bad backups
         self.verify = verify  # the verification sections once more against the states wrong for them
-        self.make_stack = make_stack
+        self.pool = Stacks(make_stack, seed_scale, timeout_per_block)
         self.seed_scale = seed_scale
-        self.timeout_per_block = timeout_per_block
         self.stacks: dict[str, Stack] = {}
         self.main_count = 0
-        self.secrets: list[str] = []
-        self.backed_up: dict[str, Any] = {}  # stack name -> fingerprint at its last backups
-        self.events: list[str] = []
-        self.sessions = 0
-        self.last_backup = 0.0
-        self.app: AppTarget | None = None  # what the app profile of the stacks says of the app (the first's)
+
+    # what the pool knows, as the gate's (reports and tests read them here)
+    @property
+    def events(self) -> list[str]:
+        return self.pool.events
+
+    @property
+    def secrets(self) -> list[str]:
+        return self.pool.secrets
+
+    @property
+    def app(self) -> AppTarget | None:
+        """What the app profile of the stacks says of the app (the first stack's)."""
+        return self.pool.app
 
     # ---- stacks ------------------------------------------------------------------------------
-    def _new_stack(self, name: str, seed: float | None, keep_amcheck: bool = False) -> Stack:
-        started = time.monotonic()
-        stack = self.make_stack(f"gate-{name}", seed_scale=seed)
-        self.secrets += stack.secrets.values()
-        self.app = self.app or stack.target().app
-        for service in SERVICES:  # settled, so that the first `systemctl status` sees a running unit
-            stack.services.wait_active(service, timeout=30)
-        # amcheck is the harness's own (for fingerprints); production's database has no extension, and a
-        # superuser-only extension would make every restore as mks_user fail where production's would not
-        # (a drilled procedure keeps it for the drill's baseline and takes its backups without it)
-        if not keep_amcheck:
-            with stack.pg.connect("mks_db") as conn:
-                conn.execute("DROP EXTENSION IF EXISTS amcheck")
-        self.events.append(f"stack {stack.name} up and seeded in {time.monotonic() - started:.1f}s")
-        return stack
-
     def main(self) -> Stack:
         if MAIN not in self.stacks:
             self.main_count += 1
             if self.main_count > MAX_MAIN_STACKS:
                 raise GateError(f"more than {MAX_MAIN_STACKS} main stacks were needed")
             name = MAIN if self.main_count == 1 else f"{MAIN}-{self.main_count}"
-            self.stacks[MAIN] = self._new_stack(name, self.seed_scale)
+            self.stacks[MAIN] = self.pool.new(name, self.seed_scale)
         return self.stacks[MAIN]
 
     def _retire_main(self, why: str) -> None:
@@ -155,9 +130,7 @@ class Gate:
                 log.exception("procedure %s stopped the gate", title)
                 outcomes.append(self._crashed(title, sections, exc, started))
         if self.verify:
-            from gate.verification import check_verifications
-
-            check_verifications(self, outcomes)
+            check_verifications(self.pool, self.runbook.sections, outcomes)
         return outcomes
 
     def _crashed(self, title: str, sections: list[Section], exc: Exception,
@@ -175,16 +148,13 @@ class Gate:
         return outcome
 
     def _procedure(self, title: str, sections: list[Section]) -> ProcedureOutcome:
-        planned = drilled.plan_for(title) if self.drilled else None
-        if planned is not None:
+        planned = plans.plan_for(title) if self.drilled else None
+        if planned is not None:  # a drill's procedure, or one of the runbook's scripts under its faults
             return self._drilled(title, sections, *planned)
-        script = scripted.plan_for(title) if self.drilled else None
-        if script is not None:  # the runbook's scripts, under the faults they exist for
-            return self._drilled(title, sections, *script, timeout=scripted.SCRIPT_TIMEOUT)
         outcome = self._on_healthy_system(title, sections)
         if self.drilled and scripted.is_test_procedure(title):
             try:
-                scripted.check_test_procedure(self, outcome, sections)
+                scripted.check_test_procedure(self.pool, outcome, sections)
             except Exception as exc:  # the gate's own trouble: this procedure's failure, said plainly
                 log.exception("the test procedure's check without production")
                 outcome.health.ok = False
@@ -200,22 +170,21 @@ class Gate:
         text = "\n".join(b.text for s in sections for b in s.shell_blocks)
         if kind == NEW:
             old = self.main()
-            self._ensure_backups(old, force=True)
-            baseline = self.backed_up[old.name]
+            self.pool.ensure_backups(old, force=True)
+            baseline = self.pool.backed_up[old.name]
             stack = self.stacks.get(NEW) or self._new_server()
         elif kind == PITR:
-            stack = self.stacks.get(PITR) or self._new_stack(PITR, self.seed_scale)
+            stack = self.stacks.get(PITR) or self.pool.new(PITR, self.seed_scale)
             self.stacks[PITR] = stack
             baseline, extra_env["TARGET_TIME"] = self._prepare_pitr(stack)
         else:
             stack = self.main()
             if "/backup/" in text:
-                self._ensure_backups(stack)
+                self.pool.ensure_backups(stack)
             baseline = integrity.fingerprint(stack.target())
         extra_env["MKS_CHECK_PASSWORD"] = (old or stack).secrets.admin_password  # for 機能テスト's login
-        session = self._session(stack, old, extra_env)
-        self.sessions += 1
-        blocks = run_session(sections, session, f"session-{self.sessions}")
+        session = self.pool.session(stack, old, extra_env)
+        blocks = run_session(sections, session, self.pool.next_session("session"))
         upload = stack.target().app.upload_path
         allow_added = bool(upload) and str(upload) in text
         # after a migration the admin's password is the old server's (its users table was restored)
@@ -225,30 +194,31 @@ class Gate:
                                    round(time.monotonic() - started, 1))
         if kind == PITR and health.ok:
             self._check_new_timeline(stack, health)
+        if kind == NEW and self.drilled and self.variants:
+            outcome.mode = "healthy system, then under bad backups of the old server"
+            migration.check_migration(self.pool, outcome, sections)
+            outcome.seconds = round(time.monotonic() - started, 1)
         if kind == MAIN and not health.ok:
             self._repair_main(stack)
         return outcome
 
-    def _drilled(self, title: str, sections: list[Section], plan: drilled.Plan,
+    def _drilled(self, title: str, sections: list[Section], plan: Plan,
                  drill: Drill, timeout: float | None = None) -> ProcedureOutcome:
         """The procedure as the recovery of its drill, on a stack of its own (removed afterwards)."""
         started = time.monotonic()
         self.drill_stacks = next(DRILL_STACKS)  # unique among the gates of one process (mutants)
-        stack = self._new_stack(f"drill-{self.drill_stacks}", self.seed_scale, keep_amcheck=True)
+        stack = self.pool.new(f"drill-{self.drill_stacks}", self.seed_scale, keep_amcheck=True)
         reports = (self.reports_dir or stack.root / "run") / "gate-drills"
-        self.sessions += 1
+        self.pool.sessions += 1
 
         def session_for(current: Stack, env: dict[str, str]) -> SessionEnv:
-            return self._drill_session(current, env, timeout)
+            return self.pool.check_session(current, env, timeout)
 
         try:
             result = drilled.run_drilled(plan, drill, sections, stack, session_for, DrillSettings(reports),
                                          f"drill-{self.drill_stacks}")
         finally:
-            try:
-                stack.down()
-            except Exception as exc:  # the stack factory tears it down at the end anyway
-                log.info("stack %s did not go down: %s", stack.name, exc)
+            down(stack)
         self.events.append(f"{title}: drilled under {result.drill} on {stack.name}: {result.verdict}")
         if self.variants:
             for variant in plan.variants:
@@ -261,90 +231,29 @@ class Gate:
                                 round(time.monotonic() - started, 1),
                                 mode=f"under fault: drill {result.drill} ({result.fault})")
 
-    def _variant(self, variant: drilled.Variant, drill: Drill, sections: list[Section],
-                 timeout: float | None = None) -> drilled.OracleResult:
+    def _variant(self, variant: Variant, drill: Drill, sections: list[Section],
+                 timeout: float | None = None) -> OracleResult:
         number = next(DRILL_STACKS)
         try:
-            stack = self._new_stack(f"drill-{number}", self.seed_scale, keep_amcheck=True)
+            stack = self.pool.new(f"drill-{number}", self.seed_scale, keep_amcheck=True)
         except Exception as exc:
-            return drilled.OracleResult(f"variant {variant.name}", False, f"no stack: {exc}")
+            return OracleResult(f"variant {variant.name}", False, f"no stack: {exc}")
         reports = (self.reports_dir or stack.root / "run") / "gate-drills"
 
         def session_for(current: Stack, env: dict[str, str]) -> SessionEnv:
-            return self._drill_session(current, env, timeout)
+            return self.pool.check_session(current, env, timeout)
 
         try:
             return drilled.run_variant(variant, drill, sections, stack, session_for, DrillSettings(reports),
                                        f"drill-{number}")
         finally:
-            try:
-                stack.down()
-            except Exception as exc:
-                log.info("stack %s did not go down: %s", stack.name, exc)
-
-    def _drill_session(self, stack: Stack, env: dict[str, str], timeout: float | None) -> SessionEnv:
-        session = self._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password, **env})
-        if timeout is not None:
-            session.timeout_per_block = timeout
-        return session
-
-    def _session(self, stack: Stack, old: Stack, extra_env: dict[str, str]) -> SessionEnv:
-        target = stack.target()
-        root = stack.root
-        work = root / "run/gate"
-        work.mkdir(parents=True, exist_ok=True)
-        stack.sandbox.give(work)
-        bin_dir = write_shims(ShimSpec.for_target(target, root, work / "bin"))
-        stack.sandbox.give(bin_dir, recursive=True)
-        # certbot renews as root on a real host; in the sandbox the block's account renews its own certificate
-        stack.sandbox.give(stack.sandbox.path("/etc/letsencrypt"), recursive=True)
-        info = SandboxInfo(root=root, backend_port=stack.backend_port, pg_major=target.database.major,
-                           service_account=stack.sandbox.service_account.name,
-                           renew_command=" ".join(target.renew_command),
-                           old_root=old.root if old is not None else None)
-        home = root / "run/home"
-        env = {
-            **stack.pg.client_env(),
-            **shell_env(bin_dir, home, root),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # the project's modules (the sandbox CA's renewal, `python -m recovery`) for the block's python
-            "PYTHONPATH": str(PROJECT_DIR),
-            **extra_env,
-        }
-        run_as = None if stack.sandbox.service_account.is_current else stack.sandbox.service_account
-        return SessionEnv(info, bin_dir, work, home, run_as, env, self.secrets,
-                          timeout_per_block=self.timeout_per_block)
+            down(stack)
 
     # ---- preconditions -----------------------------------------------------------------------
-    def _ensure_backups(self, stack: Stack, force: bool = False) -> None:
-        """Backups as the (separate) backup procedure makes them, unless they still match the data."""
-        target = stack.target()
-        now = integrity.fingerprint(target)
-        if not force and self.backed_up.get(stack.name) == now:
-            return
-        time.sleep(max(0.0, self.last_backup + 1.05 - time.monotonic()))  # names carry the second
-        self.last_backup = time.monotonic()
-        backup_database(target)
-        stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
-        backup_dir = stack.sandbox.path("/backup/mks")
-        for prefix, members in (("uploads", [appdata.store_member(target)]),
-                                ("config", appdata.config_members(target))):
-            dest = backup_dir / f"{prefix}_{stamp}.tar.gz"
-            run(["tar", "-czf", str(dest), "-C", str(stack.root), *members], timeout=300,
-                run_as=None if stack.sandbox.service_account.is_current else stack.sandbox.service_account)
-        self.backed_up[stack.name] = now
-        self.events.append(f"backups taken on {stack.name} (db, uploads, config {stamp})")
-
     def _new_server(self) -> Stack:
         """A stack standing for the new server after OS and packages: no MKS role, no MKS database."""
-        stack = self._new_stack(NEW, None)
-        stack.services.stop("mks-backend")
-        with stack.pg.connect() as conn:
-            conn.execute("DROP DATABASE mks_db")
-            conn.execute("DROP ROLE mks_user")
-        self.stacks[NEW] = stack
-        self.events.append(f"stack {stack.name}: as a new server: no mks_db, no mks_user, backend stopped")
-        return stack
+        self.stacks[NEW] = self.pool.new_server(NEW)
+        return self.stacks[NEW]
 
     def _prepare_pitr(self, stack: Stack) -> tuple[Any, str]:
         """A base backup, the target time, then a commit after it, archived (so the target is reachable)."""
@@ -440,7 +349,7 @@ class Gate:
             log.info("repair of %s failed: %s", stack.name, exc)
         if ok:
             self.events.append(f"stack {stack.name}: services started again after an unhealthy procedure")
-            self.backed_up.pop(stack.name, None)
+            self.pool.backed_up.pop(stack.name, None)
         else:
             self._retire_main("unhealthy after a procedure, and a restart did not help")
 

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gate.coverage import SectionCoverage
-from gate.orchestrator import ProcedureOutcome
 from gate.parser import Runbook
 from gate.runner import DOCUMENTED, FAILED, NOT_EXECUTABLE, PASSED
+from gate.types import ProcedureOutcome
 
 WRITTEN: list[tuple[str, str, Path]] = []  # (verdict, runbook, html report) for pytest's summary
 NOT_SELECTED = "not selected"  # a partial run (--section): the section has commands, none ran

@@ -30,6 +30,13 @@ OUTPUT_LIMIT = 6000
 PASSED, FAILED, NOT_EXECUTABLE, DOCUMENTED, NOT_RUN = (
     "passed", "failed", "not executable", "documented only", "not run")
 
+# commands that only show something: deleting one cannot change what a procedure does, and a check made
+# of them only prints what a person must compare
+DISPLAY_ONLY = re.compile(
+    r"^\s*(?:sudo\s+(?:-u\s+\S+\s+)?)?(?:(?:ls|echo|cat|du|grep|tail|head|printf|ps|journalctl)\b"
+    r"|systemctl\s+status\b|find\s+\S+\s+-type\s+f\s*\|"
+    r"|psql\b[^|]*-c\s+\"(?:\\d|SELECT\b(?![^\"]*pg_(?:reload_conf|switch_wal|terminate))))")
+
 
 @dataclass
 class CommandOutcome:

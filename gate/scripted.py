@@ -18,25 +18,19 @@ with exit 0.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from fixtures.engine.drill import Drill, DrillRun
-from fixtures.engine.faults import BrokenYaml, DeleteRowsByMistake, Details, FaultDidNotBite, StopPostgres
+from fixtures.engine.drill import DrillRun
+from fixtures.engine.faults import DeleteRowsByMistake, Details, FaultDidNotBite, StopPostgres
 from fixtures.stack import Stack
 from gate import drilled
-from gate.drilled import Context, OracleResult, Plan, Variant
 from gate.parser import Section
 from gate.runner import FAILED, NOT_RUN, PASSED, BlockOutcome, CommandOutcome, run_session
+from gate.stacks import Stacks
+from gate.types import Context, OracleResult, ProcedureOutcome
 from recovery import health
-
-if TYPE_CHECKING:
-    from gate.orchestrator import Gate, ProcedureOutcome
-
-log = logging.getLogger(__name__)
 
 AUTO, FULL, TEST = "自動復旧スクリプト", "完全復旧スクリプト", "テスト手順"
 SCRIPT_TIMEOUT = 180.0  # the original's three attempts of `sleep 30` fit; a script that hangs does not
@@ -151,18 +145,21 @@ def healthy_left_alone(run_: DrillRun, ctx: Context) -> list[OracleResult]:
 def refusal_reported(run_: DrillRun, ctx: Context) -> list[OracleResult]:
     """A procedure that refuses under a bad backup says so: one of its commands exits non-zero (one that
     puts the old state back and then exits 0 leaves the operator believing the recovery was done)."""
-    failed = [c for b in ctx.blocks for c in b.commands if c.status == FAILED]
+    return [refusal_said(ctx.blocks)]
+
+
+def refusal_said(blocks: list[BlockOutcome]) -> OracleResult:
+    failed = [c for b in blocks for c in b.commands if c.status == FAILED]
     if failed:
         c = failed[0]
         said = f"exit {c.exit_code}" if c.exit_code is not None else c.reason
-        return [OracleResult("the refusal is reported", True,
-                             f"line {c.line} `{c.original.splitlines()[0][:60]}` fails ({said})")]
-    return [OracleResult("the refusal is reported", False,
-                         "every command exited 0: the procedure did not say that the recovery did not "
-                         "happen")]
+        return OracleResult("the refusal is reported", True,
+                            f"line {c.line} `{c.original.splitlines()[0][:60]}` fails ({said})")
+    return OracleResult("the refusal is reported", False,
+                        "every command exited 0: the procedure did not say that the recovery did not happen")
 
 
-def _nothing(run_: DrillRun, ctx: Context) -> None:
+def prepare_nothing(run_: DrillRun, ctx: Context) -> None:
     """No backups to prepare: the auto-recovery script restarts, it restores nothing."""
 
 
@@ -172,40 +169,7 @@ def prepare_full(run_: DrillRun, ctx: Context) -> None:
     drilled.prepare_uploads(run_, ctx)
 
 
-# ---- plans -------------------------------------------------------------------------------------
-
-def _auto_drill() -> Drill:
-    from scenarios.drills import BACKEND_MASTER
-
-    return replace(BACKEND_MASTER, name="auto-recovery-script",
-                   scenario="自動復旧スクリプト: mks-backend 停止",
-                   runbook_section=f"復旧自動化スクリプト > {AUTO}", fault=StopBackend())
-
-
-def plans() -> dict[str, tuple[Plan, Drill]]:
-    """Section title -> (plan, drill) of each script."""
-    from scenarios.drills import FULL_RECOVERY
-
-    truth = exit_status_truthful
-    auto = Plan("auto-recovery-script", None, StopBackend(),
-                (truth, drilled.services_running),
-                variants=(Variant("healthy system", _nothing, NothingBroken(), (truth, healthy_left_alone)),
-                          Variant("backend running, its database down", _nothing, StopPostgres(), (truth,)),
-                          Variant("backend cannot start (its YAML broken)", _nothing, BrokenYaml(),
-                                  (truth,))))
-    full_oracles = (truth, drilled.newest_backup_restored, drilled.files_are_the_backup,
-                    drilled.backend_restarted, drilled.services_running)
-    full = Plan(FULL_RECOVERY.name, prepare_full, None, full_oracles,
-                variants=(Variant("database damaged, stale uploads, PostgreSQL stopped", prepare_full,
-                                  DamagedThenServerDown(), full_oracles),))
-    return {AUTO: (auto, _auto_drill()), FULL: (full, FULL_RECOVERY)}
-
-
-def plan_for(title: str) -> tuple[Plan, Drill] | None:
-    """The script plan of a procedure titled `... > 自動復旧スクリプト` or `... > 完全復旧スクリプト`."""
-    last = title.rsplit(" > ", 1)[-1].split(". ", 1)[-1]
-    return plans().get(last)
-
+# ---- which procedure ---------------------------------------------------------------------------
 
 def is_test_procedure(title: str) -> bool:
     return title.rsplit(" > ", 1)[-1].split(". ", 1)[-1] == TEST
@@ -242,25 +206,18 @@ def reads_production(healthy: list[BlockOutcome], down: list[BlockOutcome]) -> O
     return OracleResult(name, True, f"the same outcome with production down ({ran} commands ran)")
 
 
-def check_test_procedure(gate: Gate, outcome: ProcedureOutcome, sections: list[Section]) -> None:
+def check_test_procedure(stacks: Stacks, outcome: ProcedureOutcome, sections: list[Section]) -> None:
     """The procedure once more on a fresh system whose production is down; the verdict joins `outcome`."""
     started = time.monotonic()
     outcome.mode = "healthy system, then again with production down (a test must work on its copy)"
-    stack = gate._new_stack(f"isolation-{gate.sessions + 1}", gate.seed_scale)
-    try:
+    with stacks.borrowed(f"isolation-{stacks.sessions + 1}") as stack:
         text = "\n".join(b.text for s in sections for b in s.shell_blocks)
         if "/backup/" in text:
-            gate._ensure_backups(stack, force=True)
+            stacks.ensure_backups(stack, force=True)
         what = production_down(stack)
-        gate.events.append(f"stack {stack.name}: {what}")
-        gate.sessions += 1
-        session = gate._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password})
-        blocks = run_session(sections, session, f"isolation-{gate.sessions}")
-    finally:
-        try:
-            stack.down()
-        except Exception as exc:  # the stack factory tears it down at the end anyway
-            log.info("stack %s did not go down: %s", stack.name, exc)
+        stacks.events.append(f"stack {stack.name}: {what}")
+        name = stacks.next_session("isolation")
+        blocks = run_session(sections, stacks.check_session(stack), name)
     result = reads_production(outcome.blocks, blocks)
     outcome.health.checks.append(f"oracle {result.name}: {'ok' if result.ok else 'FAILED'} ({result.detail})")
     if not result.ok:

@@ -3,34 +3,36 @@
 A verification section (リストア確認, ファイル確認, 復旧後の確認手順 and the like) exists to tell a person
 that the recovery did not work. The gate gives it a state that is wrong for it (rows of the app profile's
 tables missing against the backup, a child row of its relation whose parent is gone, files of its file
-store missing or changed, the database stopped so that the backend answers 503) and runs the section's
-blocks alone:
+store missing or changed, the database stopped so that the backend answers 503, every answer of the
+backend late for a check whose comment says it measures response time) and runs the section's blocks
+alone:
 - it can fail: a command exits non-zero, or its output says something is wrong;
 - it only prints numbers for a person to compare: every command it ran only shows something;
 - this check cannot fail: it exits 0 and prints nothing alarming; the report says what it missed.
-The last two are the procedure's problems (its verification gives no verdict). A state that does not
+The last two are the procedure's problems (its verification gives no verdict). A section is held
+against every state wrong for it, by its title or by what its comments say it checks; one that fails
+under one state and exits 0 under another is reported for the one it misses. A state that does not
 apply to the app (an orphan without a parent/child relation) is skipped, its reason in the checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fixtures.apps.profile import REFERENCE_PROFILE, load_profile
 from fixtures.stack import Stack
-from gate import appdata
+from gate import appdata, latency
 from gate.parser import Section
-from gate.runner import FAILED, BlockOutcome, run_session
+from gate.runner import DISPLAY_ONLY, FAILED, BlockOutcome, run_session
+from gate.stacks import Stacks
+from gate.types import ProcedureOutcome
 from recovery import integrity
 from recovery.target import AppTarget
-
-if TYPE_CHECKING:
-    from gate.orchestrator import Gate, ProcedureOutcome
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,16 @@ class WrongState:
     make: Callable[[Stack], str]  # makes the state; returns what is wrong, in words
     needs_backups: bool = False
     needs_relation: bool = False
+    claims: re.Pattern[str] | None = None  # a comment that says the section checks this: also held to it
+    delay: float = 0.0  # every connection to the backend's port held this long (gate.latency)
+
+    def applies(self, section: Section) -> bool:
+        """The section is wrong under this state: by its title, or by what a comment says it checks."""
+        if section.path[-1].split(". ", 1)[-1] in self.sections:
+            return True
+        comments = (line for b in section.shell_blocks for line in b.text.splitlines()
+                    if line.lstrip().startswith("#"))
+        return self.claims is not None and any(self.claims.search(line) for line in comments)
 
     def title(self, app: AppTarget) -> str:
         return self.name.format(child=integrity.singular(app.relation.child) if app.relation else "row")
@@ -104,6 +116,13 @@ def _database_stopped(stack: Stack) -> str:
     return "PostgreSQL stopped: the backend answers 503, the database refuses connections"
 
 
+SLOW_SECONDS = 5.0  # the corrected runbook allows 2 s
+
+
+def _slow(stack: Stack) -> str:
+    return f"every answer of the backend comes {SLOW_SECONDS:g} s late (an overloaded server)"
+
+
 DATA, FILES = ("リストア確認", "データ整合性確認"), ("ファイル確認",)
 WRONG_STATES = (
     WrongState("rows missing", DATA, _rows_missing, needs_backups=True),
@@ -112,6 +131,9 @@ WRONG_STATES = (
     WrongState("a file changed", FILES, _file_changed, needs_backups=True),
     WrongState("a stale extra file", FILES, _file_extra, needs_backups=True),
     WrongState("database stopped", ("接続確認", "機能テスト", "パフォーマンス確認"), _database_stopped),
+    WrongState("slow responses", ("パフォーマンス確認",), _slow,
+               claims=re.compile(r"(?i)レスポンスタイム|レスポンス時間|応答時間|response time|latency"),
+               delay=SLOW_SECONDS),
 )
 
 
@@ -128,8 +150,6 @@ class Verdict:
 
 
 def judge(section: str, state: str, missed: str, blocks: list[BlockOutcome]) -> Verdict:
-    from gate.mutants import DISPLAY_ONLY
-
     ran = [c for b in blocks for c in b.commands if c.ran is not None]
     failed = [c for c in ran if c.status == FAILED]
     if failed:
@@ -155,22 +175,18 @@ def _one_line(command: str) -> str:
 
 
 def verification_sections(outcomes: list[ProcedureOutcome], sections: list[Section],
-                          names: tuple[str, ...]) -> list[Section]:
+                          state: WrongState) -> list[Section]:
     run = {key for o in outcomes if o.stack != "-" for key in o.sections}  # "-": could not be judged
-    return [s for s in sections if s.shell_blocks and _name(s, names) and s.key in run]
+    return [s for s in sections if s.shell_blocks and state.applies(s) and s.key in run]
 
 
-def _name(section: Section, names: tuple[str, ...]) -> str | None:
-    """The verification name in the section's own title (`1. 機能テスト` -> 機能テスト)."""
-    return next((n for n in names if section.path[-1].split(". ", 1)[-1] == n), None)
-
-
-def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Verdict]:
+def check_verifications(stacks: Stacks, runbook_sections: list[Section],
+                        outcomes: list[ProcedureOutcome]) -> list[Verdict]:
     """Every verification section against its wrong state; verdicts land in their procedure's outcome."""
     verdicts = []
-    app = gate.app or load_profile(REFERENCE_PROFILE).to_app_target()  # no stack made: the default app
+    app = stacks.app or load_profile(REFERENCE_PROFILE).to_app_target()  # no stack made: the default app
     for state in WRONG_STATES:
-        sections = verification_sections(outcomes, gate.runbook.sections, state.sections)
+        sections = verification_sections(outcomes, runbook_sections, state)
         if not sections:
             continue
         name, why = state.title(app), state.skipped(app)
@@ -178,11 +194,12 @@ def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Ve
             verdicts += [Verdict(s.key, name, SKIPPED, why) for s in sections]
             continue
         try:
-            verdicts += _against(gate, state, name, sections)
+            verdicts += _against(stacks, state, name, sections)
         except Exception as exc:  # the gate's own trouble: said, not raised
             log.exception("verification against %s", name)
             verdicts += [Verdict(s.key, name, CANNOT_FAIL, f"could not be checked: {exc}")
                          for s in sections]
+    _what_it_catches(verdicts)
     for verdict in verdicts:
         outcome = next(o for o in outcomes if verdict.section in o.sections)
         outcome.health.checks.append(verdict.line)
@@ -192,22 +209,25 @@ def check_verifications(gate: Gate, outcomes: list[ProcedureOutcome]) -> list[Ve
     return verdicts
 
 
-def _against(gate: Gate, state: WrongState, name: str, sections: list[Section]) -> list[Verdict]:
-    stack = gate._new_stack(f"verify-{len(gate.events)}", gate.seed_scale)
-    try:
+def _what_it_catches(verdicts: list[Verdict]) -> None:
+    """A miss of a section that fails under other states says so: it checks something, not this."""
+    for verdict in verdicts:
+        if verdict.result in (NUMBERS_ONLY, CANNOT_FAIL):
+            caught = [v.state for v in verdicts if v.section == verdict.section and v.result == CAN_FAIL]
+            if caught:
+                verdict.evidence += f"; it fails under {', '.join(caught)}, not under this"
+
+
+def _against(stacks: Stacks, state: WrongState, name: str, sections: list[Section]) -> list[Verdict]:
+    with stacks.borrowed(f"verify-{len(stacks.events)}") as stack, contextlib.ExitStack() as held:
         if state.needs_backups:
-            gate._ensure_backups(stack, force=True)
+            stacks.ensure_backups(stack, force=True)
         missed = state.make(stack)
-        gate.events.append(f"stack {stack.name}: {missed}")
+        port = held.enter_context(latency.delayed(stack.backend_port, state.delay)) if state.delay else None
+        stacks.events.append(f"stack {stack.name}: {missed}")
         out = []
         for section in sections:
-            gate.sessions += 1
-            session = gate._session(stack, None, {"MKS_CHECK_PASSWORD": stack.secrets.admin_password})
-            blocks = run_session([section], session, f"verify-{gate.sessions}")
+            session = stacks.next_session("verify")
+            blocks = run_session([section], stacks.check_session(stack, backend_port=port), session)
             out.append(judge(section.key, name, missed, blocks))
         return out
-    finally:
-        try:
-            stack.down()
-        except Exception as exc:  # the stack factory tears it down at the end anyway
-            log.info("stack %s did not go down: %s", stack.name, exc)

@@ -124,8 +124,8 @@ def test_members_escaping_the_uploads_are_found_where_gnu_tar_put_them(tmp_path)
         tar.addfile(link)
         for name in bad.ESCAPES:
             bad._add(tar, name, b"x\n")
-    assert bad._escaped(root, uploads) == []
+    assert bad.escaped(root, uploads) == []
     subprocess.run(["tar", "-xzf", str(archive), "-C", str(root)], capture_output=True, check=False)
-    found = bad._escaped(root, uploads)
+    found = bad.escaped(root, uploads)
     assert "/etc/mks/gate-escape-absolute.txt" in found
     assert any(f.startswith("a link /opt/mks/uploads/gate-escape-link") for f in found)

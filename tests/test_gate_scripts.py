@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from gate.mutants import make_mutants
+from gate.plans import script_plan_for as plan_for
 from gate.runner import FAILED, NOT_RUN, PASSED, BlockOutcome, CommandOutcome
-from gate.scripted import TRUTH, judge_exit, plan_for, reads_production
+from gate.scripted import TRUTH, judge_exit, reads_production
 
 CORRECTED = Path(__file__).parent.parent / "docs/15_復旧手順(Recovery-Procedures).md"
 AUTO = "復旧自動化スクリプト > 自動復旧スクリプト"
@@ -55,8 +56,8 @@ def test_a_test_procedure_that_reads_production_is_found():
 
 def test_a_refusal_must_be_said():
     """The PITR that puts the old cluster back under a missing WAL segment must still fail a command."""
-    from gate.drilled import Context
     from gate.scripted import refusal_reported
+    from gate.types import Context
 
     ctx = Context()
     ctx.blocks = [BlockOutcome("PITR実行", 1, PASSED, [CommandOutcome(1, "mv a b", "mv a b", PASSED, 0)])]
