@@ -147,6 +147,11 @@ def _rows(
         rto = f"{duration(s.get('recovery_seconds'), lang)} ({target})"
         if s.get("forecast_seconds") is not None:
             rto += f", {'予測' if lang == 'ja' else 'forecast'} {duration(s['forecast_seconds'], lang)}"
+            if s.get("forecast_high_seconds") is not None:
+                low = s.get("forecast_low_seconds", s["forecast_seconds"])
+                span = w["forecast_interval"].format(low=duration(low, lang),
+                                                     high=duration(s["forecast_high_seconds"], lang))
+                rto += f" ({span})"
         controls = evidences(entry, lang, claimed)
         trend, regression = "", ""
         if context:

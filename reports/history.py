@@ -9,20 +9,21 @@ reason and left as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sqlite3
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reports.numbering import ReportError
 from reports.schedules import PERIODS, SCHEDULES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the forecasts and measurements tables (a file of version 1 gets them added)
 DEFAULT_NAME = "history.sqlite"
 REGRESSION_FACTOR = 1.5
 REGRESSION_WINDOW = 5  # the last five passing runs
@@ -63,11 +64,118 @@ CREATE TABLE results (
 );
 CREATE INDEX results_by_drill ON results (drill_id, ended_at);
 """
+# version 2: every forecast at production size (with its fit, so that it can be evaluated at the size
+# of a later measurement) and every measured restore of a component at a larger size
+FORECAST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS forecasts (
+    run_id TEXT NOT NULL,
+    rec_id TEXT NOT NULL,
+    drill_id TEXT NOT NULL,
+    component TEXT NOT NULL,
+    made_at TEXT NOT NULL,
+    size REAL,
+    files REAL,
+    seconds REAL NOT NULL,
+    low_seconds REAL,
+    high_seconds REAL,
+    model TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, rec_id, component)
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    measured_at TEXT NOT NULL,
+    component TEXT NOT NULL,
+    size REAL NOT NULL,
+    files REAL,
+    seconds REAL NOT NULL,
+    source TEXT NOT NULL,
+    forecast_seconds REAL,
+    low_seconds REAL,
+    high_seconds REAL,
+    PRIMARY KEY (measured_at, component, source)
+);
+"""
 TABLES = {"runs", "results"}
+FORECAST_TABLES = {"forecasts", "measurements"}
 
 
 class HistoryError(ReportError):
     """The history file cannot be used (another schema version, not a history file)."""
+
+
+@dataclass(frozen=True)
+class ForecastRow:
+    """One component's forecast at production size, as a drill's REC carries it."""
+
+    run_id: str
+    rec_id: str
+    drill_id: str
+    component: str
+    made_at: str
+    size: float | None
+    files: float | None
+    seconds: float
+    low_seconds: float | None
+    high_seconds: float | None
+    model: str = "{}"  # the component's fit (a, b_seconds_per_gb, c_ms_per_file), JSON
+
+    def at(self, size: float, files: float | None = None) -> tuple[float, float, float] | None:
+        """(point, low, high) at another size: the fit's line, the interval scaled with the point;
+        None when the fit is not kept (the PITR's has two sizes)."""
+        fit = json.loads(self.model or "{}")
+        if "b_seconds_per_gb" not in fit:
+            return None
+        point = fit.get("a", 0.0) + fit["b_seconds_per_gb"] * size / 1e9 \
+            + fit.get("c_ms_per_file", 0.0) * (files or 0.0) / 1e3
+        ratio = point / self.seconds if self.seconds else 1.0
+        low = point if self.low_seconds is None else self.low_seconds * ratio
+        high = point if self.high_seconds is None else self.high_seconds * ratio
+        return point, low, high
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A component's restore measured for real at a larger size than the calibration's: a drill at
+    a larger scale, the bench, or a real restore's journal; the forecast at its size beside it."""
+
+    measured_at: str
+    component: str
+    size: float
+    files: float | None
+    seconds: float
+    source: str
+    forecast_seconds: float | None = None
+    low_seconds: float | None = None
+    high_seconds: float | None = None
+
+    @property
+    def error(self) -> float | None:
+        """(forecast - measured) / measured."""
+        if self.forecast_seconds is None or not self.seconds:
+            return None
+        return (self.forecast_seconds - self.seconds) / self.seconds
+
+    @property
+    def within_interval(self) -> bool | None:
+        if self.low_seconds is None or self.high_seconds is None:
+            return None
+        return self.low_seconds <= self.seconds <= self.high_seconds
+
+
+def forecasts_from(run_id: str, document: dict[str, Any]) -> tuple[ForecastRow, ...]:
+    """The forecast rows of a REC's JSON form, one per component (none when it has no forecast)."""
+    summary, record = document["summary"], document["record"]
+    parts = (record.get("forecast_basis") or {}).get("components") or {}
+    if record.get("forecast_seconds") is None:
+        return ()
+    made = record.get("ended_at", "")
+    rows = []
+    for component, part in parts.items():
+        model = {k: part[k] for k in ("a", "b_seconds_per_gb", "c_ms_per_file") if k in part}
+        rows.append(ForecastRow(run_id, summary["rec_id"], summary["drill_id"], component, made,
+                                part.get("bytes", part.get("base_bytes")), part.get("files"),
+                                float(part.get("seconds", 0.0)), part.get("low_s"), part.get("high_s"),
+                                json.dumps(model, sort_keys=True)))
+    return tuple(rows)
 
 
 @dataclass(frozen=True)
@@ -85,6 +193,10 @@ class Result:
     data_loss_rows: int | None
     fault_at: str
     ended_at: str
+    forecasts: tuple[ForecastRow, ...] = field(default=(), compare=False)  # not a column of results
+
+
+RESULT_COLUMNS = tuple(f for f in Result.__dataclass_fields__ if f != "forecasts")
 
 
 def result_from(run_id: str, document: dict[str, Any], ran_under: str | None) -> Result:
@@ -106,6 +218,7 @@ def result_from(run_id: str, document: dict[str, Any], ran_under: str | None) ->
         summary.get("data_loss_rows"),
         record.get("fault_at", ""),
         record.get("ended_at", ""),
+        forecasts_from(run_id, document),
     )
 
 
@@ -140,7 +253,11 @@ class History:
             raise HistoryError(
                 f"{self.path} is not a drill history (SQLite says: {exc}); left as it is"
             ) from None
-        if version == SCHEMA_VERSION and tables >= TABLES:
+        if version == SCHEMA_VERSION and tables >= TABLES | FORECAST_TABLES:
+            return
+        if version == 1 and tables >= TABLES:  # readable as it is; a writer adds version 2's tables
+            if create:
+                self._migrate(db)
             return
         if version == 0 and not tables:
             if create:
@@ -150,7 +267,7 @@ class History:
                     # another writer may have created it while this one waited for the lock
                     again = db.execute("PRAGMA user_version").fetchone()[0]
                     if again == 0:  # (executescript would commit first: one statement at a time)
-                        for statement in filter(str.strip, SCHEMA.split(";")):
+                        for statement in filter(str.strip, (SCHEMA + FORECAST_SCHEMA).split(";")):
                             db.execute(statement)
                         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     db.execute("COMMIT")
@@ -166,6 +283,19 @@ class History:
         else:
             reason = f"schema version {version} has no migration to {SCHEMA_VERSION}"
         raise HistoryError(f"{self.path}: {reason}; refused, the file is left as it is")
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Version 1 to 2: the forecast tables added (nothing else changes)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] == 1:
+                for statement in filter(str.strip, FORECAST_SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -186,6 +316,7 @@ class History:
                 ":recovery_seconds,:downtime_seconds,:data_loss_rows,:fault_at,:ended_at,:written_by)",
                 [{**r.__dict__, "written_by": writer} for r in results],
             )
+            self._add_forecasts(db, [f for r in results for f in r.forecasts])
 
     def add_run(self, run: dict[str, Any], results: list[Result], writer: int) -> None:
         """The run's row and every result (those written already by workers stay as they are, but
@@ -210,6 +341,35 @@ class History:
                     "UPDATE results SET ran_under=? WHERE run_id=? AND rec_id=?",
                     (r.ran_under, r.run_id, r.rec_id),
                 )
+            self._add_forecasts(db, [f for r in results for f in r.forecasts])
+
+    @staticmethod
+    def _add_forecasts(db: sqlite3.Connection, rows: list[ForecastRow]) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO forecasts VALUES (:run_id,:rec_id,:drill_id,:component,:made_at,:size,"
+            ":files,:seconds,:low_seconds,:high_seconds,:model)",
+            [r.__dict__ for r in rows],
+        )
+
+    def add_measurement(self, measured: Measurement) -> Measurement:
+        """Keep a measured restore beside its forecast: the one it brings, else the newest forecast
+        of the component made before it, evaluated at its size (see ForecastRow.at). What was kept."""
+        if measured.forecast_seconds is None:
+            earlier = [f for f in self.forecasts(measured.component) if f.made_at <= measured.measured_at]
+            for row in reversed(earlier):
+                found = row.at(measured.size, measured.files)
+                if found is not None:
+                    measured = dataclasses.replace(measured, forecast_seconds=round(found[0], 3),
+                                                   low_seconds=round(found[1], 3),
+                                                   high_seconds=round(found[2], 3))
+                    break
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO measurements VALUES (:measured_at,:component,:size,:files,:seconds,"
+                ":source,:forecast_seconds,:low_seconds,:high_seconds)",
+                measured.__dict__,
+            )
+        return measured
 
     # ---- reading ---------------------------------------------------------------------------------
     def results(self, drill_id: str | None = None) -> list[Result]:
@@ -217,7 +377,31 @@ class History:
         query = f"SELECT * FROM results{where} ORDER BY ended_at, rec_id"
         with self.connect() as db:
             rows = db.execute(query, (drill_id,) if drill_id else ()).fetchall()
-        return [Result(**{k: row[k] for k in Result.__dataclass_fields__}) for row in rows]
+        return [Result(**{k: row[k] for k in RESULT_COLUMNS}) for row in rows]
+
+    def _has(self, db: sqlite3.Connection, table: str) -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() \
+            is not None
+
+    def forecasts(self, component: str | None = None) -> list[ForecastRow]:
+        """Every forecast kept, oldest first (none from a version 1 file not written since)."""
+        with self.connect() as db:
+            if not self._has(db, "forecasts"):
+                return []
+            where = " WHERE component=?" if component else ""
+            rows = db.execute(f"SELECT * FROM forecasts{where} ORDER BY made_at, rec_id",
+                              (component,) if component else ()).fetchall()
+        return [ForecastRow(**dict(r)) for r in rows]
+
+    def measurements(self, component: str | None = None) -> list[Measurement]:
+        """Every measurement with the forecast beside it, oldest first: the forecast's error over time."""
+        with self.connect() as db:
+            if not self._has(db, "measurements"):
+                return []
+            where = " WHERE component=?" if component else ""
+            rows = db.execute(f"SELECT * FROM measurements{where} ORDER BY measured_at, source",
+                              (component,) if component else ()).fetchall()
+        return [Measurement(**dict(r)) for r in rows]
 
     def runs(self) -> list[dict[str, Any]]:
         with self.connect() as db:

@@ -82,6 +82,9 @@ class DrillRecord:
     recovery_seconds: float | None = None  # 復旧時間, measured
     rto_target_seconds: float = 0.0
     forecast_seconds: float | None = None  # the recovery time forecast for the production size
+    # its interval from the calibration's spread: the verdict holds the high end to the RTO
+    forecast_low_seconds: float | None = None
+    forecast_high_seconds: float | None = None
     forecast_basis: dict[str, Any] = field(default_factory=dict)
     data_loss_rows: int | None = None  # データ損失
     data_loss_seconds: float | None = None

@@ -1,7 +1,8 @@
 """The run as NIST OSCAL Assessment Results (JSON), with the small assessment plan it imports.
 
 One observation per post-recovery check of each drill, its evidence the drill's REC files (relative
-path, and their SHA-256 in the back matter); one finding per control the run evidences
+path, and their SHA-256 in the back matter), with the drill's recovery time forecast (its point and
+interval) as properties; one finding per control the run evidences
 (ISO/IEC 27001:2022 A.5.30, A.8.13; SOC 2 A1.3: the IDs only), satisfied when every drill that
 evidences it passed. UUIDs are uuid5 of the run id and what they name, and every time comes from
 the records, so the same run gives the same documents. Written as plain JSON; the tests validate it
@@ -51,6 +52,22 @@ def _reviewed(ids: list[str]) -> dict[str, Any]:
     return {"control-selections": [{"include-controls": [{"control-id": c} for c in ids]}]}
 
 
+def forecast_props(summary: dict[str, Any], record: dict[str, Any]) -> list[dict[str, str]]:
+    """The drill's recovery time forecast at production size on each of its observations: the point,
+    the interval from the calibration's spread, and whether the interval's high end is within the
+    target (what the verdict holds it to). None without a forecast."""
+    point = record.get("forecast_seconds")
+    if point is None:
+        return []
+    low, high = record.get("forecast_low_seconds"), record.get("forecast_high_seconds")
+    low, high = (point if low is None else low), (point if high is None else high)
+    target = summary.get("rto_target_seconds") or record.get("rto_target_seconds") or 0
+    within = bool(target) and max(point, high) <= target
+    return [_prop("forecast-seconds", f"{point:g}"), _prop("forecast-low-seconds", f"{low:g}"),
+            _prop("forecast-high-seconds", f"{high:g}"),
+            _prop("forecast-within-target", "true" if within else "false")]
+
+
 def build(
     run_id: str, documents: list[tuple[dict[str, Any], bool]], folder: Path, reports_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -81,6 +98,7 @@ def build(
                 }
             )
         passed = summary.get("verdict") == "passed"
+        forecast = forecast_props(summary, record)
         for n, check in enumerate(record.get("checks", [])):  # a name may come twice
             ident = uid(run_id, "observation", rec_id, str(n), check["name"])
             observations.append(
@@ -93,6 +111,7 @@ def build(
                         _prop("result", "pass" if check["passed"] else "fail"),
                         _prop("drill-id", summary["drill_id"]),
                         _prop("drill-verdict", summary["verdict"]),
+                        *forecast,
                     ],
                     "methods": ["TEST"],
                     "types": ["control-objective"],

@@ -115,6 +115,8 @@ class RecReport:
             "recovery_seconds": r.recovery_seconds,
             "rto_target_seconds": self.rto,
             "forecast_seconds": r.forecast_seconds,
+            "forecast_low_seconds": r.forecast_low_seconds,
+            "forecast_high_seconds": r.forecast_high_seconds,
             "data_loss_rows": r.data_loss_rows,
             "data_loss_seconds": r.data_loss_seconds,
             "rpo_target_seconds": self.rpo,
@@ -145,6 +147,18 @@ def allowance(seconds: float, record: DrillRecord, lang: str) -> str:
     return words(lang)["within"].format(t=duration(seconds, lang))
 
 
+def forecast_worst(record: DrillRecord) -> float:
+    """What the verdict holds to the RTO: the interval's high end, the point where there is none."""
+    point = record.forecast_seconds or 0.0
+    return point if record.forecast_high_seconds is None else max(point, record.forecast_high_seconds)
+
+
+def forecast_interval(record: DrillRecord, lang: str) -> str:
+    low = record.forecast_low_seconds if record.forecast_low_seconds is not None else record.forecast_seconds
+    return words(lang)["forecast_interval"].format(low=duration(low, lang),
+                                                   high=duration(record.forecast_high_seconds, lang))
+
+
 def targets(rec: RecReport) -> list[tuple[str, str, str, bool | None]]:
     """(item, target, achieved, met) rows of 目標と実績."""
     r, lang, w = rec.record, rec.lang, words(rec.lang)
@@ -155,7 +169,9 @@ def targets(rec: RecReport) -> list[tuple[str, str, str, bool | None]]:
     if r.forecast_seconds is not None:
         share = round(100 * r.forecast_seconds / rec.rto) if rec.rto else 0
         got = f"{duration(r.forecast_seconds, lang)} ({w['of_rto'].format(p=share)})"
-        rows.append((w["forecast_row"], within, got, r.forecast_seconds <= rec.rto))
+        if r.forecast_high_seconds is not None:
+            got += ", " + forecast_interval(r, lang)
+        rows.append((w["forecast_row"], within, got, forecast_worst(r) <= rec.rto))
     else:
         rows.append((w["forecast_row"], within, w["unknown"], None))
     loss_known = r.data_loss_rows is not None or r.data_loss_seconds is not None
@@ -187,14 +203,17 @@ def derive_improvements(rec: RecReport) -> list[Improvement]:
             )
         )
     if r.forecast_seconds is not None and rec.rto:
-        share = r.forecast_seconds / rec.rto
+        share = forecast_worst(r) / rec.rto
         key = "forecast_over" if share > 1 else "forecast_close" if share > FORECAST_MARGIN else ""
         if key:
+            got = duration(r.forecast_seconds, lang)
+            if r.forecast_high_seconds is not None:
+                got += f" ({forecast_interval(r, lang)})"
             found.append(
                 Improvement(
                     "high" if share > 1 else "medium",
                     say[key].format(
-                        got=duration(r.forecast_seconds, lang),
+                        got=got,
                         target=duration(rec.rto, lang),
                         p=round(100 * share),
                     ),
