@@ -200,14 +200,21 @@ def dump_database(step: Step, target: Target, dbname: str, path: Path) -> Path:
                 continue
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[label(table)] = int(row[0]) if row else 0
-        step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
-                  "-f", str(path)], timeout=3600, run_as=target.service_account(), env=db.env())
-        conn.execute("COMMIT")
-    digest = sha256_file(path)
-    backups.sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
-    backups.manifest_path(path).write_text(json.dumps(
-        {"database": dbname, "row_counts": counts, "sha256": digest,
-         "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}, indent=2), encoding="utf-8")
+        try:
+            step.run([db.tool("pg_dump"), "-Fc", "-U", db.user, "-d", ident(dbname), "--snapshot", snapshot,
+                      "-f", str(path)], timeout=3600, run_as=target.service_account(), env=db.env())
+            conn.execute("COMMIT")
+            digest = sha256_file(path)
+            backups.sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+            backups.manifest_path(path).write_text(json.dumps(
+                {"database": dbname, "row_counts": counts, "sha256": digest,
+                 "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}, indent=2),
+                encoding="utf-8")
+        except BaseException:
+            # a dump cut short (a full disk) is not a backup: nothing named like one is left behind
+            for made in (path, backups.sidecar(path), backups.manifest_path(path)):
+                made.unlink(missing_ok=True)
+            raise
     step.note("path", str(path))
     step.note("bytes", path.stat().st_size)
     step.note("sha256", digest)
