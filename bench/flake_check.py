@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -72,6 +73,11 @@ def skipped_in(junit: Path) -> int:
     return sum(1 for case in ET.parse(junit).iter("testcase") if case.find("skipped") is not None)
 
 
+def pytest_seconds(junit: Path) -> float:
+    """pytest's own time (the wall time of a suite run adds the clone's set-up: its venv)."""
+    return round(sum(float(suite.get("time", 0)) for suite in ET.parse(junit).iter("testsuite")), 1)
+
+
 def _execute(argv: list[str], cwd: Path, env: dict[str, str], junit: Path) -> Run:
     """Run one command to its end (or its timeout) and judge it by its exit status and JUnit file."""
     started = time.monotonic()
@@ -83,11 +89,12 @@ def _execute(argv: list[str], cwd: Path, env: dict[str, str], junit: Path) -> Ru
     seconds = time.monotonic() - started
     tests, failures = failures_in(junit) if junit.is_file() else (0, [])
     skipped = skipped_in(junit) if junit.is_file() else 0
+    in_pytest = pytest_seconds(junit) if junit.is_file() else None
     if (returncode != 0 and not failures) or "INTERNALERROR" in output:
         failures.append({"test": "(the run)", "kind": "run",
                          "reason": f"exit {returncode}:\n" + "\n".join(output.splitlines()[-15:])})
-    return {"seconds": round(seconds, 1), "exit": returncode, "tests": tests, "skipped": skipped,
-            "failures": failures, "output": output}
+    return {"seconds": round(seconds, 1), "pytest_seconds": in_pytest, "exit": returncode, "tests": tests,
+            "skipped": skipped, "failures": failures, "output": output}
 
 
 def _keep(outcome: Run, folder: Path, label: str) -> Run:
@@ -176,12 +183,12 @@ def markdown(runs: list[Run], title: str, facts: dict[str, str]) -> str:
     lines += [f"- {key}: {value}" for key, value in facts.items()]
     lines += [f"- runs: {len(runs)} ({under_load} under a CPU hog on one core); "
               f"failed runs: {len(failed)}; budget 0: {verdict}", "",
-              "| run | CPU hog | wall time | tests | skipped | failures | exit |",
-              "|---|---|---|---|---|---|---|"]
+              "| run | CPU hog | wall time | of it pytest | tests | skipped | failures | exit |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        minutes, seconds = divmod(r["seconds"], 60)
-        lines.append(f"| {r['run']} | {'yes' if r.get('hog') else 'no'} | {int(minutes)} min {seconds:.0f} s "
-                     f"| {r['tests']} | {r.get('skipped', 0)} | {len(r['failures'])} | {r['exit']} |")
+        lines.append(f"| {r['run']} | {'yes' if r.get('hog') else 'no'} | {_duration(r['seconds'])} "
+                     f"| {_duration(r.get('pytest_seconds'))} | {r['tests']} | {r.get('skipped', 0)} "
+                     f"| {len(r['failures'])} | {r['exit']} |")
     flaky = flaky_tests(runs)
     lines += ["", "## Tests that failed at least once", ""]
     if not flaky:
@@ -195,6 +202,13 @@ def markdown(runs: list[Run], title: str, facts: dict[str, str]) -> str:
     if kept:
         lines += ["", "Failed runs' output and reports: " + ", ".join(f"`{k}`" for k in kept)]
     return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)} min {rest:.0f} s"
 
 
 def _print_run(outcome: Run, total: int) -> None:
@@ -230,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch.chmod(0o755)  # the servers' account (as root: postgres) runs from the clones inside
     facts = {"machine": f"{platform.node()}, {os.cpu_count()} cores",
              "started": time.strftime("%Y-%m-%d %H:%M"),
-             "command": " ".join(["bench/flake_check.py", *(argv if argv is not None else sys.argv[1:])])}
+             "command": shlex.join(["bench/flake_check.py", *(argv if argv is not None else sys.argv[1:])])}
     if args.suite:
         commit, dirty = current_commit()
         facts["commit"] = commit + (" (uncommitted changes of the checkout are not in the runs)"

@@ -56,14 +56,14 @@ def test_the_budget_lists_every_test_that_failed_once_with_its_runs_and_each_run
     runs = []
     for number, junit in enumerate(files, 1):
         tests, failures = failures_in(junit)
-        runs.append({"run": number, "hog": number == 3, "seconds": 600.0 + number,
+        runs.append({"run": number, "hog": number == 3, "seconds": 600.0 + number, "pytest_seconds": 61.5,
                      "exit": 1 if failures else 0, "tests": tests, "skipped": skipped_in(junit),
                      "failures": failures})
     assert flaky_tests(runs) == {"tests.test_probe_reload::test_reloads": [(1, reason), (3, reason)]}
     text = markdown(runs, "Flake budget of the suite", {"commit": "abc123"})
     assert "- runs: 3 (1 under a CPU hog on one core); failed runs: 2; budget 0: missed" in text, text
-    assert "| 2 | no | 10 min 2 s | 3 | 1 | 0 | 0 |" in text, text
-    assert "| 3 | yes | 10 min 3 s | 3 | 1 | 1 | 1 |" in text, text
+    assert "| 2 | no | 10 min 2 s | 1 min 2 s | 3 | 1 | 0 | 0 |" in text, text
+    assert "| 3 | yes | 10 min 3 s | 1 min 2 s | 3 | 1 | 1 | 1 |" in text, text
     assert f"| `tests.test_probe_reload::test_reloads` | 1, 3 | {reason} |" in text, text
     clean = markdown(runs[1:2], "Flake budget of the suite", {})
     assert "budget 0: met" in clean and "## Tests that failed at least once\n\nNone." in clean, clean
