@@ -262,7 +262,7 @@ class SupervisorServiceManager:
                 return Observation(False, status.detail)
             if status.active_state in ("inactive", "failed"):
                 return Observation(True, status.detail)
-            if status.manager_state == "STARTING" and status.pid and not self._has_exec(status.pid):
+            if not self._has_exec(status):
                 return Observation(False, f"pid {status.pid} has not exec'd {name} yet")
             try:
                 self._call(name, "stopProcess", name, True)
@@ -275,12 +275,22 @@ class SupervisorServiceManager:
         wait_until(f"{name} to stop", stopped, timeout=SETTLE_TIMEOUT, interval=0.05, error=ServiceError,
                    log_tail=lambda: self.log_tail(name))
 
-    def _has_exec(self, pid: int) -> bool:
+    def wait_exec(self, name: str) -> None:
+        """Until a program supervisord has just spawned runs its own code (see _has_exec)."""
+        def execed() -> Observation:
+            status = self.status(name)
+            return Observation(self._has_exec(status), f"{status.detail}: pid {status.pid} not exec'd yet")
+
+        wait_until(f"{name} to exec", execed, timeout=SETTLE_TIMEOUT, interval=0.01, error=ServiceError)
+
+    def _has_exec(self, status: ServiceStatus) -> bool:
         """Whether supervisord's child runs its program yet. Between its fork and its exec it is a copy
         of supervisord, whose SIGTERM handler only takes note: a stop sent then is lost, and stopping
         takes the program's stopwaitsecs and a SIGKILL."""
+        if status.manager_state != "STARTING" or not status.pid:
+            return True
         try:
-            child = Path(f"/proc/{pid}/cmdline").read_bytes()
+            child = Path(f"/proc/{status.pid}/cmdline").read_bytes()
             supervisord = Path(f"/proc/{self._call_supervisor('getPID')}/cmdline").read_bytes()
         except OSError:  # gone: nothing left to wait for
             return True
