@@ -250,8 +250,16 @@ class SupervisorServiceManager:
 
     def start_nowait(self, name: str) -> None:
         """Spawn and return at once; the caller waits for readiness with a real request."""
-        if self.status(name).active_state not in ("active", "activating"):
+        status = self.status(name)
+        if status.active_state == "deactivating":  # supervisord cannot spawn a program still stopping
+            status = wait_settled(self, name, ("deactivating",))
+        if status.active_state in ("active", "activating"):
+            return
+        try:
             self._call(name, "startProcess", name, False)
+        except ServiceError as exc:
+            if "ALREADY_STARTED" not in str(exc):  # else: supervisord restarted it itself since the status
+                raise
 
     def stop(self, name: str) -> None:
         """Stopped, and not to be restarted by supervisord: a program that has just exited is restarted
