@@ -180,8 +180,10 @@ class SupervisorServiceManager:
         """The status, once supervisord has decided whether an EXITED program restarts (autorestart).
 
         It decides in its event loop's next round, and runs at least one round between two requests:
-        EXITED twice with the same start time is a program that stays exited; a new start time is one
-        restarted (and exited again, in a crash loop) in between, so it is asked again.
+        EXITED twice with the same start time is a program that stays exited. The start time is in
+        whole seconds; a program restarted and EXITED again in between ran its startsecs first (one
+        that exits sooner is BACKOFF), so with a startsecs of 1 or more its start time is a later one,
+        and it is asked again.
         """
         def decided() -> ServiceStatus | Observation:
             first = self._info(name)
