@@ -180,8 +180,10 @@ class SupervisorServiceManager:
         """The status, once supervisord has decided whether an EXITED program restarts (autorestart).
 
         It decides in its event loop's next round, and runs at least one round between two requests:
-        EXITED twice with the same start time is a program that stays exited; a new start time is one
-        restarted (and exited again, in a crash loop) in between, so it is asked again.
+        EXITED twice with the same start time is a program that stays exited. The start time is in
+        whole seconds; a program restarted and EXITED again in between ran its startsecs first (one
+        that exits sooner is BACKOFF), so with a startsecs of 1 or more its start time is a later one,
+        and it is asked again.
         """
         def decided() -> ServiceStatus | Observation:
             first = self._info(name)
@@ -250,8 +252,16 @@ class SupervisorServiceManager:
 
     def start_nowait(self, name: str) -> None:
         """Spawn and return at once; the caller waits for readiness with a real request."""
-        if self.status(name).active_state not in ("active", "activating"):
+        status = self.status(name)
+        if status.active_state == "deactivating":  # supervisord cannot spawn a program still stopping
+            status = wait_settled(self, name, ("deactivating",))
+        if status.active_state in ("active", "activating"):
+            return
+        try:
             self._call(name, "startProcess", name, False)
+        except ServiceError as exc:
+            if "ALREADY_STARTED" not in str(exc):  # else: supervisord restarted it itself since the status
+                raise
 
     def stop(self, name: str) -> None:
         """Stopped, and not to be restarted by supervisord: a program that has just exited is restarted
@@ -262,7 +272,7 @@ class SupervisorServiceManager:
                 return Observation(False, status.detail)
             if status.active_state in ("inactive", "failed"):
                 return Observation(True, status.detail)
-            if status.manager_state == "STARTING" and status.pid and not self._has_exec(status.pid):
+            if not self._has_exec(status):
                 return Observation(False, f"pid {status.pid} has not exec'd {name} yet")
             try:
                 self._call(name, "stopProcess", name, True)
@@ -275,12 +285,22 @@ class SupervisorServiceManager:
         wait_until(f"{name} to stop", stopped, timeout=SETTLE_TIMEOUT, interval=0.05, error=ServiceError,
                    log_tail=lambda: self.log_tail(name))
 
-    def _has_exec(self, pid: int) -> bool:
+    def wait_exec(self, name: str) -> None:
+        """Until a program supervisord has just spawned runs its own code (see _has_exec)."""
+        def execed() -> Observation:
+            status = self.status(name)
+            return Observation(self._has_exec(status), f"{status.detail}: pid {status.pid} not exec'd yet")
+
+        wait_until(f"{name} to exec", execed, timeout=SETTLE_TIMEOUT, interval=0.01, error=ServiceError)
+
+    def _has_exec(self, status: ServiceStatus) -> bool:
         """Whether supervisord's child runs its program yet. Between its fork and its exec it is a copy
         of supervisord, whose SIGTERM handler only takes note: a stop sent then is lost, and stopping
         takes the program's stopwaitsecs and a SIGKILL."""
+        if status.manager_state != "STARTING" or not status.pid:
+            return True
         try:
-            child = Path(f"/proc/{pid}/cmdline").read_bytes()
+            child = Path(f"/proc/{status.pid}/cmdline").read_bytes()
             supervisord = Path(f"/proc/{self._call_supervisor('getPID')}/cmdline").read_bytes()
         except OSError:  # gone: nothing left to wait for
             return True

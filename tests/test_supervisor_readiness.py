@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -146,44 +146,61 @@ def _held_in_its_poll(pid: int) -> Observation:
     return Observation(False, "stopped outside its poll")
 
 
-def test_a_stop_right_after_a_crash_leaves_the_service_stopped(supervised):
-    """supervisord restarts an exited autorestart program in its event loop's next round: a stop whose
-    first request was answered in the round between the exit and that restart saw EXITED and returned,
-    and the program was started again right after it. Made certain here: supervisord is held
-    (SIGSTOP) in its poll while the program is killed and the stop's first request is sent, so that
-    it reads that request in the round after the one that reaps the program."""
-    supervisor, _, _ = supervised
+def _right_after_a_crash(supervisor: Supervisor, action: Callable[[], None]) -> None:
+    """Run action as the program "crashes" is killed, with its first request to supervisord answered in
+    the round of supervisord's loop between the exit and the automatic restart (it restarts an exited
+    autorestart program in the round after the one that reaps it). Made certain: supervisord is held
+    (SIGSTOP) in its poll while the program is killed and the action's first request is sent."""
     assert supervisor.process is not None
     supervisord = supervisor.process.pid
-    services = supervisor.manager()
-    services.start("crashes")
-    crashed = services.main_pid("crashes")
+    crashed = supervisor.manager().main_pid("crashes")
     assert crashed is not None
     threads: list[int] = []
     errors: list[BaseException] = []
 
-    def stop() -> None:
+    def act() -> None:
         threads.append(threading.get_native_id())
         try:
-            services.stop("crashes")
+            action()
         except BaseException as exc:
             errors.append(exc)
 
-    stopping = threading.Thread(target=stop, daemon=True)
+    acting = threading.Thread(target=act, daemon=True)
     wait_until("supervisord to be held in its poll", lambda: _held_in_its_poll(supervisord), timeout=30,
                interval=0.01)
     try:
         os.kill(crashed, signal.SIGKILL)
-        stopping.start()
-        wait_until("the stop's first request to be sent", lambda: bool(threads) and _reading_a_socket(
-            threads[0]), timeout=10, interval=0.01)
+        acting.start()
+        wait_until("the first request to be sent", lambda: bool(threads) and _reading_a_socket(threads[0]),
+                   timeout=10, interval=0.01)
     finally:
         os.kill(supervisord, signal.SIGCONT)
-    stopping.join(timeout=90)
-    assert not stopping.is_alive() and not errors, errors
+    acting.join(timeout=90)
+    assert not acting.is_alive(), "the action did not end"
+    if errors:
+        raise errors[0]
+
+
+def test_a_stop_right_after_a_crash_leaves_the_service_stopped(supervised):
+    """A stop that saw the program EXITED returned, and supervisord started it again right after."""
+    supervisor, _, _ = supervised
+    services = supervisor.manager()
+    services.start("crashes")
+    _right_after_a_crash(supervisor, lambda: services.stop("crashes"))
     services.status("crashes")  # a round of supervisord's loop has run since the stop
     status = services.status("crashes")
     assert status.manager_state == "STOPPED", f"stopped, then started again: {status.detail}"
     # the restart it stopped was just spawned: a SIGTERM before its exec is lost (supervisord's own
     # handler takes it), and the stop then ends in a SIGKILL after stopwaitsecs
     assert "stopped: crashes (terminated by SIGKILL)" not in supervisor.log_file.read_text()
+
+
+@pytest.mark.parametrize("start", ["start", "start_nowait"])
+def test_a_start_right_after_a_crash_is_not_refused_for_the_automatic_restart(supervised, start):
+    """A start that saw the program EXITED asked supervisord to start it after it had restarted it
+    itself: "ALREADY_STARTED" was a failed start of a service that was starting."""
+    supervisor, _, _ = supervised
+    services = supervisor.manager()
+    services.start("crashes")
+    _right_after_a_crash(supervisor, lambda: getattr(services, start)("crashes"))
+    services.wait_active("crashes")

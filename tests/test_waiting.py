@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
+from recovery import waiting
 from recovery.errors import RecoveryError
 from recovery.waiting import Observation, WaitTimeout, wait_until
 
@@ -13,13 +15,35 @@ from recovery.waiting import Observation, WaitTimeout, wait_until
 class Countdown:
     """A probe that answers `value` on its n-th call and records when it was called."""
 
-    def __init__(self, n: int, value: object = "ready", before: object = None):
-        self.n, self.value, self.before = n, value, before
+    def __init__(self, n: int, value: object = "ready", before: object = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.n, self.value, self.before, self.clock = n, value, before, clock
         self.calls: list[float] = []
 
     def __call__(self) -> object:
-        self.calls.append(time.monotonic())
+        self.calls.append(self.clock())
         return self.value if len(self.calls) >= self.n else self.before
+
+
+class FakeClock:
+    """recovery.waiting's time, moved only by its sleeps (a fake): the loop's pauses and deadline
+    without the host's scheduling, which wakes a sleeper late on a busy machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(waiting, "time", fake)
+    return fake
 
 
 def test_returns_the_probes_first_true_answer():
@@ -121,12 +145,12 @@ def test_other_exceptions_propagate_at_once():
     assert calls == [1] and time.monotonic() - started < 1
 
 
-def test_interval_is_respected_and_the_wait_ends_at_the_deadline():
-    probe = Countdown(10**6)
-    started = time.monotonic()
+def test_interval_is_respected_and_the_wait_ends_at_the_deadline(clock):
+    probe = Countdown(10**6, clock=clock.monotonic)
+    started = clock.monotonic()
     with pytest.raises(WaitTimeout):
         wait_until("never", probe, timeout=0.5, interval=0.1)
-    elapsed = time.monotonic() - started
+    elapsed = clock.monotonic() - started
     assert 0.5 <= elapsed < 0.8  # no pause past the deadline
     gaps = [b - a for a, b in zip(probe.calls, probe.calls[1:], strict=False)]
     assert 5 <= len(probe.calls) <= 7  # about timeout / interval, plus the one at the deadline
@@ -134,12 +158,12 @@ def test_interval_is_respected_and_the_wait_ends_at_the_deadline():
     assert probe.calls[-1] - started >= 0.5  # probed once more at the deadline
 
 
-def test_a_long_interval_is_cut_at_the_deadline():
-    probe = Countdown(10**6)
-    started = time.monotonic()
+def test_a_long_interval_is_cut_at_the_deadline(clock):
+    probe = Countdown(10**6, clock=clock.monotonic)
+    started = clock.monotonic()
     with pytest.raises(WaitTimeout):
         wait_until("never", probe, timeout=0.2, interval=30)
-    assert time.monotonic() - started < 1 and len(probe.calls) == 2
+    assert clock.monotonic() - started < 1 and len(probe.calls) == 2
 
 
 def test_interval_as_a_backoff_of_the_probe_count():
