@@ -88,8 +88,8 @@ def restorer(step: Step, target: Target, side: str, name: str | None = None) -> 
                                                                    sql.Identifier(name)))
     step.note("restore_role", {"name": name, "superuser": False, "createrole": False, "createdb": False,
                                "memberships": [], "owns": side})
-    for extension in extensions(target):
-        psql(step, target, f"CREATE EXTENSION IF NOT EXISTS {extension};", dbname=side)
+    psql(step, target, " ".join(f"CREATE EXTENSION IF NOT EXISTS {e};" for e in extensions(target)),
+         dbname=side)
     step.note("extensions", list(extensions(target)))
     fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -119,13 +119,14 @@ def unsafe(conn: psycopg.Connection, name: str) -> list[str]:
     return found
 
 
-def hand_over(step: Step, target: Target, role: Restorer) -> None:
+def hand_over(step: Step, target: Target, role: Restorer, then: str = "") -> None:
     """The restored database and all in it to the app's owner; the role gone. The database's own
     settings are reset first: a legitimate dump has none (they come only with --create, refused), and
-    a search_path set by the dump would reach every later connection, the superuser's among them."""
+    a search_path set by the dump would reach every later connection, the superuser's among them.
+    `then`: statements to run in the database right after, in the same session."""
     owner = ident(target.database.user)
     psql(step, target, f"ALTER DATABASE {role.database} RESET ALL;")
-    psql(step, target, f"REASSIGN OWNED BY {role.name} TO {owner}; DROP OWNED BY {role.name};",
+    psql(step, target, f"REASSIGN OWNED BY {role.name} TO {owner}; DROP OWNED BY {role.name}; {then}",
          dbname=role.database)
     psql(step, target, f"DROP ROLE {role.name};")
     step.note("owner", owner)
