@@ -88,8 +88,9 @@ def restorer(step: Step, target: Target, side: str, name: str | None = None) -> 
                                                                    sql.Identifier(name)))
     step.note("restore_role", {"name": name, "superuser": False, "createrole": False, "createdb": False,
                                "memberships": [], "owns": side})
-    psql(step, target, " ".join(f"CREATE EXTENSION IF NOT EXISTS {e};" for e in extensions(target)),
-         dbname=side)
+    with connect(target, side) as conn:
+        for extension in extensions(target):
+            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
     step.note("extensions", list(extensions(target)))
     fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -125,11 +126,12 @@ def hand_over(step: Step, target: Target, role: Restorer, then: str = "") -> Non
     a search_path set by the dump would reach every later connection, the superuser's among them.
     `then`: statements to run in the database right after, in the same session."""
     owner = ident(target.database.user)
-    psql(step, target, f"ALTER DATABASE {role.database} RESET ALL;")
-    psql(step, target, f"REASSIGN OWNED BY {role.name} TO {owner}; DROP OWNED BY {role.name}; {then}",
-         dbname=role.database)
-    psql(step, target, f"DROP ROLE {role.name};")
-    step.note("owner", owner)
+    with connect(target, "postgres") as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(sql.Identifier(role.database)))
+        psql(step, target, f"REASSIGN OWNED BY {role.name} TO {owner}; DROP OWNED BY {role.name}; {then}",
+             dbname=role.database)
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role.name)))
+    step.note("handed_over", {"database_settings": "reset", "owner": owner, "role_dropped": role.name})
 
 
 def drop(step: Step, target: Target, name: str) -> None:
