@@ -355,10 +355,10 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
                     feed_psql(step, target, chosen, role)
                 else:
                     run_pg_restore(step, target, chosen, role, jobs)
-                restore_role.hand_over(step, target, role)
-                psql(step, target, " ".join(grant.format(user=user) + ";" for grant in GRANTS), dbname=side)
+                restore_role.hand_over(step, target, role,
+                                       then=" ".join(grant.format(user=user) + ";" for grant in GRANTS))
         with journal.step("verify_side", "リストア確認") as step:
-            problems = verify_restored(target, side, chosen, step)
+            problems = restore_role.not_tables(target, side) or verify_restored(target, side, chosen, step)
             if problems:
                 raise RestoreError("the restored copy is not right:\n  " + "\n  ".join(problems))
     except BaseException:

@@ -39,7 +39,7 @@ UNSAFE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_ser
 _CREATE_EXTENSION = re.compile(rb'^CREATE EXTENSION IF NOT EXISTS "?([\w$]+)"? WITH SCHEMA \S+;$')
 _COMMENT_EXTENSION = re.compile(rb"^COMMENT ON EXTENSION \"?([\w$]+)\"? IS '.*';$")
 # pg_dump's ownership lines, skipped as pg_restore --no-owner does
-_OWNER = re.compile(rb"^ALTER [A-Z ]+ .+ OWNER TO \S+;$")
+_OWNER = re.compile(rb'^ALTER [A-Z ]+ .+ OWNER TO (?:\S+|"[^"]+");$')
 
 
 class PrivilegeError(RecoveryError):
@@ -88,8 +88,9 @@ def restorer(step: Step, target: Target, side: str, name: str | None = None) -> 
                                                                    sql.Identifier(name)))
     step.note("restore_role", {"name": name, "superuser": False, "createrole": False, "createdb": False,
                                "memberships": [], "owns": side})
-    for extension in extensions(target):
-        psql(step, target, f"CREATE EXTENSION IF NOT EXISTS {extension};", dbname=side)
+    with connect(target, side) as conn:
+        for extension in extensions(target):
+            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
     step.note("extensions", list(extensions(target)))
     fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -119,16 +120,34 @@ def unsafe(conn: psycopg.Connection, name: str) -> list[str]:
     return found
 
 
-def hand_over(step: Step, target: Target, role: Restorer) -> None:
+def hand_over(step: Step, target: Target, role: Restorer, then: str = "") -> None:
     """The restored database and all in it to the app's owner; the role gone. The database's own
     settings are reset first: a legitimate dump has none (they come only with --create, refused), and
-    a search_path set by the dump would reach every later connection, the superuser's among them."""
+    a search_path set by the dump would reach every later connection, the superuser's among them.
+    `then`: statements to run in the database right after, in the same session."""
     owner = ident(target.database.user)
-    psql(step, target, f"ALTER DATABASE {role.database} RESET ALL;")
-    psql(step, target, f"REASSIGN OWNED BY {role.name} TO {owner}; DROP OWNED BY {role.name};",
-         dbname=role.database)
-    psql(step, target, f"DROP ROLE {role.name};")
-    step.note("owner", owner)
+    with connect(target, "postgres") as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(sql.Identifier(role.database)))
+        psql(step, target, f"REASSIGN OWNED BY {role.name} TO {owner}; DROP OWNED BY {role.name}; {then}",
+             dbname=role.database)
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role.name)))
+    step.note("handed_over", {"database_settings": "reset", "owner": owner, "role_dropped": role.name})
+
+
+def not_tables(target: Target, database: str) -> list[str]:
+    """The app's tables that the restored database has as something else than a table: a view (or a
+    table turned into one by a rule) would run its query, with any function in it, as whoever reads
+    it, and the verification that follows reads them as the superuser."""
+    tables = [t for t in (*target.app.tables, *(
+        [target.app.relation.child, target.app.relation.parent] if target.app.relation else [])) if t]
+    with connect(target, database) as conn:
+        rows = conn.execute("SELECT t, c.relkind FROM unnest(%s::text[]) AS t"
+                            " LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(t)",
+                            (sorted(set(tables)),)).fetchall()
+    kinds = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence",
+             "i": "an index", "c": "a composite type"}
+    return [f"{name} is {kinds.get(kind, repr(kind))}, not a table: refused, as its query would run as "
+            "the superuser that verifies it" for name, kind in rows if kind is not None and kind not in "rp"]
 
 
 def drop(step: Step, target: Target, name: str) -> None:
