@@ -359,13 +359,40 @@ def credentials(username: str | None, password: str | None,
 
 def login(client: httpx.Client, app: AppTarget, username: str,
           password: str) -> tuple[httpx.Response, str | None, str]:
-    """POST the login contract: the answer, the token from where the app puts it (None: no token),
-    and why there is none when the answer was a 200."""
+    """Log in by the app's contract: the answer, the token (None: not logged in), and why there is
+    none when the answer looked like a success. A JSON login POSTs the fields and finds the token at
+    token_path; a form login GETs the form (its CSRF cookie), POSTs it back with that token and the
+    page as Referer, and its token is the session cookie the client keeps for the next requests."""
+    if app.login_kind == "form":
+        return _form_login(client, app, username, password)
     response = client.post(app.login_path, json={app.username_field: username, app.password_field: password})
     if response.status_code != 200:
         return response, None, ""
     token, missing = json_field(response, app.token_path)
     return response, str(token) if token else None, missing
+
+
+def _form_login(client: httpx.Client, app: AppTarget, username: str,
+                password: str) -> tuple[httpx.Response, str | None, str]:
+    form = client.get(app.login_path)
+    csrf = client.cookies.get(app.csrf_cookie)
+    if form.status_code != 200 or not csrf:
+        return form, None, (f"the login form set no {app.csrf_cookie} cookie" if form.status_code == 200
+                            else "")
+    fields = {app.username_field: username, app.password_field: password, app.csrf_field: csrf}
+    response = client.post(app.login_path, data=fields,
+                           headers={"Referer": str(client.base_url.join(app.login_path))})
+    session = client.cookies.get(app.session_cookie)
+    if response.status_code not in (200, 302, 303) or not session:
+        sent_back = response.status_code < 400
+        return response, None, (f"no {app.session_cookie} cookie after the form was sent back" if sent_back
+                                else "")
+    return response, session, ""
+
+
+def auth_headers(app: AppTarget, token: str | None) -> dict[str, str]:
+    """What a request after the login carries: the bearer token (a form login: the client's cookie)."""
+    return {"Authorization": f"Bearer {token or ''}"} if app.login_kind == "json" else {}
 
 
 def listing_count(response: httpx.Response, app: AppTarget) -> tuple[int, str]:
@@ -409,10 +436,12 @@ def post_checks(target: Target, username: str | None = None, password: str | Non
             secrets += [token] if token else []
             seen = "; ".join(filter(None, (missing, describe(response, secrets))))
             if not result.add("login", bool(token), f"HTTP {response.status_code}",
-                              expected=f"HTTP 200 from {app.login_path} with a token at {app.token_path!r}",
+                              expected=f"HTTP 200 from {app.login_path} with a token at {app.token_path!r}"
+                              if app.login_kind == "json" else
+                              f"the form at {app.login_path} accepted, a {app.session_cookie} cookie set",
                               seen=seen):
                 return result
-            auth = {"Authorization": f"Bearer {token}"}
+            auth = auth_headers(app, token)
             step = "projects"
             listing = client.get(app.listing_path, headers=auth)
             count, missing = listing_count(listing, app)
@@ -535,7 +564,7 @@ def performance(target: Target, username: str | None = None, password: str | Non
     timings: list[Timing] = []
     with http_client(target, url) as client:
         _, token, _ = login(client, target.app, username, password)
-        auth = {"Authorization": f"Bearer {token or ''}"}
+        auth = auth_headers(target.app, token)
         paths = (("health", target.health_path, {}), ("projects", target.app.listing_path, auth))
         for name, path, headers in paths:
             samples: list[float] = []
