@@ -111,9 +111,8 @@ def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool 
             "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
             " WHERE contype = 'f' AND n.nspname = ANY(%s) ORDER BY conname", (schemas,)).fetchall())
         orphans, per_parent = _relation(conn, app.relation, per_parent=checksums)
-        sums = tuple((label(t), str(conn.execute(sql.SQL(
-            "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t::text)), '') FROM {} t").format(
-            _table(t))).fetchone()[0])) for t in tables) if checksums else ()  # type: ignore[index]
+        sums = tuple((label(t), _content_digest(conn, t, app.volatile_columns.get(t, [])))
+                     for t in tables) if checksums else ()
         indexes, index_errors = _amcheck(conn, tables)
         rows = conn.execute(app.files.rows).fetchall() \
             if check_files and app.files.kind == "uploads" and app.files.rows else []
@@ -143,6 +142,16 @@ def app_tables(target: Target) -> tuple[str, ...]:
     if not target.app.tables:
         raise RecoveryError(f"target {target.name}: app.tables names no table to check")
     return tuple(target.app.tables)
+
+
+def _content_digest(conn: psycopg.Connection, table: str, volatile: list[str]) -> str:
+    """md5 over the rows' md5s; columns the app rewrites by itself (a login's time) left out."""
+    row = sql.SQL("t::text") if not volatile else sql.SQL("(to_jsonb(t) - {}::text[])::text").format(
+        sql.Literal(volatile))
+    found = conn.execute(sql.SQL(
+        "SELECT coalesce(md5(string_agg(md5({row}), '' ORDER BY {row})), '') FROM {table} t").format(
+        row=row, table=_table(table))).fetchone()
+    return str(found[0]) if found else ""
 
 
 def _table(qualified: str) -> sql.Composable:

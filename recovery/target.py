@@ -107,6 +107,7 @@ class AppTarget:
     download_path: str | None = None  # with {id}
     tables: list[str] = field(default_factory=list)  # schema-qualified
     may_be_empty: list[str] = field(default_factory=list)
+    volatile_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> columns the app rewrites
     relation: RelationTarget | None = None
     files: FilesTarget = field(default_factory=FilesTarget)
     git_restores: list[str] = field(default_factory=list)  # backend checkout files restored from git

@@ -29,6 +29,7 @@ def test_the_third_app_runs_from_its_profile_and_its_checks_skip_what_does_not_a
     found = fingerprint(target)
     counts = dict(found.row_counts)
     assert counts["wagtailcore_page"] >= 2 and counts["auth_user"] == 1, counts
+    assert counts["wagtaildocs_document"] == counts["files"] > 0, "one file in the media folder per document"
     assert found.problems() == []
     result = post_checks(target, "admin", wagtail.secrets.admin_password)
     assert result.ok, result.checks
