@@ -115,9 +115,8 @@ def fingerprint(target: Target, dbname: str | None = None, *, check_files: bool 
             "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
             " WHERE contype = 'f' AND n.nspname = ANY(%s) ORDER BY conname", (schemas,)).fetchall())
         orphans, per_parent = _relation(conn, app.relation, per_parent=checksums)
-        sums = tuple((label(t), str(conn.execute(sql.SQL(
-            "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY t::text)), '') FROM {} t").format(
-            _table(t))).fetchone()[0])) for t in tables) if checksums else ()  # type: ignore[index]
+        sums = tuple((label(t), _content_digest(conn, t, app.volatile_columns.get(t, [])))
+                     for t in tables) if checksums else ()
         indexes, index_errors = _amcheck(conn, tables)
         facts = (json.dumps(catalog.snapshot(conn), sort_keys=True),
                  tuple(catalog.sequence_problems(conn, tables)), tuple(catalog.collation_problems(conn)))
@@ -149,6 +148,16 @@ def app_tables(target: Target) -> tuple[str, ...]:
     if not target.app.tables:
         raise RecoveryError(f"target {target.name}: app.tables names no table to check")
     return tuple(target.app.tables)
+
+
+def _content_digest(conn: psycopg.Connection, table: str, volatile: list[str]) -> str:
+    """md5 over the rows' md5s; columns the app rewrites by itself (a login's time) left out."""
+    row = sql.SQL("t::text") if not volatile else sql.SQL("(to_jsonb(t) - {}::text[])::text").format(
+        sql.Literal(volatile))
+    found = conn.execute(sql.SQL(
+        "SELECT coalesce(md5(string_agg(md5({row}), '' ORDER BY {row})), '') FROM {table} t").format(
+        row=row, table=_table(table))).fetchone()
+    return str(found[0]) if found else ""
 
 
 def _table(qualified: str) -> sql.Composable:
@@ -367,13 +376,40 @@ def credentials(username: str | None, password: str | None,
 
 def login(client: httpx.Client, app: AppTarget, username: str,
           password: str) -> tuple[httpx.Response, str | None, str]:
-    """POST the login contract: the answer, the token from where the app puts it (None: no token),
-    and why there is none when the answer was a 200."""
+    """Log in by the app's contract: the answer, the token (None: not logged in), and why there is
+    none when the answer looked like a success. A JSON login POSTs the fields and finds the token at
+    token_path; a form login GETs the form (its CSRF cookie), POSTs it back with that token and the
+    page as Referer, and its token is the session cookie the client keeps for the next requests."""
+    if app.login_kind == "form":
+        return _form_login(client, app, username, password)
     response = client.post(app.login_path, json={app.username_field: username, app.password_field: password})
     if response.status_code != 200:
         return response, None, ""
     token, missing = json_field(response, app.token_path)
     return response, str(token) if token else None, missing
+
+
+def _form_login(client: httpx.Client, app: AppTarget, username: str,
+                password: str) -> tuple[httpx.Response, str | None, str]:
+    form = client.get(app.login_path)
+    csrf = client.cookies.get(app.csrf_cookie)
+    if form.status_code != 200 or not csrf:
+        return form, None, (f"the login form set no {app.csrf_cookie} cookie" if form.status_code == 200
+                            else "")
+    fields = {app.username_field: username, app.password_field: password, app.csrf_field: csrf}
+    response = client.post(app.login_path, data=fields,
+                           headers={"Referer": str(client.base_url.join(app.login_path))})
+    session = client.cookies.get(app.session_cookie)
+    if response.status_code not in (200, 302, 303) or not session:
+        sent_back = response.status_code < 400
+        return response, None, (f"no {app.session_cookie} cookie after the form was sent back" if sent_back
+                                else "")
+    return response, session, ""
+
+
+def auth_headers(app: AppTarget, token: str | None) -> dict[str, str]:
+    """What a request after the login carries: the bearer token (a form login: the client's cookie)."""
+    return {"Authorization": f"Bearer {token or ''}"} if app.login_kind == "json" else {}
 
 
 def listing_count(response: httpx.Response, app: AppTarget) -> tuple[int, str]:
@@ -417,10 +453,12 @@ def post_checks(target: Target, username: str | None = None, password: str | Non
             secrets += [token] if token else []
             seen = "; ".join(filter(None, (missing, describe(response, secrets))))
             if not result.add("login", bool(token), f"HTTP {response.status_code}",
-                              expected=f"HTTP 200 from {app.login_path} with a token at {app.token_path!r}",
+                              expected=f"HTTP 200 from {app.login_path} with a token at {app.token_path!r}"
+                              if app.login_kind == "json" else
+                              f"the form at {app.login_path} accepted, a {app.session_cookie} cookie set",
                               seen=seen):
                 return result
-            auth = {"Authorization": f"Bearer {token}"}
+            auth = auth_headers(app, token)
             step = "projects"
             listing = client.get(app.listing_path, headers=auth)
             count, missing = listing_count(listing, app)
@@ -543,7 +581,7 @@ def performance(target: Target, username: str | None = None, password: str | Non
     timings: list[Timing] = []
     with http_client(target, url) as client:
         _, token, _ = login(client, target.app, username, password)
-        auth = {"Authorization": f"Bearer {token or ''}"}
+        auth = auth_headers(target.app, token)
         paths = (("health", target.health_path, {}), ("projects", target.app.listing_path, auth))
         for name, path, headers in paths:
             samples: list[float] = []

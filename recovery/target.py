@@ -100,12 +100,17 @@ class AppTarget:
     username_field: str = "username"
     password_field: str = "password"
     token_path: str = "token"
+    login_kind: str = "json"  # json: a token in the answer | form: an HTML form with CSRF, a session cookie
+    csrf_cookie: str = "csrftoken"  # form: the cookie the login form sets, sent back in csrf_field
+    csrf_field: str = "csrfmiddlewaretoken"
+    session_cookie: str = "sessionid"  # form: the cookie a successful login sets
     listing_path: str = ""
     count_path: str = "count"
     upload_path: str | None = None  # None: no upload endpoint (the round trip does not apply)
     download_path: str | None = None  # with {id}
     tables: list[str] = field(default_factory=list)  # schema-qualified
     may_be_empty: list[str] = field(default_factory=list)
+    volatile_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> columns the app rewrites
     relation: RelationTarget | None = None
     files: FilesTarget = field(default_factory=FilesTarget)
     git_restores: list[str] = field(default_factory=list)  # backend checkout files restored from git
