@@ -103,49 +103,60 @@ def test_config_restore_twice(stack):
     assert_second_run_changed_nothing(first, state(stack))
 
 
-def slow_bindir(stack: LocalStack, folder: Path) -> Path:
+def slow_bindir(stack: LocalStack, folder: Path, listing: bool) -> Path:
     """PostgreSQL's tools, with a pg_restore that says it started (its pid in `started`) and waits, so
-    that the restore can be killed while it is restoring."""
+    that the restore can be killed there: when it reads the backup's table of contents (`listing`,
+    the backup's check) or when it restores into the side database."""
     real = Path(stack.target().database.bindir)
     folder.mkdir()
     for tool in real.iterdir():
         (folder / tool.name).symlink_to(tool)
     (folder / "pg_restore").unlink()
-    (folder / "pg_restore").write_text(f'#!/bin/sh\necho $$ > {folder}/started\nsleep 60\n'
-                                       f'exec {real}/pg_restore "$@"\n')
+    (folder / "pg_restore").write_text(
+        '#!/bin/sh\nlisting=no\nfor a in "$@"; do [ "$a" = --list ] && listing=yes; done\n'
+        f'if [ $listing = {"yes" if listing else "no"} ]; then echo $$ > {folder}/started; sleep 60; fi\n'
+        f'exec {real}/pg_restore "$@"\n')
     (folder / "pg_restore").chmod(0o755)
-    stack.sandbox.give(folder)
+    stack.sandbox.give(folder, recursive=True)
     return folder
 
 
-def test_a_db_restore_killed_halfway_then_run_again_ends_recovered_losing_nothing(stack):
+def side_databases(target) -> list[str]:
+    with connect(target, "postgres") as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, 'mks_db_restore_')"
+                            " ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("listing", [True, False], ids=["killed-checking-the-backup", "killed-restoring"])
+def test_a_db_restore_killed_halfway_then_run_again_ends_recovered_losing_nothing(stack, listing):
     target = stack.target()
     dump = Path(next(s for s in backup_database(target).steps if s.name == "dump").details["path"])
-    before = state(stack)
-    slow = dataclasses.replace(target, database=dataclasses.replace(
-        target.database, bindir=str(slow_bindir(stack, stack.sandbox.root / "slow-bin"))))
-    target_file = stack.sandbox.root / "slow-target.yml"
+    before, sides = state(stack), side_databases(target)
+    bindir = slow_bindir(stack, stack.sandbox.root / f"slow-bin-{listing}", listing)
+    slow = dataclasses.replace(target, database=dataclasses.replace(target.database, bindir=str(bindir)))
+    target_file = stack.sandbox.root / f"slow-target-{listing}.yml"
     target_file.write_text(slow.to_yaml())
-    # the operator's session: the CLI and its children in a process group of their own
+    # the operator's session: the CLI and its children in a process group of their own, all killed
     cli = subprocess.Popen([sys.executable, "-m", "recovery", "--target", str(target_file), "db-restore",
                             "--backup", str(dump)], cwd=PROJECT, start_new_session=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_until("pg_restore to start", lambda: (stack.sandbox.root / "slow-bin" / "started").exists(),
-                   timeout=60, interval=0.05)
+        wait_until("pg_restore to start", lambda: (bindir / "started").exists(), timeout=60, interval=0.05)
     finally:
         os.killpg(cli.pid, signal.SIGKILL)
         cli.communicate(timeout=30)
-    with connect(target, "postgres") as conn:
-        leftovers = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'mks_db_restore_%'").fetchall()]
     killed = state(stack)
     assert killed.healthy and compare(before.data, killed.data) == []  # production untouched
     assert before.copies <= killed.copies
-    assert len(leftovers) == 1, leftovers  # the half-restored side database, never swapped in
+    left = sorted(set(side_databases(target)) - set(sides))
+    # killed while restoring: the half-restored side database stays (never swapped in)
+    assert len(left) == (0 if listing else 1), left
 
     journal = restore_database(target, backup=dump)
     assert journal.status == "succeeded", journal.to_json()
     again = state(stack)
     assert again.healthy and compare(before.data, again.data) == []
     assert before.copies <= again.copies
+    # what the killed run left is neither removed nor listed as a safety copy by the next run
+    assert set(left) <= set(side_databases(target))
