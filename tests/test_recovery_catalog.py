@@ -226,6 +226,10 @@ def test_pg_amcheck_finds_a_damaged_index_page(stack, scratch):
         problems = restore_checks.heap_check(step, target, scratch)
     assert problems and all(p.startswith("pg_amcheck: ") for p in problems), problems
     assert any("documents_pkey" in p for p in problems), problems
+    small = dataclasses.replace(target, database=dataclasses.replace(target.database, heapcheck_max_bytes=1))
+    with journal.step("over_budget", "pg_amcheck") as step:
+        assert restore_checks.heap_check(step, small, scratch) == []
+        assert step.record.details["heapcheck"].startswith("skipped: ")
 
 
 def test_the_fingerprint_carries_the_catalog_so_drills_compare_it_with_the_baseline(stack):
