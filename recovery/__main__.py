@@ -23,6 +23,7 @@ from recovery import (
     full_system,
     integrity,
     pitr,
+    restore_checks,
     safety_copies,
     services,
     stamps,
@@ -37,7 +38,8 @@ from recovery.target import Target, TargetError, load_target
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # the command line lists the actions in the runbook's order: these modules, each in its own order
-SECTIONS = (services, webserver, uploads, config_files, database, pitr, integrity, full_system, safety_copies)
+SECTIONS = (services, webserver, uploads, config_files, database, restore_checks, pitr, integrity,
+            full_system, safety_copies)
 ACTIONS: tuple[Action, ...] = tuple(a for module in SECTIONS for a in actions.registered(module.__name__))
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import psycopg
 
 from recovery import catalog
+from recovery.actions import action, option
 from recovery.catalog import Catalog
 from recovery.errors import CommandError, RecoveryError
 from recovery.integrity import app_tables, connect
-from recovery.journal import Step
+from recovery.journal import Journal, Step
 from recovery.target import Target
 
 
@@ -71,3 +72,16 @@ def verify(step: Step, target: Target, dbname: str, dump_foreign_keys: tuple[str
 def _snapshot_of(target: Target, dbname: str) -> Catalog:
     with connect(target, dbname) as conn:
         return catalog.snapshot(conn)
+
+
+@action("catalog-snapshot", "カタログ基準の保存", cli="catalog-snapshot",
+        help="カタログ基準: write the live database's catalog (constraints, triggers, functions, policies, "
+             "RLS, grants, extensions) to FILE, for database.catalog_reference",
+        plan=(("snapshot", "カタログ基準の保存", "read the live database's catalog; write it as JSON"),),
+        options=(option("--output", required=True, metavar="FILE", keyword="output"),))
+def save_snapshot(journal: Journal, target: Target, output: str | Path) -> None:
+    """The reference a restored copy's catalog is compared with, kept apart from the live database."""
+    with journal.step("snapshot", "カタログ基準の保存") as step:
+        found = _snapshot_of(target, target.database.name)
+        step.note("path", str(catalog.save(found, Path(output))))
+        step.note("objects", {kind: len(entries) for kind, entries in found.items()})

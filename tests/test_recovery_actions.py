@@ -87,7 +87,7 @@ def test_two_actions_cannot_share_a_command_line_name():
 
 def test_every_registered_action_is_on_the_command_line_with_its_options(capsys):
     assert sorted(a.cli for a in actions.registered()) == sorted(a.cli for a in ACTIONS)
-    assert len(ACTIONS) == 21
+    assert len(ACTIONS) == 22
     assert main(["--help"]) == 0
     overview = " ".join(capsys.readouterr().out.split())  # argparse wraps long help lines
     for spec in ACTIONS:

@@ -3,12 +3,11 @@ versions and pg_amcheck, each shown failing on a fixture that breaks exactly it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from fixtures.apps.seeding import seed_stack
 from fixtures.stack.local import LocalStack
 from recovery import catalog, restore_checks
 from recovery.__main__ import main as recovery_main
@@ -18,6 +17,7 @@ from recovery.integrity import compare, connect, fingerprint
 from recovery.journal import ActionFailed, Journal
 from reports import signing
 from reports.__main__ import main as reports_main
+from tests.shared_stack import module_stack
 
 pytestmark = pytest.mark.stack
 
@@ -38,17 +38,12 @@ RESET ROLE;
 """
 
 
-@pytest.fixture(scope="module")
-def stack(stack_settings, drill_scale) -> Iterator[LocalStack]:
-    made = LocalStack(stack_settings, "catalog")
-    made.up()
-    try:
-        seed_stack(made, drill_scale)
-        with made.pg.connect("mks_db") as conn:
-            conn.execute(SETUP)
-        yield made
-    finally:
-        made.down(failed=False)
+def add_audit_schema(stack: LocalStack) -> None:
+    with stack.pg.connect("mks_db") as conn:
+        conn.execute(SETUP)
+
+
+stack = module_stack("catalog", add_audit_schema)
 
 
 def step_detail(journal, name: str, key: str):
@@ -105,6 +100,32 @@ def test_a_restore_is_refused_when_its_sequence_is_behind_or_it_lost_row_level_s
     assert "row-level security off on projects after restore" in message, message
     assert caught.value.journal.failed_step().name == "verify_side"
 
+
+def test_a_reference_catalog_file_named_by_the_target_is_what_the_restore_is_compared_with(stack, dump,
+                                                                                            tmp_path):
+    target_file, reference = tmp_path / "target.yml", tmp_path / "catalog.json"
+    target_file.write_text(stack.target().to_yaml())
+    with stack.pg.connect("mks_db") as conn:
+        conn.execute("ALTER TABLE projects ENABLE ROW LEVEL SECURITY")
+        try:
+            assert recovery_main(["--target", str(target_file), "catalog-snapshot", "--output",
+                                  str(reference)]) == 0
+        finally:
+            conn.execute("ALTER TABLE projects DISABLE ROW LEVEL SECURITY")
+    assert catalog.load(reference)["tables"]["public.projects"]["rls"] is True
+    target = stack.target()
+    named = dataclasses.replace(target, database=dataclasses.replace(target.database,
+                                                                      catalog_reference=str(reference)))
+    with pytest.raises(ActionFailed) as caught:  # the live database has no RLS on projects; the file has
+        restore_database(named, backup=dump)
+    assert "row-level security off on projects after restore" in str(caught.value)
+    details = next(s for s in caught.value.journal.steps if s.name == "verify_side").details
+    assert details["catalog_reference"] == str(reference)
+    reference.write_text("[1, 2]")
+    with pytest.raises(ActionFailed) as caught:
+        restore_database(named, backup=dump)
+    assert "catalog checks could not run: catalog reference" in str(caught.value)
+    assert "not a catalog (a mapping of mappings)" in str(caught.value)
 
 @pytest.fixture(scope="module")
 def scratch(stack, dump) -> str:
@@ -205,6 +226,10 @@ def test_pg_amcheck_finds_a_damaged_index_page(stack, scratch):
         problems = restore_checks.heap_check(step, target, scratch)
     assert problems and all(p.startswith("pg_amcheck: ") for p in problems), problems
     assert any("documents_pkey" in p for p in problems), problems
+    small = dataclasses.replace(target, database=dataclasses.replace(target.database, heapcheck_max_bytes=1))
+    with journal.step("over_budget", "pg_amcheck") as step:
+        assert restore_checks.heap_check(step, small, scratch) == []
+        assert step.record.details["heapcheck"].startswith("skipped: ")
 
 
 def test_the_fingerprint_carries_the_catalog_so_drills_compare_it_with_the_baseline(stack):

@@ -60,6 +60,7 @@ def test_dry_run_prints_every_plan_and_touches_nothing(tmp_path):
         extra = ["--target-time", "2024-01-09 10:00:00+09"] if action.cli == "pitr" else []
         extra += ["--password-file", str(target_file)] if action.cli == "post-checks" else []
         extra += ["--keep", "1"] if action.cli == "safety-copies-remove" else []
+        extra += ["--output", str(tmp_path / "catalog.json")] if action.cli == "catalog-snapshot" else []
         code = main(["--target", str(target_file), "--dry-run", action.cli, *extra])
         assert code == 0, action.cli
     assert listing(tmp_path / "root") == before
