@@ -247,3 +247,22 @@ def test_a_killed_harness_leaves_no_host(pytestconfig, stack_settings, tmp_path)
 
 def provider_base(pytestconfig: pytest.Config) -> str:
     return setting(pytestconfig, "drill_container_base") or "debian:bookworm-slim"
+
+
+def test_the_verbatim_runner_reads_each_commands_exit_and_names_what_it_cannot_run(tmp_path) -> None:
+    """gate/host_runner.py's script and its reading, run here with bash (the host runs the same)."""
+    from gate.host_runner import block_script, not_run_reason, parse_output
+    from gate.parser import parse
+
+    runbook = parse("# R\n## S\n```bash\necho one\nfalse\nkill -9 <PID>\n# gate: skip doc only\n"
+                    "git clone https://github.com/your-org/app.git\nexit 3\necho never\n```\n")
+    commands = runbook.sections[-1].blocks[0].commands
+    reasons = [not_run_reason(c) for c in commands]
+    assert reasons[:2] == [None, None] and "<PID>" in reasons[2] and reasons[3].startswith("gate: skip")
+    runnable = [c for c, r in zip(commands, reasons, strict=True) if r is None]
+    assert [c.text for c in runnable] == ["echo one", "false", "exit 3", "echo never"]
+    result = run(["bash", "-c", block_script(runnable).replace("cd /root", f"cd {tmp_path}")], timeout=30,
+                 check=False)
+    parsed = parse_output(result.stdout, runnable)
+    assert [status for status, _ in parsed] == [0, 1, None, None], result.stdout
+    assert parsed[0][1] == "one"
