@@ -21,10 +21,10 @@ __all__ = ["GateError", "GateResult", "run_gate"]
 
 def run_gate(runbook_path: str, make_stack: Callable[..., Stack], reports_dir: Path | None = None,
              scenarios_dir: Path | None = None, seed_scale: float = 0.2,
-             only: Callable[[str], bool] | None = None, drilled: bool = True) -> GateResult:
+             only: Callable[[str], bool] | None = None, drilled: bool = True, lang: str = "ja") -> GateResult:
     """Parse, run every procedure on sandbox stacks from `make_stack`, judge, and write the reports.
 
-    The reports land in reports_dir (Markdown, HTML, JSON).
+    The reports land in reports_dir (Markdown, HTML in `lang`, JSON).
     """
     started = time.monotonic()
     runbook = parse_file(runbook_path)
@@ -40,5 +40,5 @@ def run_gate(runbook_path: str, make_stack: Callable[..., Stack], reports_dir: P
                    time.monotonic() - started, unselected)
     if reports_dir is not None:
         stem = "runbook-gate-" + Path(runbook_path).stem.split("(")[0].replace(" ", "_")
-        write_reports(result, Path(reports_dir), stem)
+        write_reports(result, Path(reports_dir), stem, lang)
     return result

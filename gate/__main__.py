@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changed-since", default=None, metavar="REF",
                         help="only the procedures whose blocks changed since the git ref, and those that use "
                         "a variable or a file they make (with --section: both)")
+    parser.add_argument("--lang", choices=("ja", "en"), default="ja",
+                        help="the HTML report's language (default: ja, as the REC reports)")
     parser.add_argument("--reports", default="reports/out", help="reports folder (default: reports/out)")
     parser.add_argument("--base-dir", default=None, help="sandbox base folder")
     parser.add_argument("--service-user", default=None, help="account for the servers when run as root")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {written}")
             real = [r for r in report.survivors if not r.mutant.equivalent]
             return FAILED_EXIT if real else 0
-        result = run_gate(str(path.resolve()), make, reports, only=only)
+        result = run_gate(str(path.resolve()), make, reports, only=only, lang=args.lang)
     print("\n".join(section_lines(result)))
     print(f"Runbook gate: {result.verdict}")
     return 0 if result.passed else FAILED_EXIT
