@@ -23,11 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gate import GateError, run_gate
 from gate.changes import changed, runbook_at
 from gate.orchestrator import selected
 from gate.parser import parse_file
 from gate.report import section_lines
+from gate.run import run_gate
+from gate.types import GateError
 
 USAGE_ERROR, FAILED_EXIT = 2, 1
 
