@@ -1,44 +1,26 @@
 """The runbook gate: run a Markdown runbook's own shell blocks in a sandbox stack and judge each section.
 
     pytest -m runbook --runbook "docs/15_復旧手順(Recovery-Procedures).md"
+
+`run_gate` lives in gate.run (its imports at module level) and is handed out from here when asked for:
+the light modules a practice shell uses (gate.mapping, gate.shims) do not load the whole gate.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fixtures.stack import Stack
-from gate.coverage import coverage
-from gate.orchestrator import Gate
-from gate.parser import parse_file
-from gate.report import GateResult, judge, write_reports
 from gate.types import GateError
+
+if TYPE_CHECKING:
+    from gate.run import GateResult, run_gate
 
 __all__ = ["GateError", "GateResult", "run_gate"]
 
 
-def run_gate(runbook_path: str, make_stack: Callable[..., Stack], reports_dir: Path | None = None,
-             scenarios_dir: Path | None = None, seed_scale: float = 0.2,
-             only: Callable[[str], bool] | None = None, drilled: bool = True) -> GateResult:
-    """Parse, run every procedure on sandbox stacks from `make_stack`, judge, and write the reports.
+def __getattr__(name: str) -> Any:
+    if name in ("run_gate", "GateResult"):
+        from gate import run
 
-    The reports land in reports_dir (Markdown, HTML, JSON).
-    """
-    started = time.monotonic()
-    runbook = parse_file(runbook_path)
-    gate = Gate(runbook, make_stack, seed_scale=seed_scale,
-                reports_dir=Path(reports_dir) if reports_dir is not None else None, drilled=drilled)
-    procedures = gate.run(only)
-    blocks = [b for p in procedures for b in p.blocks]
-    project = Path(__file__).resolve().parent.parent
-    scenarios = Path(scenarios_dir) if scenarios_dir else project / "scenarios"
-    ran = {key for p in procedures for key in p.sections}
-    unselected = [s.key for s in runbook.sections if s.shell_blocks and s.key not in ran] if only else []
-    result = judge(runbook, procedures, coverage(runbook, blocks, scenarios), gate.events,
-                   time.monotonic() - started, unselected)
-    if reports_dir is not None:
-        stem = "runbook-gate-" + Path(runbook_path).stem.split("(")[0].replace(" ", "_")
-        write_reports(result, Path(reports_dir), stem)
-    return result
+        return getattr(run, name)
+    raise AttributeError(f"module 'gate' has no attribute {name!r}")

@@ -4,6 +4,7 @@
     python -m gate path/to/runbook.md --mutants            # the mutation self-test instead
     python -m gate path/to/runbook.md --mutants --limit 5  # a bounded sample
     python -m gate path/to/runbook.md --section PITR       # only the procedures whose title has PITR
+    python -m gate path/to/runbook.md --changed-since origin/main  # only what changed, and what uses it
     python -m gate RUNBOOK --drill-app fixtures/apps/kiroku/profile.yml --section ポイントインタイム
 
 Exit status: 0 every section passed (with --mutants: every mutant that can change the outcome was
@@ -22,10 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gate import run_gate
+from gate.changes import changed, runbook_at
 from gate.orchestrator import selected
 from gate.parser import parse_file
 from gate.report import section_lines
+from gate.run import run_gate
+from gate.types import GateError
 
 USAGE_ERROR, FAILED_EXIT = 2, 1
 
@@ -75,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", "--only", dest="section", action="append", default=[], metavar="TEXT",
                         help="only the procedures whose title, or one of whose sections' titles, contains "
                         "TEXT, with the checks of their verification sections (repeatable; default: all)")
+    parser.add_argument("--changed-since", default=None, metavar="REF",
+                        help="only the procedures whose blocks changed since the git ref, and those that use "
+                        "a variable or a file they make (with --section: both)")
+    parser.add_argument("--lang", choices=("ja", "en"), default="ja",
+                        help="the HTML report's language (default: ja, as the REC reports)")
     parser.add_argument("--reports", default="reports/out", help="reports folder (default: reports/out)")
     parser.add_argument("--base-dir", default=None, help="sandbox base folder")
     parser.add_argument("--service-user", default=None, help="account for the servers when run as root")
@@ -98,13 +106,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"python -m gate: --drill-app: {exc}", file=sys.stderr)
             return USAGE_ERROR
     only = None
-    if args.section:
+    if args.section or args.changed_since:
         titles = selected(parse_file(str(path)), args.section)
-        if not titles:
+        if args.section and not titles:
             print(f"python -m gate: --section {' / '.join(args.section)}: no procedure or section of "
                   f"{args.runbook} matches", file=sys.stderr)
             return USAGE_ERROR
-        only = titles.__contains__
+        if args.changed_since:
+            try:
+                direct, behind = changed(parse_file(str(path)), runbook_at(path, args.changed_since))
+            except GateError as exc:
+                print(f"python -m gate: {exc}", file=sys.stderr)
+                return USAGE_ERROR
+            print(f"changed since {args.changed_since}: {', '.join(direct) or 'no procedure'}"
+                  + (f"; using what they make: {', '.join(behind)}" if behind else ""))
+            titles += direct + behind
+        only = set(titles).__contains__
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
@@ -119,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {written}")
             real = [r for r in report.survivors if not r.mutant.equivalent]
             return FAILED_EXIT if real else 0
-        result = run_gate(str(path.resolve()), make, reports, only=only)
+        result = run_gate(str(path.resolve()), make, reports, only=only, lang=args.lang)
     print("\n".join(section_lines(result)))
     print(f"Runbook gate: {result.verdict}")
     return 0 if result.passed else FAILED_EXIT

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import html
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gate.coverage import SectionCoverage
+from gate.findings import Card, cards
+from gate.page import render
 from gate.parser import Runbook
 from gate.runner import DOCUMENTED, FAILED, NOT_EXECUTABLE, PASSED
 from gate.types import ProcedureOutcome
@@ -38,6 +39,7 @@ class GateResult:
     seconds: float = 0.0
     made_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     unselected: list[str] = field(default_factory=list)  # sections with commands left out by --section
+    cards: list[Card] = field(default_factory=list)  # one per procedure: its defects, each on its own
 
     @property
     def passed(self) -> bool:
@@ -81,14 +83,16 @@ def judge(runbook: Runbook, procedures: list[ProcedureOutcome], cover: list[Sect
     if unselected:  # a partial run claims only what it ran
         verdict += f" (partial: {len(unselected)} sections with commands not selected)"
     return GateResult(runbook.path, hashlib.sha256(data).hexdigest(), verdict, defects, procedures, cover,
-                      runbook.problems, events, round(seconds, 1), unselected=list(unselected or []))
+                      runbook.problems, events, round(seconds, 1), unselected=list(unselected or []),
+                      cards=cards(runbook, procedures, runbook.problems))
 
 
-def write_reports(result: GateResult, folder: Path, stem: str) -> dict[str, Path]:
+def write_reports(result: GateResult, folder: Path, stem: str, lang: str = "ja") -> dict[str, Path]:
+    """Markdown, HTML (in `lang`: ja, as the REC reports, or en) and JSON."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"md": folder / f"{stem}.md", "html": folder / f"{stem}.html", "json": folder / f"{stem}.json"}
     paths["md"].write_text(markdown(result), encoding="utf-8")
-    paths["html"].write_text(to_html(result), encoding="utf-8")
+    paths["html"].write_text(to_html(result, lang), encoding="utf-8")
     paths["json"].write_text(json.dumps(asdict(result), ensure_ascii=False, indent=1, default=str),
                              encoding="utf-8")
     WRITTEN.append((result.verdict, result.runbook, paths["html"]))
@@ -137,41 +141,10 @@ def markdown(result: GateResult) -> str:
     return "\n".join(out)
 
 
-def to_html(result: GateResult) -> str:
-    esc = html.escape
-    color = "#1a7f37" if result.passed else "#cf222e"
-    rows = []
-    health = {s: p.health for p in result.procedures for s in p.sections}
-    for entry in result.coverage:
-        status = result.section_status(entry.section)
-        h = health.get(entry.section)
-        after = "—" if h is None else ("healthy, data intact" if h.ok else "NOT healthy / data changed")
-        rows.append(f"<tr class='{esc(status.replace(' ', '-'))}'><td>{esc(entry.section)}</td>"
-                    f"<td>{esc(status)}</td><td>{esc(after)}</td><td>{esc(entry.by)}<br><small>"
-                    f"{esc(', '.join(entry.drills))}</small></td></tr>")
-    details = []
-    for p in result.procedures:
-        items = []
-        for block in p.blocks:
-            for c in block.commands:
-                extra = (f"<pre>{esc(c.output[-3000:])}</pre>" if c.output and c.status == FAILED else "")
-                css = esc(c.status.replace(" ", "-"))
-                items.append(f"<li class='{css}'><code>{esc(_short(c.original))}</code> — {esc(c.status)} "
-                             f"{esc(c.reason or '')} {esc('; '.join(c.defects))}{extra}</li>")
-        problems = "".join(f"<li><b>{esc(x)}</b></li>" for x in p.health.problems)
-        details.append(f"<h3>{esc(p.title)}</h3><p>stack {esc(p.stack)}, {p.seconds:g} s</p>"
-                       f"<ul>{problems}</ul><ol>{''.join(items)}</ol>")
-    defects = "".join(f"<li>{esc(d)}</li>" for d in result.defects) or "<li>none</li>"
-    return f"""<!doctype html><html lang="ja"><meta charset="utf-8"><title>Runbook gate</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:auto}} td,th{{border:1px solid #ccc;padding:.3em}}
-table{{border-collapse:collapse}} .failed{{background:#ffebe9}} .passed{{background:#dafbe1}}
-.not-executable{{background:#fff8c5}} pre{{background:#f6f8fa;white-space:pre-wrap}}</style>
-<h1 style="color:{color}">Runbook gate: {esc(result.verdict)}</h1>
-<p>{esc(result.runbook)} (sha256 {esc(result.sha256[:16])}), {esc(result.made_at)}, {result.seconds:g} s</p>
-<h2>Defects</h2><ol>{defects}</ol>
-<h2>Sections</h2><table><tr><th>section</th><th>result</th><th>after</th><th>covered by</th></tr>
-{''.join(rows)}</table><h2>Procedures</h2>{''.join(details)}</html>
-"""
+def to_html(result: GateResult, lang: str = "ja") -> str:
+    """The page a runbook author fixes the runbook from (gate.page): a card per procedure."""
+    return render(result.runbook, result.verdict, result.passed, result.made_at, result.seconds,
+                  bool(result.unselected), result.cards, lang)
 
 
 def how_run(result: GateResult, section: str) -> str:

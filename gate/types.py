@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fixtures.engine.drill import DrillRun
 from gate.runner import FAILED, BlockOutcome
+
+if TYPE_CHECKING:  # the drill engine is heavy: the light modules of the gate import this one
+    from fixtures.engine.drill import DrillRun
 
 
 class GateError(Exception):
@@ -34,7 +36,7 @@ class Context:
     oracles: list[OracleResult] = field(default_factory=list)
 
 
-Oracle = Callable[[DrillRun, Context], list[OracleResult]]
+Oracle = Callable[["DrillRun", Context], list[OracleResult]]
 
 
 @dataclass

@@ -37,12 +37,20 @@ def test_the_gate_has_no_import_circle():
         order = list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         raise AssertionError(f"import circle in gate/: {' -> '.join(exc.args[1])}") from None
-    assert "gate.orchestrator" in graph["gate"] and "gate.types" in graph["gate.orchestrator"]
+    assert "gate.orchestrator" in graph["gate.run"] and "gate.types" in graph["gate.orchestrator"]
     assert order.index("gate.types") < order.index("gate.plans") < order.index("gate.orchestrator")
+
+
+def test_the_light_modules_do_not_load_the_whole_gate():
+    """A practice shell imports gate.mapping and gate.shims: the package and what they import stay light."""
+    graph = imports_inside_gate()
+    assert graph["gate"] <= {"gate.types", "gate.run"}  # gate.run only when run_gate is asked for
+    for light in ("gate.types", "gate.runner", "gate.mapping", "gate.shims", "gate.parser"):
+        assert not graph[light] - {"gate.runner", "gate.mapping", "gate.parser", "gate.types"}, light
 
 
 def test_nothing_below_the_plan_table_reaches_up_to_it():
     graph = imports_inside_gate()
-    above = {"gate", "gate.plans", "gate.orchestrator", "gate.mutants", "gate.report"}
+    above = {"gate", "gate.run", "gate.plans", "gate.orchestrator", "gate.mutants", "gate.report"}
     for low in ("gate.drilled", "gate.badbackups", "gate.scripted", "gate.verification", "gate.stacks"):
         assert not graph[low] & above, low
