@@ -379,29 +379,24 @@ class History:
             rows = db.execute(query, (drill_id,) if drill_id else ()).fetchall()
         return [Result(**{k: row[k] for k in RESULT_COLUMNS}) for row in rows]
 
-    def _has(self, db: sqlite3.Connection, table: str) -> bool:
-        return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() \
-            is not None
-
-    def forecasts(self, component: str | None = None) -> list[ForecastRow]:
-        """Every forecast kept, oldest first (none from a version 1 file not written since)."""
+    def _rows(self, table: str, order: str, component: str | None) -> list[dict[str, Any]]:
+        """A forecast table's rows, of one component or all; none from a version 1 file not written
+        since (it has not got the table yet)."""
         with self.connect() as db:
-            if not self._has(db, "forecasts"):
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,))
+            if found.fetchone() is None:
                 return []
             where = " WHERE component=?" if component else ""
-            rows = db.execute(f"SELECT * FROM forecasts{where} ORDER BY made_at, rec_id",
-                              (component,) if component else ()).fetchall()
-        return [ForecastRow(**dict(r)) for r in rows]
+            return [dict(r) for r in db.execute(f"SELECT * FROM {table}{where} ORDER BY {order}",
+                                                (component,) if component else ()).fetchall()]
+
+    def forecasts(self, component: str | None = None) -> list[ForecastRow]:
+        """Every forecast kept, oldest first."""
+        return [ForecastRow(**r) for r in self._rows("forecasts", "made_at, rec_id", component)]
 
     def measurements(self, component: str | None = None) -> list[Measurement]:
         """Every measurement with the forecast beside it, oldest first: the forecast's error over time."""
-        with self.connect() as db:
-            if not self._has(db, "measurements"):
-                return []
-            where = " WHERE component=?" if component else ""
-            rows = db.execute(f"SELECT * FROM measurements{where} ORDER BY measured_at, source",
-                              (component,) if component else ()).fetchall()
-        return [Measurement(**dict(r)) for r in rows]
+        return [Measurement(**r) for r in self._rows("measurements", "measured_at, source", component)]
 
     def runs(self) -> list[dict[str, Any]]:
         with self.connect() as db:
