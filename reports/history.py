@@ -257,23 +257,12 @@ class History:
             return
         if version == 1 and tables >= TABLES:  # readable as it is; a writer adds version 2's tables
             if create:
-                self._migrate(db)
+                self._upgrade(db, 1, FORECAST_SCHEMA)  # version 1 to 2: the forecast tables added
             return
         if version == 0 and not tables:
             if create:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    # another writer may have created it while this one waited for the lock
-                    again = db.execute("PRAGMA user_version").fetchone()[0]
-                    if again == 0:  # (executescript would commit first: one statement at a time)
-                        for statement in filter(str.strip, (SCHEMA + FORECAST_SCHEMA).split(";")):
-                            db.execute(statement)
-                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+                self._upgrade(db, 0, SCHEMA + FORECAST_SCHEMA)
                 return
             raise HistoryError(f"{self.path}: empty history")
         if version > SCHEMA_VERSION:
@@ -284,12 +273,15 @@ class History:
             reason = f"schema version {version} has no migration to {SCHEMA_VERSION}"
         raise HistoryError(f"{self.path}: {reason}; refused, the file is left as it is")
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        """Version 1 to 2: the forecast tables added (nothing else changes)."""
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection, version: int, schema: str) -> None:
+        """Run `schema` and set the current version, when the file is still at `version`: another
+        writer may have done it while this one waited for the lock (one statement at a time:
+        executescript would commit first)."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            if db.execute("PRAGMA user_version").fetchone()[0] == 1:
-                for statement in filter(str.strip, FORECAST_SCHEMA.split(";")):
+            if db.execute("PRAGMA user_version").fetchone()[0] == version:
+                for statement in filter(str.strip, schema.split(";")):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
