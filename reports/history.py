@@ -161,6 +161,28 @@ class Measurement:
         return self.low_seconds <= self.seconds <= self.high_seconds
 
 
+MB = 1024 * 1024
+AFTER_RECOVERY = ("safety_copy",)  # made after the service is back: not counted, as the forecast does not
+
+
+def measurement_from_journal(journal: dict[str, Any], source: str) -> Measurement:
+    """A real database restore's journal (recovery's JSON) as a measurement: its steps until the
+    service was back, and the live database's size its free space check noted (needed_mb of the
+    side database). HistoryError when it is not a succeeded database restore with that note."""
+    if journal.get("action") != "database_restore" or journal.get("status") != "succeeded":
+        raise HistoryError(f"{source}: not a succeeded database restore's journal "
+                           f"(action {journal.get('action')!r}, status {journal.get('status')!r})")
+    steps = journal.get("steps") or []
+    notes = [n for s in steps if s.get("name") == "select_backup"
+             for n in (s.get("details") or {}).get("free_space") or []
+             if any("side database" in part for part in n.get("for", []))]
+    if not notes or not isinstance(notes[0].get("needed_mb"), int | float):
+        raise HistoryError(f"{source}: its select_backup step notes no side database size (free_space)")
+    seconds = sum(float(s.get("seconds") or 0) for s in steps if s.get("name") not in AFTER_RECOVERY)
+    return Measurement(journal.get("ended_at", ""), "database", float(notes[0]["needed_mb"]) * MB, None,
+                       round(seconds, 3), source)
+
+
 def forecasts_from(run_id: str, document: dict[str, Any]) -> tuple[ForecastRow, ...]:
     """The forecast rows of a REC's JSON form, one per component (none when it has no forecast)."""
     summary, record = document["summary"], document["record"]
