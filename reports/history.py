@@ -161,6 +161,28 @@ class Measurement:
         return self.low_seconds <= self.seconds <= self.high_seconds
 
 
+MB = 1024 * 1024
+AFTER_RECOVERY = ("safety_copy",)  # made after the service is back: not counted, as the forecast does not
+
+
+def measurement_from_journal(journal: dict[str, Any], source: str) -> Measurement:
+    """A real database restore's journal (recovery's JSON) as a measurement: its steps until the
+    service was back, and the live database's size its free space check noted (needed_mb of the
+    side database). HistoryError when it is not a succeeded database restore with that note."""
+    if journal.get("action") != "database_restore" or journal.get("status") != "succeeded":
+        raise HistoryError(f"{source}: not a succeeded database restore's journal "
+                           f"(action {journal.get('action')!r}, status {journal.get('status')!r})")
+    steps = journal.get("steps") or []
+    notes = [n for s in steps if s.get("name") == "select_backup"
+             for n in (s.get("details") or {}).get("free_space") or []
+             if any("side database" in part for part in n.get("for", []))]
+    if not notes or not isinstance(notes[0].get("needed_mb"), int | float):
+        raise HistoryError(f"{source}: its select_backup step notes no side database size (free_space)")
+    seconds = sum(float(s.get("seconds") or 0) for s in steps if s.get("name") not in AFTER_RECOVERY)
+    return Measurement(journal.get("ended_at", ""), "database", float(notes[0]["needed_mb"]) * MB, None,
+                       round(seconds, 3), source)
+
+
 def forecasts_from(run_id: str, document: dict[str, Any]) -> tuple[ForecastRow, ...]:
     """The forecast rows of a REC's JSON form, one per component (none when it has no forecast)."""
     summary, record = document["summary"], document["record"]
@@ -257,23 +279,12 @@ class History:
             return
         if version == 1 and tables >= TABLES:  # readable as it is; a writer adds version 2's tables
             if create:
-                self._migrate(db)
+                self._upgrade(db, 1, FORECAST_SCHEMA)  # version 1 to 2: the forecast tables added
             return
         if version == 0 and not tables:
             if create:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    # another writer may have created it while this one waited for the lock
-                    again = db.execute("PRAGMA user_version").fetchone()[0]
-                    if again == 0:  # (executescript would commit first: one statement at a time)
-                        for statement in filter(str.strip, (SCHEMA + FORECAST_SCHEMA).split(";")):
-                            db.execute(statement)
-                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+                self._upgrade(db, 0, SCHEMA + FORECAST_SCHEMA)
                 return
             raise HistoryError(f"{self.path}: empty history")
         if version > SCHEMA_VERSION:
@@ -284,12 +295,15 @@ class History:
             reason = f"schema version {version} has no migration to {SCHEMA_VERSION}"
         raise HistoryError(f"{self.path}: {reason}; refused, the file is left as it is")
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        """Version 1 to 2: the forecast tables added (nothing else changes)."""
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection, version: int, schema: str) -> None:
+        """Run `schema` and set the current version, when the file is still at `version`: another
+        writer may have done it while this one waited for the lock (one statement at a time:
+        executescript would commit first)."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            if db.execute("PRAGMA user_version").fetchone()[0] == 1:
-                for statement in filter(str.strip, FORECAST_SCHEMA.split(";")):
+            if db.execute("PRAGMA user_version").fetchone()[0] == version:
+                for statement in filter(str.strip, schema.split(";")):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -379,29 +393,24 @@ class History:
             rows = db.execute(query, (drill_id,) if drill_id else ()).fetchall()
         return [Result(**{k: row[k] for k in RESULT_COLUMNS}) for row in rows]
 
-    def _has(self, db: sqlite3.Connection, table: str) -> bool:
-        return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() \
-            is not None
-
-    def forecasts(self, component: str | None = None) -> list[ForecastRow]:
-        """Every forecast kept, oldest first (none from a version 1 file not written since)."""
+    def _rows(self, table: str, order: str, component: str | None) -> list[dict[str, Any]]:
+        """A forecast table's rows, of one component or all; none from a version 1 file not written
+        since (it has not got the table yet)."""
         with self.connect() as db:
-            if not self._has(db, "forecasts"):
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,))
+            if found.fetchone() is None:
                 return []
             where = " WHERE component=?" if component else ""
-            rows = db.execute(f"SELECT * FROM forecasts{where} ORDER BY made_at, rec_id",
-                              (component,) if component else ()).fetchall()
-        return [ForecastRow(**dict(r)) for r in rows]
+            return [dict(r) for r in db.execute(f"SELECT * FROM {table}{where} ORDER BY {order}",
+                                                (component,) if component else ()).fetchall()]
+
+    def forecasts(self, component: str | None = None) -> list[ForecastRow]:
+        """Every forecast kept, oldest first."""
+        return [ForecastRow(**r) for r in self._rows("forecasts", "made_at, rec_id", component)]
 
     def measurements(self, component: str | None = None) -> list[Measurement]:
         """Every measurement with the forecast beside it, oldest first: the forecast's error over time."""
-        with self.connect() as db:
-            if not self._has(db, "measurements"):
-                return []
-            where = " WHERE component=?" if component else ""
-            rows = db.execute(f"SELECT * FROM measurements{where} ORDER BY measured_at, source",
-                              (component,) if component else ()).fetchall()
-        return [Measurement(**dict(r)) for r in rows]
+        return [Measurement(**r) for r in self._rows("measurements", "measured_at, source", component)]
 
     def runs(self) -> list[dict[str, Any]]:
         with self.connect() as db:

@@ -322,6 +322,28 @@ def test_the_rec_oscal_and_history_show_the_point_and_the_interval(monkeypatch, 
     assert store.measurements("database") == [later]
 
 
+def test_a_real_restores_journal_is_kept_beside_the_forecast_at_its_size(tmp_path):
+    store = history.History(tmp_path / "history.sqlite")
+    store.add_results([history.Result("r", "REC-1", "d", "", "", "", None, "passed", 1.0, None, 0, "",
+                                      "2026-01-01T00:00:00+00:00", (history.ForecastRow(
+                                          "r", "REC-1", "d", "database", "2026-01-01T00:00:00+00:00", 20e9,
+                                          None, 402.1, 202.4, 602.4,
+                                          json.dumps({"a": 2.1, "b_seconds_per_gb": 20.0})),))], 1)
+    space = {"for": ["the side database in /var/lib/postgresql"], "needed_mb": 1024.0, "free_mb": 9e4}
+    steps = [{"name": "select_backup", "seconds": 0.2, "details": {"free_space": [space]}},
+             {"name": "pg_restore", "seconds": 20.0}, {"name": "start_backend", "seconds": 2.0},
+             {"name": "safety_copy", "seconds": 30.0}]
+    journal = {"action": "database_restore", "status": "succeeded", "ended_at": "2026-02-01T00:00:00+00:00",
+               "steps": steps}
+    kept = store.add_measurement(history.measurement_from_journal(journal, "db-restore.json"))
+    assert kept.seconds == 22.2 and kept.size == 1024 * 1024 * 1024  # the safety copy not counted
+    assert kept.forecast_seconds == pytest.approx(2.1 + 20 * 1.073741824, abs=0.01)
+    for bad in ({**journal, "status": "failed"}, {**journal, "action": "uploads_restore"},
+                {**journal, "steps": steps[1:]}):
+        with pytest.raises(history.HistoryError, match=r"db-restore\.json"):
+            history.measurement_from_journal(bad, "db-restore.json")
+
+
 def test_a_version_1_history_gets_the_forecast_tables_and_keeps_its_rows(tmp_path):
     path = tmp_path / "history.sqlite"
     with sqlite3.connect(path) as db:
