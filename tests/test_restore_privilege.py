@@ -35,6 +35,7 @@ from recovery.errors import RecoveryError
 from recovery.full_system import prepare
 from recovery.integrity import compare, fingerprint
 from recovery.journal import Journal
+from recovery.restore_role import unsafe
 
 pytestmark = pytest.mark.stack
 
@@ -317,3 +318,20 @@ def test_the_full_recoverys_schema_of_a_dropped_database_runs_as_the_restore_rol
         dbs = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
     assert "someone" not in roles and not [r for r in roles if "restorer" in r]
     assert APP_DB not in dbs
+
+
+def test_the_role_check_names_every_power_a_restore_role_must_not_have(hostile_stack):
+    """restore_role.unsafe, which a made role must pass before the side database is made for it."""
+    with hostile_stack.pg.connect() as conn:
+        conn.execute("CREATE ROLE hostile_check_member LOGIN CREATEDB")
+        try:
+            conn.execute("GRANT pg_execute_server_program TO hostile_check_member")
+            assert unsafe(conn, "postgres")[:3] == ["SUPERUSER", "CREATEROLE", "CREATEDB"]
+            assert unsafe(conn, "hostile_check_member") == [
+                "CREATEDB", "member of pg_execute_server_program (files, programs or other sessions)"]
+            assert unsafe(conn, "no_such_role") == ["role no_such_role does not exist"]
+            conn.execute("CREATE ROLE hostile_check_plain LOGIN")
+            assert unsafe(conn, "hostile_check_plain") == []
+        finally:
+            conn.execute("DROP ROLE IF EXISTS hostile_check_member")
+            conn.execute("DROP ROLE IF EXISTS hostile_check_plain")
