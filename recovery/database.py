@@ -403,8 +403,8 @@ def run_pg_restore(step: Step, target: Target, chosen: VerifiedBackup, role: res
                      run_as=target.service_account(), env=role.env(target), stderr_line=entry_done)
         step.note("toc_entries_restored", restored.value)
     except CommandError as exc:
-        raise RestoreError(f"pg_restore into {role.database} as {role.name} failed: {toc_failure(exc)}"
-                           f"{REFUSED}") from exc
+        raise RestoreError(f"{chosen.path.name} refused: pg_restore into {role.database} as {role.name} "
+                           f"stopped at {toc_failure(exc)}{REFUSED}") from exc
     finally:
         if uses_list:
             Path(uses_list[1]).unlink(missing_ok=True)
@@ -415,7 +415,7 @@ def _extension_comment(line: str) -> bool:
     return parts[2:5] == ["COMMENT", "-", "EXTENSION"]
 
 
-REFUSED = ("; refused: a backup runs as a role that is no superuser and owns only the side database, "
+REFUSED = ("; a backup runs as a role that is no superuser and owns only the side database, "
            "so it reaches no program, server file, role, other database or server setting")
 
 

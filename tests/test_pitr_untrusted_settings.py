@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from fixtures.stack.postgres import APP_DB
+from recovery.database import wait_answering
 from recovery.pitr import allow_archiving, base_backup, point_in_time_restore
 from recovery.server_settings import guarded, split
 from tests.test_recovery_pitr import switch_and_wait_archived
@@ -97,5 +98,32 @@ def test_a_base_backup_that_sets_commands_runs_none_of_them(stack):
             conn.execute("INSERT INTO projects (name) VALUES ('archived again')")
         switch_and_wait_archived(stack)
         assert not archived_by.exists(), "the base backup's archive_command ran"
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+@pytest.mark.stack
+def test_a_sandbox_server_keeps_the_harness_libraries_and_commands_whatever_its_data_directory_says(stack):
+    """The gate's runbook procedures start the sandbox's server on a data directory they restored
+    themselves: the server's command line carries the harness's values for the parameters that run
+    programs or load libraries, and postgresql.auto.conf cannot change them."""
+    target = stack.target()
+    outside = Path(tempfile.mkdtemp(prefix="mks-datadir-"))
+    outside.chmod(0o777)
+    try:
+        marker = outside / "archive_command"
+        with stack.pg.connect() as conn:
+            own = conn.execute("SHOW archive_command").fetchone()[0]
+            conn.execute(f"ALTER SYSTEM SET archive_command = 'touch {marker}; false'")
+            conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'no_such_library'")
+            conn.execute(f"ALTER SYSTEM SET recovery_end_command = 'touch {marker}'")
+        target.service_manager().restart(target.services.database)
+        wait_answering(target, 60)
+        with stack.pg.connect() as conn:
+            assert conn.execute("SHOW archive_command").fetchone()[0] == own
+            assert conn.execute("SHOW shared_preload_libraries").fetchone()[0] == ""
+            assert conn.execute("SHOW recovery_end_command").fetchone()[0] == ""
+        switch_and_wait_archived(stack)  # by the harness's archive_command
+        assert not marker.exists()
     finally:
         shutil.rmtree(outside, ignore_errors=True)

@@ -31,7 +31,11 @@ from fixtures.stack.postgres import APP_DB
 from recovery import backups
 from recovery.commands import run
 from recovery.database import backup_database, restore_database
+from recovery.errors import RecoveryError
+from recovery.full_system import prepare
 from recovery.integrity import compare, fingerprint
+from recovery.journal import Journal
+from recovery.restore_role import unsafe
 
 pytestmark = pytest.mark.stack
 
@@ -91,15 +95,19 @@ def plain_source(hostile_stack) -> bytes:
     return pg_dump(hostile_stack, "-Fp")
 
 
-@pytest.fixture(scope="module")
-def custom_source(hostile_stack) -> bytes:
+def commented_dump(stack) -> bytes:
     """A custom-format dump whose TOC has a COMMENT entry of known SQL, to be overwritten in place."""
-    with psycopg.connect(hostile_stack.pg.conninfo(APP_DB), autocommit=True) as conn:
+    with psycopg.connect(stack.pg.conninfo(APP_DB), autocommit=True) as conn:
         conn.execute(f"COMMENT ON TABLE public.projects IS '{COMMENT_PAD}'")
         try:
-            return pg_dump(hostile_stack, "-Fc")
+            return pg_dump(stack, "-Fc")
         finally:
             conn.execute("COMMENT ON TABLE public.projects IS NULL")
+
+
+@pytest.fixture(scope="module")
+def custom_source(hostile_stack) -> bytes:
+    return commented_dump(hostile_stack)
 
 
 def hostile_plain(stack, source: bytes, statement: str) -> tuple[Path, int]:
@@ -293,3 +301,37 @@ def test_an_app_table_turned_into_a_view_is_refused_before_the_superuser_reads_i
     path, _ = hostile_plain(hostile_stack, plain_source, statement)
     result = restore_cli(target_file, path)
     check_refused(hostile_stack, result, before, state, marker, "public.documents is a view, not a table")
+
+
+def test_the_full_recoverys_schema_of_a_dropped_database_runs_as_the_restore_role(stack):
+    """完全システム復旧 with the live database gone: its schema comes from the dump (before the restore
+    beside it); a hostile TOC entry there is refused the same way and leaves no database or role."""
+    target = stack.target()
+    dump = hostile_custom(stack, commented_dump(stack), "CREATE ROLE someone SUPERUSER LOGIN;")
+    with stack.pg.connect() as conn:
+        conn.execute(f"DROP DATABASE {APP_DB} WITH (FORCE)")
+    with pytest.raises(RecoveryError) as caught:
+        prepare(Journal("prepare", "prepare", target.name), target, dump)
+    assert "TOC entry " in str(caught.value) and "must be superuser to create superusers" in str(caught.value)
+    with stack.pg.connect() as conn:
+        roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()]
+        dbs = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    assert "someone" not in roles and not [r for r in roles if "restorer" in r]
+    assert APP_DB not in dbs
+
+
+def test_the_role_check_names_every_power_a_restore_role_must_not_have(hostile_stack):
+    """restore_role.unsafe, which a made role must pass before the side database is made for it."""
+    with hostile_stack.pg.connect() as conn:
+        conn.execute("CREATE ROLE hostile_check_member LOGIN CREATEDB")
+        try:
+            conn.execute("GRANT pg_execute_server_program TO hostile_check_member")
+            assert unsafe(conn, "postgres")[:3] == ["SUPERUSER", "CREATEROLE", "CREATEDB"]
+            assert unsafe(conn, "hostile_check_member") == [
+                "CREATEDB", "member of pg_execute_server_program (files, programs or other sessions)"]
+            assert unsafe(conn, "no_such_role") == ["role no_such_role does not exist"]
+            conn.execute("CREATE ROLE hostile_check_plain LOGIN")
+            assert unsafe(conn, "hostile_check_plain") == []
+        finally:
+            conn.execute("DROP ROLE IF EXISTS hostile_check_member")
+            conn.execute("DROP ROLE IF EXISTS hostile_check_plain")
