@@ -18,6 +18,7 @@ from fixtures.engine import idempotence
 from fixtures.engine.drill import DrillFailed
 from fixtures.engine.idempotence import State
 from fixtures.stack.local import LocalStack
+from fixtures.stack.plugin import module_stack
 from recovery import safety_copies
 from recovery.config_files import backup_config, restore_config
 from recovery.database import backup_database, restore_database
@@ -25,7 +26,6 @@ from recovery.integrity import compare, connect
 from recovery.uploads import backup_uploads, restore_uploads
 from recovery.waiting import wait_until
 from scenarios.drills import UPLOADS, recover_uploads, sabotaged
-from tests.shared_stack import module_stack
 
 pytestmark = pytest.mark.stack
 PROJECT = Path(__file__).resolve().parents[1]
