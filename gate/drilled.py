@@ -461,8 +461,9 @@ def run_drilled(plan: Plan, drill: Drill, sections: list[Section], stack: Stack,
                                                 f"the check itself failed: {first_error(exc)}"))
 
     fault = plan.fault or drill.fault
+    # twice=False: a second run of the sections would replace ctx.blocks, the report's record of the first
     gate_drill = replace(drill, name=f"gate-{drill.name}", fault=fault, prepare=prepare, recover=recover,
-                         forecast=())
+                         forecast=(), twice=False)
     try:
         record = run_drill(gate_drill, stack, settings, drill_id=f"{name}-{drill.name}")
     except DrillFailed as failed:

@@ -28,6 +28,9 @@ def heap_check(step: Step, target: Target, dbname: str) -> list[str]:
         step.note("heapcheck", f"skipped: {size} bytes, above the budget of {db.heapcheck_max_bytes} "
                                "(database.heapcheck_max_bytes)")
         return []
+    if not Path(db.tool("pg_amcheck")).is_file():
+        return [f"pg_amcheck: not found at {db.tool('pg_amcheck')} (PostgreSQL 14 or later has it; "
+                "database.heapcheck_max_bytes: 0 skips the heap check)"]
     try:
         step.run([db.tool("pg_amcheck"), "-U", db.superuser, "-d", dbname, "--heapallindexed",
                   "--install-missing", "--no-strict-names"], timeout=3600, run_as=target.service_account(),

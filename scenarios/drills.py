@@ -305,7 +305,7 @@ DB_CRASH = Drill(
 DB_RESTORE = Drill(
     "database-restore", "データベース復旧テスト: データベース消失", "RTO-4", "monthly",
     f"{DATA} > 1. データベースバックアップからの復旧", faults.DropDatabase(), recover_database_restore,
-    prepare=backup_database, forecast=("database",))
+    prepare=backup_database, forecast=("database",), twice=True)
 NGINX_CONFIG = Drill(
     "nginx-config", "Webサーバー復旧: 設定ファイル破損", "RTO-1", "monthly",
     f"{WEB} > 設定確認 / 再起動手順", faults.BrokenNginxConfig(), recover_nginx_config,
@@ -316,7 +316,7 @@ CERTIFICATE = Drill(
 UPLOADS = Drill(
     "uploads-restore", "アップロードファイル復旧: フォルダ消失", "RTO-4", "monthly",
     f"{DATA} > 2. アップロードファイル復旧", faults.WipeUploads(), recover_uploads,
-    prepare=backup_uploads, forecast=("uploads",))
+    prepare=backup_uploads, forecast=("uploads",), twice=True)
 PLAIN_BACKUPS = Drill(
     "plain-backups-restore", "データ復旧テスト: cronのバックアップ (pg_dump | gzip, tar -czf) から復旧",
     "RTO-4", "monthly", f"{DATA} > 1. データベースバックアップからの復旧",
@@ -329,7 +329,7 @@ CONFIG_GIT = Drill(
 CONFIG_TARBALL = Drill(
     "config-tarball", "設定ファイル復旧: 認証情報の誤り (手動バックアップ)", "RTO-1", "monthly",
     f"{DATA} > 3. 設定ファイル復旧 > 手動バックアップからの復旧", faults.WrongDatabaseCredentials(),
-    recover_config_from_tarball, prepare=backup_config, applies=needs_config_password)
+    recover_config_from_tarball, prepare=backup_config, applies=needs_config_password, twice=True)
 FULL_RECOVERY = Drill(
     "full-recovery", "完全システムテスト: データベースとアップロードの消失", "RTO-24", "quarterly",
     f"{FULL} / 完全復旧スクリプト", faults.Several((faults.DropDatabase(), faults.WipeUploads())),

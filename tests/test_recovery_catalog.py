@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.stack.local import LocalStack
+from fixtures.stack.plugin import module_stack
 from recovery import catalog, restore_checks
 from recovery.__main__ import main as recovery_main
 from recovery.commands import run
@@ -17,7 +18,6 @@ from recovery.integrity import compare, connect, fingerprint
 from recovery.journal import ActionFailed, Journal
 from reports import signing
 from reports.__main__ import main as reports_main
-from tests.shared_stack import module_stack
 
 pytestmark = pytest.mark.stack
 
@@ -166,7 +166,7 @@ BREAKS = [
 
 
 @pytest.mark.parametrize(("breaks", "mends", "failure"), BREAKS,
-                         ids=[b[2].split(" after")[0] for b in BREAKS])
+                         ids=[b[2].split(" after")[0].replace(" ", "-") for b in BREAKS])
 def test_the_catalog_comparison_names_exactly_what_was_broken(stack, scratch, breaks, mends, failure):
     with stack.pg.connect(scratch) as conn:
         reference = catalog.snapshot(conn)

@@ -6,24 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from fixtures.engine import idempotence
+from fixtures.engine.drill import DrillFailed
+from fixtures.engine.idempotence import State
 from fixtures.stack.local import LocalStack
-from recovery import health, safety_copies
-from recovery.archives import sha256_file
+from fixtures.stack.plugin import module_stack
+from recovery import safety_copies
 from recovery.config_files import backup_config, restore_config
 from recovery.database import backup_database, restore_database
-from recovery.integrity import Fingerprint, compare, connect, fingerprint
+from recovery.integrity import compare, connect
 from recovery.uploads import backup_uploads, restore_uploads
 from recovery.waiting import wait_until
-from tests.shared_stack import module_stack
+from scenarios.drills import UPLOADS, recover_uploads, sabotaged
 
 pytestmark = pytest.mark.stack
 PROJECT = Path(__file__).resolve().parents[1]
@@ -32,38 +34,13 @@ PROJECT = Path(__file__).resolve().parents[1]
 stack = module_stack("twice")
 
 
-@dataclass
-class State:
-    data: Fingerprint
-    files: dict[str, Any]  # config files' sha256, the uploads folder's (name, size) listing
-    services: dict[str, str]
-    healthy: bool
-    copies: set[str]
-
-
 def state(stack: LocalStack) -> State:
-    target = stack.target()
-    uploads = Path(target.paths.uploads_dir)
-    configs = (target.paths.config_file, target.paths.nginx_site)
-    files: dict[str, Any] = {p: sha256_file(Path(p)) for p in configs}
-    files["uploads"] = sorted((p.relative_to(uploads).as_posix(), p.stat().st_size)
-                              for p in uploads.rglob("*") if p.is_file())
-    manager = target.service_manager()
-    services = {name: manager.status(name).active_state
-                for name in (target.services.backend, target.services.database, target.services.web)}
-    copies, why = safety_copies.find_all(target)
-    assert not why, why
-    return State(fingerprint(target), files, services, health.backend(target).ok,
-                 {str(c.path) for c in copies})
+    return idempotence.state(stack.target())
 
 
 def assert_second_run_changed_nothing(first: State, second: State) -> None:
     assert first.healthy and second.healthy
-    assert compare(first.data, second.data) == []
-    assert second.files == first.files
-    assert second.services == first.services
-    lost = first.copies - second.copies
-    assert not lost, f"the second run destroyed the first run's safety copies: {sorted(lost)}"
+    assert idempotence.changes(first, second) == []
 
 
 def test_db_restore_twice(stack):
@@ -160,3 +137,25 @@ def test_a_db_restore_killed_halfway_then_run_again_ends_recovered_losing_nothin
     assert before.copies <= again.copies
     # what the killed run left is neither removed nor listed as a safety copy by the next run
     assert set(left) <= set(side_databases(target))
+
+
+def test_a_drill_whose_second_run_destroys_a_safety_copy_fails_its_idempotence_check(stack, drill_runner,
+                                                                                      drill_settings):
+    runs: list[int] = []
+
+    def recover_then_tidy_up(run) -> None:
+        recover_uploads(run)
+        if runs:  # the second run also "tidies up" the folders the restores kept
+            for copy in safety_copies.find(run.target):
+                if copy.kind == "uploads-folder":
+                    shutil.rmtree(copy.path)
+        runs.append(1)
+
+    drill = sabotaged(UPLOADS, recover=recover_then_tidy_up, forecast=())
+    with pytest.raises(DrillFailed) as caught:
+        drill_runner(drill, stack, dataclasses.replace(drill_settings, forecaster=None))
+    record = caught.value.record
+    check = next(c for c in record.checks if c.name == "idempotence")
+    assert not check.passed and "safety copy destroyed: " in check.detail and ".uploads.old-" in check.detail
+    assert "not idempotent: safety copy destroyed" in record.failure_reason
+    assert record.recovery_seconds is None
