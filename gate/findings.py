@@ -80,7 +80,8 @@ def cards(runbook: Runbook, procedures: list[ProcedureOutcome], document: list[s
         own = [sections[k] for k in p.sections if k in sections]
         for problem in p.health.problems:
             found.append(_problem_finding(problem, p, own, lines, corrected))
-        out.append(Card(p.title, "passed" if p.ok else "failed", p.mode, p.seconds, _unique(found)))
+        found = _unique(found)
+        out.append(Card(p.title, "passed" if p.ok and not found else "failed", p.mode, p.seconds, found))
     if document:
         out.insert(0, Card("document", "failed", "read", 0.0,
                            _unique([_document_finding(text, lines) for text in document])))
@@ -103,8 +104,9 @@ def _command_findings(block: BlockOutcome, lines: list[str],
         if c.status == FAILED and not c.defects:
             why = c.reason or f"exit {c.exit_code}"
             out.append(finding(CANNOT_RUN, c, f" failed ({why}): {_telling(c.output)}"))
-        elif c.status == NOT_EXECUTABLE:
-            out.append(finding(WORDING, c, f" cannot run in a sandbox and is not marked (`# gate: skip`): "
+        elif c.status == NOT_EXECUTABLE:  # a placeholder cannot run anywhere; a host-only step wants its mark
+            kind = CANNOT_RUN if "placeholder" in (c.reason or "") else WORDING
+            out.append(finding(kind, c, f" cannot run in a sandbox and is not marked (`# gate: skip`): "
                                f"{c.reason}"))
     return out
 

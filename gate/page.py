@@ -49,7 +49,8 @@ border-left:6px solid #1a7f37}.card.failed{border-left-color:#cf222e}
 .cannot-run{background:#fff8c5;color:#7d4e00}.cannot-fail{background:#ddf4ff;color:#0550ae}
 .wording{background:#eaeef2;color:#424a53}.behind{margin-left:.5em;font-size:.85em;color:#8250df}
 pre{background:#f6f8fa;border-radius:6px;padding:.5em .8em;overflow-x:auto;font-size:.85em;margin:.3em 0}
-pre .hit{background:#fff8c5;display:block}dt{font-weight:bold;margin-top:.4em}dd{margin:.1em 0 .3em 1em}
+pre span{display:block;min-height:1.2em}pre .hit{background:#fff8c5}
+dt{font-weight:bold;margin-top:.4em}dd{margin:.1em 0 .3em 1em}
 details summary{cursor:pointer;color:#0969da}
 """
 
@@ -86,7 +87,7 @@ def _card(card: Card, t: dict[str, str], common: dict[str, str]) -> str:
 def _defect(f: Finding, t: dict[str, str]) -> str:
     esc = html.escape
     where = f"{esc(f.section)}" + (f" · {esc(t['line'].format(n=f.line))}" if f.line else "")
-    context = "".join(f"<span class='{'hit' if n == f.line else ''}'>{n:>4}  {esc(text)}</span>\n"
+    context = "".join(f"<span class='{'hit' if n == f.line else ''}'>{n:>4}  {esc(text)}</span>"
                       for n, text in f.context)
     repair = esc(f.repair)
     if f.repair_lines:
