@@ -275,37 +275,39 @@ def restore_database(journal: Journal, target: Target, level: str = "RTO-24",
     the state it replaced). `now` is the clock the backup's age is measured against (drills move
     it forward to make a backup "old").
     """
-    ts = backups.stamp()
-    live = ident(target.database.name)
-    side, old = f"{live}_restore_{ts}", f"{live}_pre_{ts}"
-    with journal.step("select_backup", "最新バックアップ確認") as step:
-        limit = backups.max_age_for(level, max_age)
-        step.note("level", level)
-        step.note("max_age_hours", None if limit is None else limit.total_seconds() / 3600)
-        if backup is not None:
-            chosen = backups.verify_dump(Path(backup), target, max_age=limit, now=now)
-        else:
-            chosen, skipped = backups.choose(target, max_age=limit, now=now)
-            step.note("skipped", skipped)
-        step.note("backup", str(chosen.path))
-        step.note("created_at", chosen.created_at.isoformat())
-        step.note("sha256", chosen.sha256)
-        step.note("sidecar_checked", chosen.sidecar_checked)
-        step.note("format", chosen.header.format)
-        if chosen.header.format == "PLAIN":
-            step.note("database_name", "not recorded in a plain dump: checked by its tables and the row "
-                                       "counts of its COPY data instead")
-        check_space(step, target, chosen, safety_dump)
-    _restore_beside(journal, target, chosen, side, jobs or default_jobs())
-    _swap(journal, target, live, side, old, health_timeout)
-    with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
-        step.note("database", old)
-        step.note("removal", safety_copies.REMOVAL_HINT)
-        if safety_dump:
-            try:
-                dump_database(step, target, old, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
-            except RecoveryError as exc:  # the restore is done; the renamed database still holds it all
-                step.note("warning", f"the dump of {old} failed, {old} itself is the safety copy: {exc}")
+    with contextlib.ExitStack() as held:
+        ts = backups.stamp()
+        live = ident(target.database.name)
+        side, old = f"{live}_restore_{ts}", f"{live}_pre_{ts}"
+        with journal.step("select_backup", "最新バックアップ確認") as step:
+            held.enter_context(restore_role.exclusive(target))  # until the safety copy is recorded
+            limit = backups.max_age_for(level, max_age)
+            step.note("level", level)
+            step.note("max_age_hours", None if limit is None else limit.total_seconds() / 3600)
+            if backup is not None:
+                chosen = backups.verify_dump(Path(backup), target, max_age=limit, now=now)
+            else:
+                chosen, skipped = backups.choose(target, max_age=limit, now=now)
+                step.note("skipped", skipped)
+            step.note("backup", str(chosen.path))
+            step.note("created_at", chosen.created_at.isoformat())
+            step.note("sha256", chosen.sha256)
+            step.note("sidecar_checked", chosen.sidecar_checked)
+            step.note("format", chosen.header.format)
+            if chosen.header.format == "PLAIN":
+                step.note("database_name", "not recorded in a plain dump: checked by its tables and the row "
+                                           "counts of its COPY data instead")
+            check_space(step, target, chosen, safety_dump)
+        _restore_beside(journal, target, chosen, side, jobs or default_jobs())
+        _swap(journal, target, live, side, old, health_timeout)
+        with journal.step("safety_copy", "既存データバックアップ（念のため）") as step:
+            step.note("database", old)
+            step.note("removal", safety_copies.REMOVAL_HINT)
+            if safety_dump:
+                try:
+                    dump_database(step, target, old, Path(target.paths.backup_dir) / f"pre_restore_{ts}.dump")
+                except RecoveryError as exc:  # the restore is done; the renamed database still holds it all
+                    step.note("warning", f"the dump of {old} failed, {old} itself is the safety copy: {exc}")
 
 
 def check_space(step: Step, target: Target, chosen: VerifiedBackup, safety_dump: bool) -> None:
@@ -346,6 +348,7 @@ def _restore_beside(journal: Journal, target: Target, chosen: VerifiedBackup, si
     try:
         with contextlib.ExitStack() as stack:
             with journal.step("create_side", "リストア先データベース作成") as step:
+                restore_role.clear_leftovers(step, target)
                 role = stack.enter_context(restore_role.restorer(step, target, side))
                 step.note("database", side)
             with journal.step("pg_restore", "リストア実行") as step:

@@ -104,6 +104,50 @@ def restorer(step: Step, target: Target, side: str, name: str | None = None) -> 
         passfile.unlink(missing_ok=True)
 
 
+class RestoreRunning(PrivilegeError):
+    """Another restore of the same database holds the restore lock."""
+
+
+@contextlib.contextmanager
+def exclusive(target: Target) -> Iterator[None]:
+    """One restore of the app's database at a time: a session advisory lock, which the server drops
+    when the holding connection ends, so a killed restore never leaves it held."""
+    key = f"mks-drill restore of {target.database.name}"
+    try:
+        conn = connect(target, "postgres")
+    except psycopg.OperationalError as exc:
+        raise PrivilegeError(f"cannot take the restore lock: PostgreSQL does not answer: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+    with conn:
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+        if not (got and got[0]):
+            holder = conn.execute("SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+                                  " AND l.objid = hashtext(%s)::oid", (key,)).fetchone()
+            raise RestoreRunning(f"another restore of {target.database.name} is running (server process "
+                                 f"{holder[0] if holder else '?'}): one at a time; nothing was changed")
+        yield
+
+
+def clear_leftovers(step: Step, target: Target) -> None:
+    """What a restore killed halfway left (its side database, its role), removed under the restore
+    lock: a side database is never production's data (only a swap makes it that, and a swap renames
+    it), and its backup is still there."""
+    live = ident(target.database.name)
+    with connect(target, "postgres") as conn:
+        databases = [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1",
+            (f"{live}_restore_",)).fetchall()]
+        roles = [r[0] for r in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) ORDER BY 1",
+            (f"{live}_restorer_",)).fetchall()]
+        for name in databases:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        for name in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+    if databases or roles:
+        step.note("interrupted_restore_removed", {"databases": databases, "roles": roles})
+
+
 def unsafe(conn: psycopg.Connection, name: str) -> list[str]:
     """What makes a role more than a restore may run as: its attributes, and the roles it can become."""
     row = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls"

@@ -19,10 +19,11 @@ from fixtures.engine.drill import DrillFailed
 from fixtures.engine.idempotence import State
 from fixtures.stack.local import LocalStack
 from fixtures.stack.plugin import module_stack
-from recovery import safety_copies
+from recovery import restore_role, safety_copies
 from recovery.config_files import backup_config, restore_config
 from recovery.database import backup_database, restore_database
 from recovery.integrity import compare, connect
+from recovery.journal import ActionFailed
 from recovery.uploads import backup_uploads, restore_uploads
 from recovery.waiting import wait_until
 from scenarios.drills import UPLOADS, recover_uploads, sabotaged
@@ -135,8 +136,27 @@ def test_a_db_restore_killed_halfway_then_run_again_ends_recovered_losing_nothin
     again = state(stack)
     assert again.healthy and compare(before.data, again.data) == []
     assert before.copies <= again.copies
-    # what the killed run left is neither removed nor listed as a safety copy by the next run
-    assert set(left) <= set(side_databases(target))
+    # what the killed run left (its side database and role) is removed by the next run, which says so
+    assert not set(left) & set(side_databases(target))
+    create_side = next(s for s in journal.steps if s.name == "create_side")
+    removed = create_side.details.get("interrupted_restore_removed")
+    if left:
+        assert removed is not None and set(left) <= set(removed["databases"]) and removed["roles"], removed
+    with connect(target, "postgres") as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE starts_with(rolname, 'mks_db_restorer_')"
+                            ).fetchone()[0] == 0
+
+
+def test_a_second_restore_while_one_runs_is_refused_and_changes_nothing(stack):
+    target = stack.target()
+    before = state(stack)
+    with restore_role.exclusive(target), pytest.raises(ActionFailed) as refused:  # one in progress
+        restore_database(target)
+    assert "another restore of mks_db is running" in str(refused.value)
+    assert "nothing was changed" in str(refused.value)
+    assert compare(before.data, state(stack).data) == []
+    journal = restore_database(target)  # the lock went with its connection
+    assert journal.status == "succeeded", journal.to_json()
 
 
 def test_a_drill_whose_second_run_destroys_a_safety_copy_fails_its_idempotence_check(stack, drill_runner,
