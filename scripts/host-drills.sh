@@ -4,8 +4,8 @@
 #
 #   bash scripts/host-drills.sh full [PYTEST ARGS]     # every drill on the reference app and on kiroku,
 #                                                      # the host-only drills, the provider's tests (~15 min)
-#   bash scripts/host-drills.sh sample [PYTEST ARGS]   # CI's sample (~3.5 min with the images cached,
-#                                                      # ~5.5 min when both are built)
+#   bash scripts/host-drills.sh sample [PYTEST ARGS]   # CI's sample (1.8 min with the images cached,
+#                                                      # about 2.5 min more when both are built)
 #
 # The sample: the provider's tests (systemd's Restart=always after a SIGKILL, a failing unit, a
 # SIGKILLed harness), the full recovery and PITR, and the host-only drills that show something no
