@@ -115,6 +115,12 @@ def run_block(container: object, block: Block, timeout: int = BLOCK_TIMEOUT) -> 
     return [outcomes[id(c)] for c in block.commands]
 
 
+def mask(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "********")
+    return text
+
+
 def shell_sections(sections: list[Section], only: str | None) -> list[Section]:
     return [s for s in sections if any(b.lang in SHELLS and b.commands for b in s.blocks)
             and (only is None or only in " > ".join(s.path))]
@@ -136,6 +142,8 @@ def run_runbook(path: Path, provider: object, only: str | None = None, seed_scal
             for block in section.blocks:
                 if block.lang in SHELLS:
                     outcome.commands += run_block(container, block)
+            for command in outcome.commands:  # `cat /etc/mks/config.yml` prints the stack's secrets
+                command.detail = mask(command.detail, stack.secrets.values())
             results.append(outcome)
         finally:
             stack.down()

@@ -76,6 +76,10 @@ def test_kiroku_degraded_health_is_a_finding(drill, stack_factory, drill_runner)
     """kiroku caches its fallback mode from its first health check: 200 with mode fallback, kept
     after the database answers; a finding with its body, then auto-recovery.sh's restart heals it."""
     kiroku = stack_factory("kiroku", app=KIROKU)
+    code, unit = kiroku.services.run("systemctl", "cat", "mks-backend.service")
+    # kiroku's own unit (its profile's host.unit), with the drill's environment as a drop-in
+    assert code == 0 and "kiroku records API" in unit, unit
+    assert "EnvironmentFile=/etc/default/mks-backend" in unit, unit
     record = drill_runner(drill, kiroku)
     assert record.verdict == "passed"
     found = health_findings(record.findings)
