@@ -129,7 +129,7 @@ def exclusive(target: Target) -> Iterator[None]:
 
 
 def clear_leftovers(step: Step, target: Target) -> None:
-    """What a restore killed halfway left (its side database, its role), removed under the restore
+    """What a restore killed halfway left (its side database, role and files), removed under the restore
     lock: a side database is never production's data (only a swap makes it that, and a swap renames
     it), and its backup is still there."""
     live = ident(target.database.name)
@@ -144,8 +144,13 @@ def clear_leftovers(step: Step, target: Target) -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         for name in roles:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-    if databases or roles:
-        step.note("interrupted_restore_removed", {"databases": databases, "roles": roles})
+    scratch = Path(target.paths.scratch_dir)
+    files = sorted(scratch.glob(f".{live}_restorer_*")) if scratch.is_dir() else []
+    for leftover in files:  # its password file and TOC list
+        leftover.unlink(missing_ok=True)
+    if databases or roles or files:
+        step.note("interrupted_restore_removed", {"databases": databases, "roles": roles,
+                                                  "files": [f.name for f in files]})
 
 
 def unsafe(conn: psycopg.Connection, name: str) -> list[str]:
