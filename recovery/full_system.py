@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recovery import backups, database, health, integrity, restore_role
+from recovery import app_http, backups, database, health, integrity, restore_role
 from recovery.actions import LEVEL_OPTION, action, option
 from recovery.archives import ArchiveError, choose_backup, extract_verified, sha256_file, timestamp
 from recovery.config_files import check_config, restore_config, restore_from_git, target_root
@@ -129,7 +129,7 @@ def choose_backups(target: Target, level: str, notes: dict[str, Any]) -> Chosen:
 def login_credentials(journal: Journal, username: str, password: str | None,
                       password_file: str | None) -> tuple[str, str]:
     """The post checks' login, resolved before anything is touched; the password is masked."""
-    user, secret = integrity.credentials(username, password, password_file)
+    user, secret = app_http.credentials(username, password, password_file)
     journal.secrets.append(secret)
     return user, secret
 

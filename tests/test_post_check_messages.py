@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from recovery.integrity import describe, json_field, mask_secrets, post_checks
+from recovery.app_http import describe, json_field, mask_secrets
+from recovery.integrity import post_checks
 from recovery.target import AppTarget, Target
 from tests.test_recovery_cli import PROJECT, bare_target_file
 

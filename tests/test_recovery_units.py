@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from recovery.app_http import credentials
 from recovery.backups import (
     BackupError,
     _PlainScan,
@@ -21,7 +22,7 @@ from recovery.backups import (
 )
 from recovery.database import parse_config
 from recovery.errors import RecoveryError
-from recovery.integrity import Fingerprint, compare, credentials
+from recovery.integrity import Fingerprint, compare
 from recovery.pitr import (
     contiguous_from,
     parse_backup_label,
