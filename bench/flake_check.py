@@ -133,8 +133,10 @@ def run_suite_once(number: int, commit: str, workers: str, extra: list[str], scr
     """CI's test stage in a fresh clone of `commit`, with a TMPDIR of its own."""
     folder = scratch / f"run-{number:02d}"
     folder.mkdir(mode=0o755)
-    clone, tmp, junit = folder / "clone", folder / "tmp", folder / "junit.xml"
-    tmp.mkdir()
+    clone, junit = folder / "clone", folder / "junit.xml"
+    # a short TMPDIR, as /tmp is: the tests' sandboxes below it must keep PostgreSQL's socket path
+    # within the 107 bytes of a Unix socket (a TMPDIR inside the scratch folder did not)
+    tmp = Path(tempfile.mkdtemp(prefix=f"mksf{number}-", dir="/tmp"))
     tmp.chmod(0o1777)  # as /tmp: the servers' account makes its sandboxes' base folder here
     run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(clone)], timeout=600)
     run(["git", "-C", str(clone), "checkout", "-q", "--detach", commit], timeout=600)
@@ -146,6 +148,7 @@ def run_suite_once(number: int, commit: str, workers: str, extra: list[str], scr
         outcome = {"run": number, "hog": hog, **_execute(argv, clone, env, junit)}
     outcome = _keep(outcome, folder, "suite")
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     return outcome
 
 
